@@ -1,0 +1,46 @@
+//! The `warden` command line: one file per command group.
+
+pub mod policy;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Warden: a sidecar enforcement proxy for AI agents.
+#[derive(Debug, Parser)]
+#[command(name = "warden", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate, inspect and dry-run policy bundles.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
+}
+
+/// Errors the CLI reports on its own (bundle errors are printed, not returned).
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid JSON in {what}: {source}")]
+    Json {
+        what: String,
+        source: serde_json::Error,
+    },
+}
+
+/// Run a parsed command line.
+pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    match cli.command {
+        Command::Policy(cmd) => policy::run(cmd),
+    }
+}

@@ -1,0 +1,632 @@
+//! The bundle language: one serde type per document kind (DESIGN §4, `docs/policy.md`).
+//!
+//! Every struct denies unknown fields. Defaults live here, in `#[serde(default)]`, so the
+//! canonical form (and hence the snapshot hash) sees a document the same whether a default was
+//! written out or left implicit.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The only accepted `apiVersion`.
+pub const API_VERSION: &str = "warden/v1";
+
+/// The tenant name of platform-wide policies, which may scope over several tenants.
+pub const PLATFORM_TENANT: &str = "*";
+
+/// A parsed document, tagged by its kind.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind")]
+pub enum Doc {
+    Policy(Meta<PolicySpec>),
+    KnowledgePlane(Meta<PlaneSpec>),
+    Connector(Meta<ConnectorSpec>),
+    SqlTemplate(Meta<SqlTemplateSpec>),
+    McpTool(Meta<McpToolSpec>),
+}
+
+/// The kinds, in canonical order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Kind {
+    KnowledgePlane,
+    Connector,
+    SqlTemplate,
+    McpTool,
+    Policy,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 5] = [
+        Kind::KnowledgePlane,
+        Kind::Connector,
+        Kind::SqlTemplate,
+        Kind::McpTool,
+        Kind::Policy,
+    ];
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::KnowledgePlane => "KnowledgePlane",
+            Kind::Connector => "Connector",
+            Kind::SqlTemplate => "SqlTemplate",
+            Kind::McpTool => "McpTool",
+            Kind::Policy => "Policy",
+        }
+    }
+}
+
+impl Doc {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Doc::Policy(_) => Kind::Policy,
+            Doc::KnowledgePlane(_) => Kind::KnowledgePlane,
+            Doc::Connector(_) => Kind::Connector,
+            Doc::SqlTemplate(_) => Kind::SqlTemplate,
+            Doc::McpTool(_) => Kind::McpTool,
+        }
+    }
+
+    pub fn metadata(&self) -> &Metadata {
+        match self {
+            Doc::Policy(d) => &d.metadata,
+            Doc::KnowledgePlane(d) => &d.metadata,
+            Doc::Connector(d) => &d.metadata,
+            Doc::SqlTemplate(d) => &d.metadata,
+            Doc::McpTool(d) => &d.metadata,
+        }
+    }
+}
+
+/// `metadata` and `spec` of one document.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Meta<S> {
+    pub metadata: Metadata,
+    pub spec: S,
+}
+
+/// The head every document carries; `kind` is read first to pick the spec type.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(crate) struct Header {
+    #[allow(dead_code)]
+    pub api_version: String,
+    #[allow(dead_code)]
+    pub kind: String,
+    #[allow(dead_code)]
+    pub metadata: serde::de::IgnoredAny,
+    #[allow(dead_code)]
+    pub spec: serde::de::IgnoredAny,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    /// Unique per kind and tenant; for policies also the tiebreak (lowest id wins).
+    pub id: String,
+    pub tenant: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+// === Policy ===
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySpec {
+    #[serde(default)]
+    pub status: Status,
+    #[serde(default)]
+    pub shadow: bool,
+    pub scope: Scope,
+    #[serde(rename = "match")]
+    pub matcher: Match,
+    pub effect: Effect,
+    /// The action a `deny` takes (default `stop`). Not allowed on `allow`.
+    #[serde(default)]
+    pub action: Option<Action>,
+    /// Clamp for `max_tokens` / `max_completion_tokens` (LLM channel only).
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
+    #[serde(default)]
+    pub limits: Vec<Limit>,
+    #[serde(default)]
+    pub detectors: Detectors,
+    #[serde(default)]
+    pub bind_at: BindAt,
+    #[serde(default)]
+    pub failure_mode: FailureMode,
+    #[serde(default)]
+    pub inspection: Inspection,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    #[default]
+    Draft,
+    Active,
+    Suspended,
+    Retired,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scope {
+    #[serde(default)]
+    pub all_runs: bool,
+    #[serde(default)]
+    pub tenants: Vec<String>,
+    #[serde(default)]
+    pub projects: Vec<String>,
+    #[serde(default)]
+    pub agents: Vec<String>,
+    #[serde(default)]
+    pub api_keys: Vec<String>,
+    /// Human actors on whose behalf the agent acts (`x-warden-actor`).
+    #[serde(default)]
+    pub actors: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Match {
+    pub channel: Channel,
+    #[serde(default)]
+    pub planes: Vec<String>,
+    #[serde(default)]
+    pub connectors: Vec<String>,
+    #[serde(default)]
+    pub models: Vec<String>,
+    #[serde(default)]
+    pub tools: Vec<String>,
+    #[serde(default)]
+    pub templates: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    Llm,
+    Http,
+    Sql,
+    Mcp,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 4] = [Channel::Llm, Channel::Http, Channel::Sql, Channel::Mcp];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Llm => "llm",
+            Channel::Http => "http",
+            Channel::Sql => "sql",
+            Channel::Mcp => "mcp",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Effect {
+    Allow,
+    Deny,
+}
+
+/// Outcomes, least restrictive first, so `Ord` is restrictiveness:
+/// `KILL > STOP > PAUSE > WARN > CONTINUE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Continue,
+    Warn,
+    Pause,
+    Stop,
+    Kill,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Continue => "continue",
+            Action::Warn => "warn",
+            Action::Pause => "pause",
+            Action::Stop => "stop",
+            Action::Kill => "kill",
+        }
+    }
+
+    /// Whether the call is refused.
+    pub fn blocks(self) -> bool {
+        self >= Action::Pause
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limit {
+    pub metric: Metric,
+    pub window: Window,
+    pub max: f64,
+    /// Near-threshold tiers as fractions of `max` in (0, 1); they only alert.
+    #[serde(default)]
+    pub near: Vec<f64>,
+    #[serde(default = "default_breach")]
+    pub on_breach: Action,
+}
+
+fn default_breach() -> Action {
+    Action::Stop
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    InputTokens,
+    OutputTokens,
+    TotalTokens,
+    CostUsd,
+    Requests,
+    Queries,
+    Bytes,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 7] = [
+        Metric::InputTokens,
+        Metric::OutputTokens,
+        Metric::TotalTokens,
+        Metric::CostUsd,
+        Metric::Requests,
+        Metric::Queries,
+        Metric::Bytes,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::InputTokens => "input_tokens",
+            Metric::OutputTokens => "output_tokens",
+            Metric::TotalTokens => "total_tokens",
+            Metric::CostUsd => "cost_usd",
+            Metric::Requests => "requests",
+            Metric::Queries => "queries",
+            Metric::Bytes => "bytes",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Whether only whole numbers make sense as a `max`.
+    pub fn integral(self) -> bool {
+        !matches!(self, Metric::CostUsd)
+    }
+}
+
+/// `step`, `run`, `session`, or a sliding duration such as `30s`, `1m`, `24h`, `7d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Window {
+    Step,
+    Run,
+    Session,
+    /// A sliding window of this many seconds.
+    Duration(u64),
+}
+
+impl Window {
+    pub fn parse(s: &str) -> Option<Window> {
+        match s {
+            "step" => return Some(Window::Step),
+            "run" => return Some(Window::Run),
+            "session" => return Some(Window::Session),
+            _ => {}
+        }
+        let unit = s.chars().last()?;
+        let digits = &s[..s.len() - unit.len_utf8()];
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let n: u64 = digits.parse().ok()?;
+        let secs = match unit {
+            's' => n,
+            'm' => n.checked_mul(60)?,
+            'h' => n.checked_mul(3600)?,
+            'd' => n.checked_mul(86_400)?,
+            _ => return None,
+        };
+        (secs > 0).then_some(Window::Duration(secs))
+    }
+}
+
+impl std::fmt::Display for Window {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Window::Step => f.write_str("step"),
+            Window::Run => f.write_str("run"),
+            Window::Session => f.write_str("session"),
+            Window::Duration(s) => write!(f, "{s}s"),
+        }
+    }
+}
+
+impl Serialize for Window {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Window {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Window::parse(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "bad window `{s}`: use step, run, session or a duration like 30s, 5m, 1h, 7d"
+            ))
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Detectors {
+    #[serde(default)]
+    pub pii: Option<PiiDetector>,
+    #[serde(default)]
+    pub grounding: Option<GroundingDetector>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PiiDetector {
+    /// PII is a fact, so it blocks by default (INV-002).
+    #[serde(default = "default_breach")]
+    pub on_match: Action,
+    /// Which kinds count; empty means all.
+    #[serde(default)]
+    pub kinds: Vec<PiiKind>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PiiKind {
+    Email,
+    Phone,
+    CreditCard,
+    Ssn,
+    Iban,
+}
+
+impl PiiKind {
+    pub const ALL: [PiiKind; 5] = [
+        PiiKind::Email,
+        PiiKind::Phone,
+        PiiKind::CreditCard,
+        PiiKind::Ssn,
+        PiiKind::Iban,
+    ];
+
+    pub fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PiiKind::Email => "email",
+            PiiKind::Phone => "phone",
+            PiiKind::CreditCard => "credit_card",
+            PiiKind::Ssn => "ssn",
+            PiiKind::Iban => "iban",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroundingDetector {
+    /// Scores below this (0..=1) are "low".
+    pub min_score: f64,
+    /// Grounding is a guess, so it never blocks unless the author opts in (INV-002).
+    #[serde(default = "default_grounding")]
+    pub on_low: Action,
+}
+
+fn default_grounding() -> Action {
+    Action::Warn
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BindAt {
+    #[default]
+    RunStart,
+    FirstToken,
+    EachStep,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureMode {
+    #[default]
+    FailClosed,
+    FailOpen,
+}
+
+/// What evidence may hold in clear; the default is none of it (hashes and counts only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Inspection {
+    #[serde(default)]
+    pub prompts: bool,
+    #[serde(default)]
+    pub responses: bool,
+    #[serde(default)]
+    pub pii: bool,
+    #[serde(default)]
+    pub secrets: bool,
+}
+
+// === KnowledgePlane ===
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlaneSpec {
+    pub sensitivity: Sensitivity,
+    /// `deny` (default): only policies naming the plane or one of its connectors explicitly
+    /// can allow access; a channel-wide allow does not reach into it.
+    #[serde(default = "default_plane")]
+    pub default: Effect,
+}
+
+fn default_plane() -> Effect {
+    Effect::Deny
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sensitivity {
+    Public,
+    Internal,
+    Confidential,
+    Restricted,
+}
+
+// === Connector ===
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorSpec {
+    #[serde(rename = "type")]
+    pub kind: Channel,
+    pub plane: String,
+    #[serde(default)]
+    pub llm: Option<LlmConnector>,
+    #[serde(default)]
+    pub http: Option<HttpConnector>,
+    #[serde(default)]
+    pub sql: Option<SqlConnector>,
+    #[serde(default)]
+    pub mcp: Option<McpConnector>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmConnector {
+    pub base_url: String,
+    pub api_key: String,
+    pub models: BTreeMap<String, ModelPrice>,
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn default_timeout() -> u64 {
+    30_000
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelPrice {
+    pub input_usd_per_mtok: f64,
+    pub output_usd_per_mtok: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConnector {
+    pub base_url: String,
+    pub allow: Vec<HttpRule>,
+    #[serde(default)]
+    pub inject_headers: BTreeMap<String, String>,
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_body_cap")]
+    pub max_request_bytes: u64,
+    #[serde(default = "default_body_cap")]
+    pub max_response_bytes: u64,
+}
+
+fn default_body_cap() -> u64 {
+    1 << 20
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpRule {
+    pub methods: Vec<String>,
+    /// Path patterns: exact, or ending in `/*` (one or more further segments).
+    pub paths: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlConnector {
+    /// A credential reference: the URL holds the password.
+    pub url: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpConnector {
+    pub url: String,
+    #[serde(default)]
+    pub inject_headers: BTreeMap<String, String>,
+}
+
+// === SqlTemplate ===
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlTemplateSpec {
+    pub connector: String,
+    pub statement: String,
+    #[serde(default)]
+    pub params: BTreeMap<String, ParamType>,
+    #[serde(default = "default_rows")]
+    pub max_rows: u32,
+    #[serde(default = "default_sql_timeout")]
+    pub timeout_ms: u32,
+    #[serde(default)]
+    pub doc_id_column: Option<String>,
+}
+
+fn default_rows() -> u32 {
+    100
+}
+
+fn default_sql_timeout() -> u32 {
+    2_000
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParamType {
+    Int,
+    Float,
+    Text,
+    Bool,
+    Uuid,
+    Date,
+    Timestamp,
+}
+
+// === McpTool ===
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpToolSpec {
+    pub connector: String,
+    /// The tool's name on the upstream server, when it differs from `metadata.id`.
+    #[serde(default)]
+    pub upstream_name: Option<String>,
+    #[serde(default)]
+    pub destructive: bool,
+}

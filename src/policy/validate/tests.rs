@@ -1,0 +1,258 @@
+//! One test per validation rule: the specific message, and the line and column it points at.
+
+use crate::policy::{compile_str, BundleError};
+
+const CONTRACT: &str = include_str!("../../../examples/contract/bundle.yaml");
+
+fn errors(text: &str) -> Vec<BundleError> {
+    compile_str("b.yaml", text).expect_err("bundle should be refused")
+}
+
+/// Compile the contract bundle plus `extra` documents; expect exactly one error containing
+/// `needle`, and return it.
+fn one_error(extra: &str, needle: &str) -> BundleError {
+    let text = format!("{CONTRACT}---\n{extra}");
+    let errs = errors(&text);
+    let hits: Vec<&BundleError> = errs.iter().filter(|e| e.message.contains(needle)).collect();
+    assert_eq!(
+        hits.len(),
+        1,
+        "expected one error with `{needle}`, got {errs:#?}"
+    );
+    assert_eq!(errs.len(), 1, "unexpected extra errors: {errs:#?}");
+    hits[0].clone()
+}
+
+/// The 1-based line in the combined bundle of the `n`th line of `extra`.
+fn line_of_extra(n: usize) -> usize {
+    CONTRACT.lines().count() + 1 + n
+}
+
+fn policy(body: &str) -> String {
+    format!("apiVersion: warden/v1\nkind: Policy\nmetadata: {{ id: p900, tenant: acme }}\nspec:\n{body}")
+}
+
+#[test]
+fn the_contract_bundle_is_valid() {
+    let snap = compile_str("bundle.yaml", CONTRACT).unwrap();
+    assert!(snap.hash().starts_with("sha256:"));
+    assert_eq!(snap.active_per_channel(), [1, 1, 1, 1]);
+}
+
+#[test]
+fn duplicate_ids_point_at_the_second_and_name_the_first() {
+    let e = one_error(
+        "apiVersion: warden/v1\nkind: Policy\nmetadata: { id: p100-llm, tenant: acme }\nspec:\n  scope: { all_runs: true }\n  match: { channel: llm }\n  effect: allow\n",
+        "duplicate Policy id `p100-llm`",
+    );
+    assert_eq!(e.pos.line, line_of_extra(3));
+    assert_eq!(e.path, "metadata.id");
+    assert!(
+        e.message.contains("first defined at b.yaml:"),
+        "{}",
+        e.message
+    );
+    // Same connector id in another tenant is fine; in the same tenant it is not.
+    one_error(
+        "apiVersion: warden/v1\nkind: KnowledgePlane\nmetadata: { id: crm, tenant: acme }\nspec: { sensitivity: public }\n",
+        "duplicate KnowledgePlane id `crm` in tenant `acme`",
+    );
+    let ok = format!("{CONTRACT}---\napiVersion: warden/v1\nkind: KnowledgePlane\nmetadata: {{ id: crm, tenant: globex }}\nspec: {{ sensitivity: public }}\n");
+    compile_str("b.yaml", &ok).unwrap();
+}
+
+#[test]
+fn dangling_references() {
+    let e = one_error(
+        &policy("  status: active\n  scope: { all_runs: true }\n  match: { channel: http, connectors: [nope] }\n  effect: allow\n"),
+        "unknown connector `nope`",
+    );
+    assert_eq!(e.path, "spec.match.connectors[0]");
+    assert_eq!(e.pos.line, line_of_extra(7));
+    one_error(
+        &policy("  scope: { all_runs: true }\n  match: { channel: sql, templates: [nope] }\n  effect: allow\n"),
+        "unknown template `nope`",
+    );
+    one_error(
+        &policy("  scope: { all_runs: true }\n  match: { channel: http, planes: [nope] }\n  effect: allow\n"),
+        "unknown plane `nope`",
+    );
+    one_error(
+        &policy("  scope: { all_runs: true }\n  match: { channel: llm, models: [gpt-9] }\n  effect: allow\n"),
+        "unknown model `gpt-9`",
+    );
+    one_error(
+        "apiVersion: warden/v1\nkind: SqlTemplate\nmetadata: { id: t2, tenant: acme }\nspec:\n  connector: nope\n  statement: SELECT 1\n",
+        "unknown connector `nope`",
+    );
+}
+
+#[test]
+fn closed_tool_lists_make_unknown_tools_dangling() {
+    // Registering one tool for `tickets` closes its list: other names become unknown.
+    let tool = "apiVersion: warden/v1\nkind: McpTool\nmetadata: { id: search_tickets, tenant: acme }\nspec: { connector: tickets }\n";
+    let e = one_error(tool, "unknown tool `get_ticket`");
+    assert_eq!(e.path, "spec.match.tools[1]");
+}
+
+#[test]
+fn cross_tenant_references_fail_hard() {
+    let globex = "apiVersion: warden/v1\nkind: Connector\nmetadata: { id: gx-api, tenant: globex }\nspec:\n  type: http\n  plane: web\n  http: { base_url: \"http://127.0.0.1:1\", allow: [ { methods: [GET], paths: [\"/*\"] } ] }\n---\n";
+    let e = one_error(
+        &format!("{globex}{}", policy("  scope: { all_runs: true }\n  match: { channel: http, connectors: [gx-api] }\n  effect: allow\n")),
+        "cross-tenant reference: connector `gx-api` belongs to tenant `globex`",
+    );
+    assert!(e.message.contains("INV-003"));
+    one_error(
+        &policy("  scope: { tenants: [globex] }\n  match: { channel: llm }\n  effect: allow\n"),
+        "cross-tenant scope",
+    );
+    one_error(
+        "apiVersion: warden/v1\nkind: SqlTemplate\nmetadata: { id: t2, tenant: globex }\nspec:\n  connector: crm-db\n  statement: SELECT 1\n",
+        "cross-tenant reference: connector `crm-db` belongs to tenant `acme`",
+    );
+}
+
+#[test]
+fn sql_templates_are_parsed_not_pattern_matched() {
+    let t = |stmt: &str, params: &str| {
+        format!("apiVersion: warden/v1\nkind: SqlTemplate\nmetadata: {{ id: t2, tenant: acme }}\nspec:\n  connector: crm-db\n  statement: \"{stmt}\"\n  params: {params}\n")
+    };
+    let e = one_error(
+        &t(
+            "SELECT * FROM c WHERE id = :id AND k = :key",
+            "{ key: int }",
+        ),
+        "does not declare",
+    );
+    assert_eq!(e.path, "spec.statement");
+    assert_eq!(e.pos.line, line_of_extra(6));
+    one_error(
+        &t("SELECT * FROM c WHERE id = :id", "{ id: int, key: int }"),
+        "declares `key`",
+    );
+    one_error(
+        &t("SELECT 1 FROM c WHERE id = :id; SELECT 2", "{ id: int }"),
+        "exactly one is allowed",
+    );
+    one_error(
+        &t("DELETE FROM c WHERE id = :id", "{ id: int }"),
+        "read-only",
+    );
+    one_error(&t("SELECT * FROM c WHERE", "{}"), "does not parse");
+}
+
+#[test]
+fn bad_limits() {
+    let lim = |l: &str| {
+        policy(&format!("  scope: {{ all_runs: true }}\n  match: {{ channel: llm }}\n  effect: allow\n  limits:\n    - {l}\n"))
+    };
+    let e = one_error(
+        &lim("{ metric: output_tokens, window: 90x, max: 10 }"),
+        "bad window `90x`",
+    );
+    assert_eq!(e.path, "spec.limits[0].window");
+    assert_eq!(e.pos.line, line_of_extra(9));
+    one_error(
+        &lim("{ metric: output_tokens, window: run, max: 0 }"),
+        "max must be greater than zero",
+    );
+    one_error(
+        &lim("{ metric: output_tokens, window: run, max: -5 }"),
+        "max must be greater than zero",
+    );
+    one_error(
+        &lim("{ metric: output_tokens, window: run, max: 2.5 }"),
+        "whole number",
+    );
+    one_error(
+        &lim("{ metric: output_tokens, window: run, max: 10, near: [0.8, 1.2] }"),
+        "near tier 1.2 is outside (0, 1)",
+    );
+    one_error(
+        &lim("{ metric: output_tokens, window: run, max: 10, near: [0] }"),
+        "outside (0, 1)",
+    );
+    one_error(
+        &lim("{ metric: vibes, window: run, max: 10 }"),
+        "unknown variant `vibes`",
+    );
+    one_error(
+        &lim("{ metric: queries, window: run, max: 10 }"),
+        "does not apply to channel llm",
+    );
+    one_error(
+        &lim("{ metric: requests, window: 1m, max: 10, on_breach: continue }"),
+        "makes the limit do nothing",
+    );
+}
+
+#[test]
+fn unknown_channel_and_wrong_channel_fields() {
+    one_error(
+        &policy("  scope: { all_runs: true }\n  match: { channel: ftp }\n  effect: allow\n"),
+        "unknown variant `ftp`",
+    );
+    one_error(&policy("  scope: { all_runs: true }\n  match: { channel: http, models: [gpt-4o-mini] }\n  effect: allow\n"), "only applies to channel llm");
+    one_error(&policy("  scope: { all_runs: true }\n  match: { channel: sql, connectors: [weather] }\n  effect: allow\n"), "is of type http");
+}
+
+#[test]
+fn scope_effect_and_detectors() {
+    one_error(
+        &policy("  scope: {}\n  match: { channel: llm }\n  effect: allow\n"),
+        "empty scope",
+    );
+    one_error(&policy("  scope: { all_runs: true, agents: [a] }\n  match: { channel: llm }\n  effect: allow\n"), "one or the other");
+    one_error(&policy("  scope: { all_runs: true }\n  match: { channel: llm }\n  effect: allow\n  action: stop\n"), "`action` is for deny");
+    one_error(&policy("  scope: { all_runs: true }\n  match: { channel: llm }\n  effect: deny\n  action: warn\n"), "a deny must refuse");
+    one_error(&policy("  scope: { all_runs: true }\n  match: { channel: llm }\n  effect: deny\n  max_tokens: 5\n"), "no effect on a deny");
+    one_error(&policy("  scope: { all_runs: true }\n  match: { channel: http }\n  effect: allow\n  max_tokens: 5\n"), "only applies to channel llm");
+    one_error(&policy("  scope: { all_runs: true }\n  match: { channel: llm }\n  effect: allow\n  detectors: { grounding: { min_score: 1.5 } }\n"), "min_score must be between 0 and 1");
+}
+
+#[test]
+fn inline_credentials_are_refused() {
+    let e = one_error(
+        "apiVersion: warden/v1\nkind: Connector\nmetadata: { id: llm2, tenant: acme }\nspec:\n  type: llm\n  plane: p\n  llm:\n    base_url: \"https://api.example.com/v1\"\n    api_key: sk-live-123456\n    models: { m: { input_usd_per_mtok: 1, output_usd_per_mtok: 2 } }\n",
+        "credential written inline",
+    );
+    assert_eq!(e.path, "spec.llm.api_key");
+    assert_eq!(e.pos.line, line_of_extra(9));
+    one_error(
+        "apiVersion: warden/v1\nkind: Connector\nmetadata: { id: db2, tenant: acme }\nspec:\n  type: sql\n  plane: p\n  sql: { url: \"postgres://u:secret@127.0.0.1/db\" }\n",
+        "credential written inline",
+    );
+}
+
+#[test]
+fn connector_shape_rules() {
+    one_error(
+        "apiVersion: warden/v1\nkind: Connector\nmetadata: { id: h2, tenant: acme }\nspec:\n  type: http\n  plane: p\n  http: { base_url: \"ftp://x\", allow: [ { methods: [GET], paths: [\"/a\"] } ] }\n",
+        "is not an http(s) URL",
+    );
+    one_error(
+        "apiVersion: warden/v1\nkind: Connector\nmetadata: { id: h2, tenant: acme }\nspec:\n  type: http\n  plane: p\n  http: { base_url: \"http://x\", allow: [ { methods: [FETCH], paths: [\"/a\"] } ] }\n",
+        "unknown HTTP method `FETCH`",
+    );
+    one_error(
+        "apiVersion: warden/v1\nkind: Connector\nmetadata: { id: h2, tenant: acme }\nspec:\n  type: http\n  plane: p\n  http: { base_url: \"http://x\", allow: [ { methods: [GET], paths: [\"/a/../b\"] } ] }\n",
+        "must be normalised",
+    );
+    one_error(
+        "apiVersion: warden/v1\nkind: Connector\nmetadata: { id: h2, tenant: acme }\nspec:\n  type: http\n  plane: p\n",
+        "needs a `http` block",
+    );
+}
+
+#[test]
+fn platform_tenant_is_for_policies_only() {
+    one_error(
+        "apiVersion: warden/v1\nkind: KnowledgePlane\nmetadata: { id: pl, tenant: \"*\" }\nspec: { sensitivity: public }\n",
+        "only for policies",
+    );
+    one_error(
+        "apiVersion: warden/v1\nkind: Policy\nmetadata: { id: p0, tenant: \"*\" }\nspec:\n  scope: { all_runs: true }\n  match: { channel: http, connectors: [weather] }\n  effect: deny\n",
+        "cannot name tenant-owned connectors",
+    );
+}
