@@ -457,10 +457,11 @@ pub fn decide(
     if let Some(win) = d.reasons.first() {
         d.action = win.action;
         d.policy = win.policy.clone();
-        d.code = if win.action == Action::Continue {
-            None
-        } else {
-            win.code.refusal()
+        d.code = match win.action {
+            Action::Continue => None,
+            // A PAUSE refuses until an operator approves, whatever made it pause.
+            Action::Pause => Some(Code::ApprovalRequired),
+            _ => win.code.refusal(),
         };
     }
 

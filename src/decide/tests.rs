@@ -1,1 +1,399 @@
+//! Decision semantics on concrete cases (the laws over random inputs are in tests/decide_laws.rs).
+
 use super::*;
+use crate::policy::compile_str;
+use crate::policy::model::BindAt;
+
+const CONTRACT: &str = include_str!("../../examples/contract/bundle.yaml");
+
+fn snap(extra: &str) -> Snapshot {
+    let text = if extra.is_empty() {
+        CONTRACT.to_string()
+    } else {
+        format!("{CONTRACT}---\n{extra}")
+    };
+    compile_str("b.yaml", &text).unwrap()
+}
+
+fn req(channel: Channel) -> Request {
+    Request {
+        tenant: "acme".into(),
+        project: "support".into(),
+        agent: "support-bot".into(),
+        api_key: None,
+        actor: None,
+        channel,
+        connector: None,
+        model: None,
+        tool: None,
+        template: None,
+        new_run: false,
+        facts: Facts::default(),
+        delta: Delta::default(),
+    }
+}
+
+fn llm() -> Request {
+    let mut r = req(Channel::Llm);
+    r.connector = Some("openai".into());
+    r.model = Some("gpt-4o-mini".into());
+    r.facts.pii = Some(PiiFact::Found(vec![]));
+    r
+}
+
+fn sql() -> Request {
+    let mut r = req(Channel::Sql);
+    r.connector = Some("crm-db".into());
+    r.template = Some("customer_by_id".into());
+    r
+}
+
+fn run(s: &Snapshot, r: &Request) -> Decision {
+    decide(s, r, &(), Mode::Enforcing, 7, "d-1")
+}
+
+fn with_usage(s: &Snapshot, r: &Request, policy: &str, used: Vec<f64>) -> Decision {
+    let mut u = Usage::default();
+    u.0.insert(policy.into(), used);
+    decide(s, r, &u, Mode::Enforcing, 7, "d-1")
+}
+
+fn policy(id: &str, body: &str) -> String {
+    format!("apiVersion: warden/v1\nkind: Policy\nmetadata: {{ id: {id}, tenant: acme }}\nspec:\n  status: active\n{body}")
+}
+
+#[test]
+fn allowed_call_carries_clamp_ids_and_meters() {
+    let s = snap("");
+    let d = run(&s, &llm());
+    assert_eq!(d.action, Action::Continue);
+    assert_eq!(d.code, None);
+    assert_eq!(d.policy.as_deref(), Some("p100-llm"));
+    assert_eq!(d.max_tokens, Some(1024));
+    assert_eq!((d.decision_id.as_str(), d.at_ms), ("d-1", 7));
+    assert_eq!(&*d.snapshot, &**s.hash());
+    assert_eq!(d.meters.len(), 1);
+    assert_eq!(d.headroom_for(Metric::OutputTokens), Some(2000.0));
+    assert_eq!(d.inspection, Inspection::default());
+    assert!(!d.refused());
+}
+
+#[test]
+fn deny_by_default() {
+    let s = snap("");
+    let mut r = llm();
+    r.agent = "intruder".into();
+    let d = run(&s, &r);
+    assert_eq!(
+        (d.action, d.code, d.policy.clone()),
+        (Action::Stop, Some(Code::NoAllowPolicy), None)
+    );
+    let mut r = llm();
+    r.model = Some("gpt-4o".into());
+    assert_eq!(run(&s, &r).code, Some(Code::NoAllowPolicy));
+    // A tenant with no policies at all.
+    let mut r = llm();
+    r.tenant = "globex".into();
+    assert_eq!(run(&s, &r).code, Some(Code::NoAllowPolicy));
+}
+
+#[test]
+fn limits_near_then_breach() {
+    let s = snap("");
+    let mut r = llm();
+    r.delta.output_tokens = 10.0;
+    let d = with_usage(&s, &r, "p100-llm", vec![1600.0]);
+    assert_eq!(d.action, Action::Continue, "NEAR only alerts");
+    assert_eq!(d.near.len(), 1);
+    assert_eq!(d.near[0].tier, 0.8);
+    assert_eq!(d.headroom_for(Metric::OutputTokens), Some(390.0));
+    let d = with_usage(&s, &r, "p100-llm", vec![1990.0]);
+    assert_eq!(d.action, Action::Continue, "exactly at max is still within");
+    let d = with_usage(&s, &r, "p100-llm", vec![1991.0]);
+    assert_eq!(
+        (d.action, d.code),
+        (Action::Stop, Some(Code::BudgetExceeded))
+    );
+    assert_eq!(d.policy.as_deref(), Some("p100-llm"));
+    assert!(
+        d.reasons[0]
+            .detail
+            .contains("output_tokens 2001 > 2000 per run"),
+        "{:?}",
+        d.reasons
+    );
+    assert!(d.ends_run());
+}
+
+#[test]
+fn request_limits_over_durations_are_rate_limits() {
+    let s = snap("");
+    let d = with_usage(&s, &sql(), "p200-crm-read", vec![59.0]);
+    assert_eq!(d.action, Action::Continue);
+    let d = with_usage(&s, &sql(), "p200-crm-read", vec![60.0]);
+    assert_eq!(d.code, Some(Code::RateLimited));
+}
+
+#[test]
+fn pii_blocks_by_default_and_missing_facts_follow_failure_mode() {
+    let s = snap("");
+    let mut r = llm();
+    r.facts.pii = Some(PiiFact::Found(vec![PiiKind::Email]));
+    let d = run(&s, &r);
+    assert_eq!((d.action, d.code), (Action::Stop, Some(Code::PiiDetected)));
+    assert_eq!(d.reasons[0].detail, "email");
+    r.facts.pii = Some(PiiFact::Unavailable);
+    let d = run(&s, &r);
+    assert_eq!(
+        (d.action, d.code),
+        (Action::Stop, Some(Code::FactUnavailable))
+    );
+    assert_eq!(d.reasons[0].code.as_str(), "fact_unavailable:pii");
+    r.facts.pii = None;
+    assert_eq!(
+        run(&s, &r).action,
+        Action::Continue,
+        "not yet established: nothing to say"
+    );
+
+    let open = CONTRACT.replace(
+        "detectors: { pii: { on_match: stop } }\n  limits:",
+        "detectors: { pii: { on_match: stop } }\n  failure_mode: fail_open\n  limits:",
+    );
+    let s = compile_str("b.yaml", &open).unwrap();
+    r.facts.pii = Some(PiiFact::Unavailable);
+    let d = run(&s, &r);
+    assert_eq!(d.action, Action::Warn);
+    assert_eq!(d.code, Some(Code::FactUnavailable));
+}
+
+#[test]
+fn grounding_never_blocks_unless_opted_in() {
+    let body = |on_low: &str| {
+        policy(
+            "p050-grounded",
+            &format!("  scope: {{ all_runs: true }}\n  match: {{ channel: llm }}\n  effect: allow\n  detectors: {{ grounding: {{ min_score: 0.7{on_low} }} }}\n"),
+        )
+    };
+    let s = snap(&body(""));
+    let mut r = llm();
+    r.facts.grounding = Some(GroundingFact::Score(0.2));
+    let d = run(&s, &r);
+    assert_eq!((d.action, d.code), (Action::Warn, Some(Code::GroundingLow)));
+    r.facts.grounding = Some(GroundingFact::Unavailable);
+    assert_eq!(
+        run(&s, &r).action,
+        Action::Warn,
+        "fail_closed keeps a non-blocking detector non-blocking"
+    );
+    let s = snap(&body(", on_low: stop"));
+    r.facts.grounding = Some(GroundingFact::Score(0.2));
+    assert_eq!(run(&s, &r).code, Some(Code::GroundingLow));
+    assert_eq!(run(&s, &r).action, Action::Stop);
+    r.facts.grounding = Some(GroundingFact::Score(0.9));
+    assert_eq!(run(&s, &r).action, Action::Continue);
+}
+
+#[test]
+fn most_restrictive_wins_then_lowest_id() {
+    let extra = [
+        policy("p010-pause", "  scope: { all_runs: true }\n  match: { channel: llm }\n  effect: deny\n  action: pause\n"),
+        policy("p020-stop", "  scope: { agents: [support-bot] }\n  match: { channel: llm }\n  effect: deny\n"),
+        policy("p005-stop", "  scope: { projects: [support] }\n  match: { channel: llm, models: [gpt-4o-mini] }\n  effect: deny\n  action: stop\n"),
+    ]
+    .join("---\n");
+    let s = snap(&extra);
+    let d = run(&s, &llm());
+    assert_eq!((d.action, d.code), (Action::Stop, Some(Code::PolicyDenied)));
+    assert_eq!(d.policy.as_deref(), Some("p005-stop"));
+    let order: Vec<(&str, Action)> = d
+        .reasons
+        .iter()
+        .map(|r| (r.policy.as_deref().unwrap(), r.action))
+        .collect();
+    assert_eq!(
+        order,
+        vec![
+            ("p005-stop", Action::Stop),
+            ("p020-stop", Action::Stop),
+            ("p010-pause", Action::Pause),
+            ("p100-llm", Action::Continue)
+        ]
+    );
+}
+
+#[test]
+fn pause_asks_for_approval_and_does_not_end_the_run() {
+    let s = snap(&policy(
+        "p010-pause",
+        "  scope: { all_runs: true }\n  match: { channel: llm }\n  effect: deny\n  action: pause\n",
+    ));
+    let d = run(&s, &llm());
+    assert_eq!(
+        (d.action, d.code),
+        (Action::Pause, Some(Code::ApprovalRequired))
+    );
+    assert!(d.refused() && !d.ends_run());
+}
+
+#[test]
+fn shadow_policies_report_but_never_decide() {
+    let s = snap(&policy("p001-shadow", "  shadow: true\n  scope: { all_runs: true }\n  match: { channel: llm }\n  effect: deny\n  action: kill\n"));
+    let d = run(&s, &llm());
+    assert_eq!(d.action, Action::Continue);
+    assert_eq!(d.shadow.len(), 1);
+    assert_eq!(d.shadow[0].action, Action::Kill);
+    // A shadow allow does not allow either.
+    let s = snap(&policy("p001-shadow", "  shadow: true\n  scope: { all_runs: true }\n  match: { channel: http }\n  effect: allow\n"));
+    let mut r = req(Channel::Http);
+    r.connector = Some("nope".into());
+    r.agent = "other".into();
+    let d = run(&s, &r);
+    assert_eq!(d.code, Some(Code::NoAllowPolicy));
+    assert_eq!(d.shadow[0].code, ReasonCode::Allowed);
+}
+
+#[test]
+fn default_deny_planes_need_an_explicit_allow() {
+    // A channel-wide SQL allow does not reach the confidential `crm` plane …
+    let wide = policy(
+        "p050-all-sql",
+        "  scope: { all_runs: true }\n  match: { channel: sql }\n  effect: allow\n",
+    );
+    let tpl = "apiVersion: warden/v1\nkind: SqlTemplate\nmetadata: { id: tiers, tenant: acme }\nspec:\n  connector: crm-db\n  statement: SELECT DISTINCT tier FROM customers\n";
+    let s = snap(&format!("{wide}---\n{tpl}"));
+    let mut r = sql();
+    r.template = Some("tiers".into());
+    assert_eq!(run(&s, &r).code, Some(Code::NoAllowPolicy));
+    // … one naming the plane does.
+    let named = policy(
+        "p050-crm",
+        "  scope: { all_runs: true }\n  match: { channel: sql, planes: [crm] }\n  effect: allow\n",
+    );
+    let s = snap(&format!("{named}---\n{tpl}"));
+    assert_eq!(run(&s, &r).action, Action::Continue);
+    // A public (undeclared, default-allow) plane is reached by a channel-wide allow.
+    let s = snap(&policy(
+        "p050-all-http",
+        "  scope: { agents: [x] }\n  match: { channel: http }\n  effect: allow\n",
+    ));
+    let mut r = req(Channel::Http);
+    r.agent = "x".into();
+    r.connector = Some("weather".into());
+    assert_eq!(run(&s, &r).action, Action::Continue);
+}
+
+#[test]
+fn scopes_by_api_key_and_actor() {
+    let s = snap(&policy("p050-key", "  scope: { api_keys: [k1], actors: [alice] }\n  match: { channel: http }\n  effect: deny\n"));
+    let mut r = req(Channel::Http);
+    r.connector = Some("weather".into());
+    assert_eq!(
+        run(&s, &r).action,
+        Action::Continue,
+        "no key, no actor: out of scope"
+    );
+    r.api_key = Some("k1".into());
+    assert_eq!(
+        run(&s, &r).action,
+        Action::Continue,
+        "both lists must match"
+    );
+    r.actor = Some("alice".into());
+    assert_eq!(run(&s, &r).code, Some(Code::PolicyDenied));
+}
+
+#[test]
+fn platform_policies_apply_to_every_tenant_they_scope() {
+    let s = snap("apiVersion: warden/v1\nkind: Policy\nmetadata: { id: p000-platform, tenant: \"*\" }\nspec:\n  status: active\n  scope: { tenants: [acme] }\n  match: { channel: llm, models: [] }\n  effect: deny\n  action: kill\n");
+    let d = run(&s, &llm());
+    assert_eq!(
+        (d.action, d.policy.as_deref()),
+        (Action::Kill, Some("p000-platform"))
+    );
+}
+
+#[test]
+fn modes() {
+    let s = snap("");
+    let mut r = llm();
+    let d = decide(&s, &r, &(), Mode::Halted, 0, "d");
+    assert_eq!(
+        (d.action, d.code),
+        (Action::Stop, Some(Code::GovernanceHalted))
+    );
+    assert!(
+        !d.ends_run(),
+        "the kill switch refuses; releasing it lets runs go on"
+    );
+    r.new_run = true;
+    let d = decide(&s, &r, &(), Mode::Degraded, 0, "d");
+    assert_eq!(d.code, Some(Code::GovernanceDegraded));
+    r.new_run = false;
+    r.agent = "intruder".into();
+    let d = decide(&s, &r, &(), Mode::Degraded, 0, "d");
+    assert_eq!(
+        (d.action, d.downgraded_from),
+        (Action::Warn, Some(Action::Stop))
+    );
+    assert_eq!(
+        d.code,
+        Some(Code::NoAllowPolicy),
+        "the original reason stays on record"
+    );
+    let d = decide(&s, &r, &(), Mode::Bypass, 0, "d");
+    assert_eq!(
+        (d.action, d.downgraded_from),
+        (Action::Continue, Some(Action::Stop))
+    );
+    let d = decide(&s, &llm(), &(), Mode::Bypass, 0, "d");
+    assert_eq!(d.downgraded_from, None, "nothing to downgrade");
+}
+
+#[test]
+fn effective_mode() {
+    use Mode::*;
+    assert_eq!(Mode::effective(Enforcing, None), Enforcing);
+    assert_eq!(Mode::effective(Halted, Some(Bypass)), Halted);
+    assert_eq!(Mode::effective(Enforcing, Some(Halted)), Halted);
+    assert_eq!(Mode::effective(Degraded, Some(Enforcing)), Enforcing);
+    assert_eq!(Mode::effective(Enforcing, Some(Bypass)), Bypass);
+    assert_eq!(Mode::effective(Bypass, None), Bypass);
+}
+
+#[test]
+fn inspection_is_what_every_firing_allow_permits() {
+    let s = snap(&policy("p050-inspect", "  scope: { all_runs: true }\n  match: { channel: llm }\n  effect: allow\n  inspection: { prompts: true, responses: true }\n"));
+    assert_eq!(
+        run(&s, &llm()).inspection,
+        Inspection::default(),
+        "p100 allows none"
+    );
+    let mut r = llm();
+    r.agent = "other".into();
+    let i = run(&s, &r).inspection;
+    assert!(i.prompts && i.responses && !i.pii && !i.secrets);
+}
+
+#[test]
+fn bind_at_is_the_strictest_in_scope() {
+    let s = snap(&policy("p050-fresh", "  scope: { agents: [support-bot] }\n  match: { channel: http }\n  effect: allow\n  bind_at: each_step\n"));
+    assert_eq!(bind::run_bind_at(&s, &llm()), BindAt::EachStep);
+    let mut r = llm();
+    r.agent = "other".into();
+    assert_eq!(bind::run_bind_at(&s, &r), BindAt::RunStart);
+}
+
+#[test]
+fn decisions_round_trip_through_json() {
+    let s = snap("");
+    let mut r = llm();
+    r.facts.pii = Some(PiiFact::Unavailable);
+    let d = run(&s, &r);
+    let json = serde_json::to_string(&d).unwrap();
+    assert!(json.contains("\"fact_unavailable:pii\""), "{json}");
+    let back: Decision = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, d);
+    let req_json = serde_json::to_string(&r).unwrap();
+    assert_eq!(serde_json::from_str::<Request>(&req_json).unwrap(), r);
+}
