@@ -1,1 +1,124 @@
-fn main() {}
+//! Decision latency at 10, 1,000 and 10,000 active policies over 50 tenants and 4 channels, and
+//! compile time for 10,000 policies (`BENCHMARKS.md`).
+
+use std::fmt::Write as _;
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use warden::decide::{decide, Delta, Facts, Mode, PiiFact, Request, Usage};
+use warden::policy::model::Channel;
+use warden::policy::{compile_str, Snapshot};
+
+const TENANTS: usize = 50;
+
+/// A bundle with `n` active policies spread evenly over 50 tenants and the 4 channels; each
+/// tenant has one connector per channel. Policies mix allows (scoped to agents, with limits and
+/// a PII detector) and denies scoped to other agents, so matching does real work.
+fn bundle(n: usize) -> String {
+    let mut s = String::new();
+    for t in 0..TENANTS {
+        let _ = write!(
+            s,
+            "apiVersion: warden/v1\nkind: Connector\nmetadata: {{ id: llm, tenant: t{t} }}\nspec:\n  type: llm\n  plane: public\n  llm: {{ base_url: \"http://127.0.0.1:18080/v1\", api_key: env:KEY, models: {{ m0: {{ input_usd_per_mtok: 1, output_usd_per_mtok: 2 }}, m1: {{ input_usd_per_mtok: 1, output_usd_per_mtok: 2 }} }} }}\n---\n\
+             apiVersion: warden/v1\nkind: Connector\nmetadata: {{ id: web, tenant: t{t} }}\nspec:\n  type: http\n  plane: public\n  http: {{ base_url: \"http://127.0.0.1:18081\", allow: [ {{ methods: [GET], paths: [\"/v1/*\"] }} ] }}\n---\n\
+             apiVersion: warden/v1\nkind: Connector\nmetadata: {{ id: db, tenant: t{t} }}\nspec:\n  type: sql\n  plane: public\n  sql: {{ url: env:DB }}\n---\n\
+             apiVersion: warden/v1\nkind: SqlTemplate\nmetadata: {{ id: q, tenant: t{t} }}\nspec:\n  connector: db\n  statement: \"SELECT id FROM c WHERE id = :id\"\n  params: {{ id: int }}\n---\n\
+             apiVersion: warden/v1\nkind: Connector\nmetadata: {{ id: tools, tenant: t{t} }}\nspec:\n  type: mcp\n  plane: public\n  mcp: {{ url: \"http://127.0.0.1:18082/mcp\" }}\n---\n"
+        );
+    }
+    let channels = [Channel::Llm, Channel::Http, Channel::Sql, Channel::Mcp];
+    for i in 0..n {
+        let t = i % TENANTS;
+        let ch = channels[(i / TENANTS) % 4];
+        let agent = (i / (TENANTS * 4)) % 20;
+        let (conn, extra) = match ch {
+            Channel::Llm => ("llm", ", models: [m0]"),
+            Channel::Http => ("web", ""),
+            Channel::Sql => ("db", ", templates: [q]"),
+            Channel::Mcp => ("tools", ""),
+        };
+        let limit = match ch {
+            Channel::Llm => "output_tokens",
+            Channel::Sql => "queries",
+            _ => "requests",
+        };
+        if i % 5 == 4 {
+            let _ = write!(
+                s,
+                "apiVersion: warden/v1\nkind: Policy\nmetadata: {{ id: p{i:05}, tenant: t{t} }}\nspec:\n  status: active\n  scope: {{ agents: [blocked-{agent}] }}\n  match: {{ channel: {}, connectors: [{conn}]{extra} }}\n  effect: deny\n---\n",
+                ch.as_str()
+            );
+        } else {
+            let _ = write!(
+                s,
+                "apiVersion: warden/v1\nkind: Policy\nmetadata: {{ id: p{i:05}, tenant: t{t} }}\nspec:\n  status: active\n  scope: {{ agents: [agent-{agent}, agent-x] }}\n  match: {{ channel: {}, connectors: [{conn}]{extra} }}\n  effect: allow\n  detectors: {{ pii: {{ on_match: stop }} }}\n  limits:\n    - {{ metric: {limit}, window: run, max: 100000, near: [0.5, 0.8, 0.9] }}\n    - {{ metric: requests, window: 1m, max: 600 }}\n---\n",
+                ch.as_str()
+            );
+        }
+    }
+    s
+}
+
+fn request() -> Request {
+    Request {
+        tenant: "t7".into(),
+        project: "p".into(),
+        agent: "agent-0".into(),
+        api_key: None,
+        actor: None,
+        channel: Channel::Llm,
+        connector: Some("llm".into()),
+        model: Some("m0".into()),
+        tool: None,
+        template: None,
+        new_run: false,
+        facts: Facts {
+            pii: Some(PiiFact::Found(vec![])),
+            grounding: None,
+        },
+        delta: Delta {
+            input_tokens: 120.0,
+            ..Delta::default()
+        },
+    }
+}
+
+fn snapshot(n: usize) -> Snapshot {
+    compile_str("bench.yaml", &bundle(n)).unwrap_or_else(|e| panic!("bench bundle invalid: {e:?}"))
+}
+
+fn bench_decide(c: &mut Criterion) {
+    let mut g = c.benchmark_group("decide");
+    let req = request();
+    let mut usage = Usage::default();
+    usage.0.insert("p00007".into(), vec![4000.0, 10.0]);
+    for n in [10usize, 1_000, 10_000] {
+        let snap = snapshot(n);
+        g.bench_with_input(BenchmarkId::from_parameter(n), &snap, |b, snap| {
+            b.iter(|| {
+                decide(
+                    black_box(snap),
+                    black_box(&req),
+                    &usage,
+                    Mode::Enforcing,
+                    0,
+                    "bench",
+                )
+            })
+        });
+    }
+    g.finish();
+}
+
+fn bench_compile(c: &mut Criterion) {
+    let mut g = c.benchmark_group("compile");
+    g.sample_size(10);
+    let text = bundle(10_000);
+    g.bench_function("10000_policies", |b| {
+        b.iter(|| compile_str("bench.yaml", black_box(&text)).map(|s| s.hash().len()))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_decide, bench_compile);
+criterion_main!(benches);

@@ -1,5 +1,6 @@
 //! The `warden` command line: one file per command group.
 
+pub mod dev;
 pub mod policy;
 
 use std::process::ExitCode;
@@ -16,6 +17,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// A first try: the contract example through the policy core.
+    Dev,
     /// Validate, inspect and dry-run policy bundles.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -41,6 +44,7 @@ pub enum CliError {
 /// Run a parsed command line.
 pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
+        Command::Dev => Ok(dev::run()),
         Command::Policy(cmd) => policy::run(cmd),
     }
 }

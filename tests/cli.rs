@@ -1,0 +1,199 @@
+//! The `warden` binary as a user runs it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn warden(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn temp_file(name: &str, body: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("warden-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+const ALLOWED: &str = r#"{"tenant":"acme","project":"support","agent":"support-bot","channel":"llm","connector":"openai","model":"gpt-4o-mini","facts":{"pii":{"found":[]}}}"#;
+
+#[test]
+fn check_prints_hash_and_summary() {
+    let out = warden(&["policy", "check", "examples/contract/bundle.yaml"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    let first = s.lines().next().unwrap();
+    assert!(
+        first.starts_with("snapshot sha256:") && first.len() == "snapshot sha256:".len() + 64,
+        "{s}"
+    );
+    assert!(
+        s.contains("documents: KnowledgePlane 1, Connector 4, SqlTemplate 1, McpTool 0, Policy 4"),
+        "{s}"
+    );
+    assert!(
+        s.contains("active policies: llm 1, http 1, sql 1, mcp 1"),
+        "{s}"
+    );
+}
+
+#[test]
+fn check_prints_every_error_with_location_and_fails() {
+    let bad = temp_file(
+        "bad.yaml",
+        "apiVersion: warden/v1\nkind: Policy\nmetadata: { id: a, tenant: t }\nspec:\n  scope: { all_runs: true }\n  match: { channel: llm }\n  effect: allow\n  limits: [ { metric: requests, window: 90x, max: 1 } ]\n---\napiVersion: warden/v1\nkind: Gadget\nmetadata: { id: b, tenant: t }\nspec: {}\n",
+    );
+    let out = warden(&["policy", "check", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    let path = bad.display().to_string();
+    assert!(err.contains(&format!("{path}:8:")), "{err}");
+    assert!(
+        err.contains("spec.limits[0].window: bad window `90x`"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{path}:11:7: kind: unknown kind `Gadget`")),
+        "{err}"
+    );
+    assert!(err.contains("2 errors found"), "{err}");
+    assert!(text(&out.stdout).is_empty());
+}
+
+#[test]
+fn check_refuses_missing_and_empty_files() {
+    let out = warden(&["policy", "check", "/nonexistent/bundle.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("cannot read"));
+    let empty = temp_file("empty.yaml", "");
+    let out = warden(&["policy", "check", empty.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("empty bundle"));
+}
+
+#[test]
+fn eval_shows_the_decision_with_reasons() {
+    let out = warden(&[
+        "policy",
+        "eval",
+        "--bundle",
+        "examples/contract/bundle.yaml",
+        "--request",
+        ALLOWED,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(
+        s.starts_with("decision: CONTINUE\nwinning policy: p100-llm\n"),
+        "{s}"
+    );
+    assert!(s.contains("clamp: max_tokens 1024"), "{s}");
+
+    let refused = ALLOWED.replace("support-bot", "intruder");
+    let out = warden(&[
+        "policy",
+        "eval",
+        "--bundle",
+        "examples/contract/bundle.yaml",
+        "--request",
+        &refused,
+    ]);
+    let s = text(&out.stdout);
+    assert!(s.starts_with("decision: STOP (no_allow_policy)"), "{s}");
+
+    let out = warden(&[
+        "policy",
+        "eval",
+        "--bundle",
+        "examples/contract/bundle.yaml",
+        "--request",
+        ALLOWED,
+        "--mode",
+        "halted",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["code"], "governance_halted");
+    assert_eq!(v["action"], "stop");
+
+    let req = temp_file("req.json", ALLOWED);
+    let usage = temp_file("usage.json", r#"{"p100-llm": [2500]}"#);
+    let out = warden(&[
+        "policy",
+        "eval",
+        "--bundle",
+        "examples/contract/bundle.yaml",
+        "--request",
+        &format!("@{}", req.display()),
+        "--usage",
+        &format!("@{}", usage.display()),
+    ]);
+    assert!(
+        text(&out.stdout).starts_with("decision: STOP (budget_exceeded)"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn eval_refuses_bad_requests_clearly() {
+    let out = warden(&[
+        "policy",
+        "eval",
+        "--bundle",
+        "examples/contract/bundle.yaml",
+        "--request",
+        "{not json",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("invalid JSON in --request"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = warden(&[
+        "policy",
+        "eval",
+        "--bundle",
+        "examples/contract/bundle.yaml",
+        "--request",
+        r#"{"tenant":"acme","channel":"llm","surprise":1}"#,
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("unknown field `surprise`"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = warden(&[
+        "policy",
+        "eval",
+        "--bundle",
+        "examples/contract/bundle.yaml",
+        "--request",
+        ALLOWED,
+        "--mode",
+        "chaos",
+    ]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("unknown mode `chaos`"));
+}
+
+#[test]
+fn dev_shows_an_allowed_and_a_refused_decision() {
+    let out = warden(&["dev"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(s.contains("snapshot sha256:"), "{s}");
+    assert!(s.contains("decision: CONTINUE"), "{s}");
+    assert!(s.contains("decision: STOP (pii_detected)"), "{s}");
+}
