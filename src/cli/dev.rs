@@ -26,7 +26,7 @@ pub fn run() -> ExitCode {
         }
     };
     println!("Warden dev (preview: policy core; the sidecar and mock upstreams come with the data plane)\n");
-    print!("{}", super::policy::summary(&snap));
+    super::policy::out(&super::policy::summary(&snap));
     for (label, json) in [("allowed", ALLOWED), ("refused", REFUSED)] {
         let req: Request = match serde_json::from_str(json) {
             Ok(r) => r,
@@ -38,7 +38,7 @@ pub fn run() -> ExitCode {
         let d = decide::decide(&snap, &req, &Usage::default(), Mode::Enforcing, 0, label);
         println!("\n# {label}: the same decision by hand:");
         println!("#   cargo run --release -- policy eval --bundle examples/contract/bundle.yaml --request '{json}'");
-        print!("{}", super::policy::render(&d));
+        super::policy::out(&super::policy::render(&d));
     }
     ExitCode::SUCCESS
 }

@@ -54,6 +54,11 @@ pub fn run(cmd: PolicyCommand) -> Result<ExitCode, CliError> {
     }
 }
 
+/// Write to stdout, ignoring a closed pipe (`warden policy eval --json | head`).
+pub(crate) fn out(text: &str) {
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+}
+
 fn print_errors(errors: &[BundleError]) -> ExitCode {
     let mut err = std::io::stderr().lock();
     for e in errors {
@@ -71,7 +76,7 @@ fn print_errors(errors: &[BundleError]) -> ExitCode {
 fn check(files: &[PathBuf]) -> ExitCode {
     match policy::compile_files(files) {
         Ok(snap) => {
-            print!("{}", summary(&snap));
+            out(&summary(&snap));
             ExitCode::SUCCESS
         }
         Err(errors) => print_errors(&errors),
@@ -143,9 +148,9 @@ fn eval(args: EvalArgs) -> Result<ExitCode, CliError> {
             what: "decision".into(),
             source,
         })?;
-        println!("{text}");
+        out(&format!("{text}\n"));
     } else {
-        print!("{}", render(&d));
+        out(&render(&d));
     }
     Ok(ExitCode::SUCCESS)
 }

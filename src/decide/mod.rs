@@ -307,7 +307,9 @@ pub struct Decision {
     pub mode: Mode,
     /// The outcome after the mode is applied.
     pub action: Action,
-    /// The winning reason's wire code (none for a plain CONTINUE).
+    /// The winning reason's wire code (none when the winner is a plain CONTINUE). Under
+    /// `degraded`/`bypass` it stays the original winner's, next to `downgraded_from`; whether
+    /// the call is refused is `action` alone.
     pub code: Option<Code>,
     /// The winning policy (none for the default deny and mode refusals).
     pub policy: Option<Arc<str>>,

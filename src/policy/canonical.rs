@@ -54,7 +54,7 @@ pub fn canonical_doc(doc: &Doc) -> Doc {
                 set_f64(&mut l.near);
             }
             // Limits are all evaluated, so their order is not meaningful either.
-            s.limits.sort_by_key(limit_key);
+            s.limits.sort_by(limit_order);
             s.limits.dedup();
             if let Some(pii) = &mut s.detectors.pii {
                 set(&mut pii.kinds);
@@ -77,8 +77,21 @@ pub fn canonical_doc(doc: &Doc) -> Doc {
     doc
 }
 
-fn limit_key(l: &Limit) -> String {
-    serde_json::to_string(l).unwrap_or_default()
+/// Limits in canonical order: by metric, then window (step, run, session, then durations
+/// shortest first), then the rest. This is also the index order of usage counters.
+fn limit_order(a: &Limit, b: &Limit) -> std::cmp::Ordering {
+    (a.metric, a.window)
+        .cmp(&(b.metric, b.window))
+        .then(a.max.total_cmp(&b.max))
+        .then(a.on_breach.cmp(&b.on_breach))
+        .then_with(|| {
+            a.near
+                .iter()
+                .zip(&b.near)
+                .map(|(x, y)| x.total_cmp(y))
+                .find(|o| o.is_ne())
+                .unwrap_or(a.near.len().cmp(&b.near.len()))
+        })
 }
 
 /// Documents in canonical order: (kind, tenant, id).

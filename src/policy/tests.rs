@@ -142,6 +142,25 @@ fn hash_ignores_document_order_comments_whitespace_and_explicit_defaults() {
         "tools: [get_ticket, search_tickets, get_ticket]",
     );
     assert_eq!(hash(&lists), base, "unordered lists");
+
+    let one = "- { metric: queries, window: 1m, max: 60, on_breach: stop }";
+    let two = "- { metric: queries, window: 1h, max: 600 }";
+    let a = CONTRACT.replace(one, &format!("{one}\n    {two}"));
+    let b = CONTRACT.replace(one, &format!("{two}\n    {one}"));
+    assert_ne!(a, b);
+    assert_eq!(hash(&a), hash(&b), "limit order");
+    let snap = compile_str("f.yaml", &b).unwrap();
+    let p200 = snap
+        .policies()
+        .iter()
+        .find(|p| &*p.id == "p200-crm-read")
+        .unwrap();
+    let windows: Vec<String> = p200.limits.iter().map(|l| l.window.to_string()).collect();
+    assert_eq!(
+        windows,
+        ["60s", "3600s"],
+        "canonical order: shorter window first"
+    );
 }
 
 #[test]

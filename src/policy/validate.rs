@@ -803,6 +803,26 @@ fn policy(d: &Loaded, s: &PolicySpec, index: &Index<'_>, errors: &mut Vec<Bundle
         }
     }
 
+    if s.detectors
+        .pii
+        .as_ref()
+        .is_some_and(|d| d.on_match == Action::Continue)
+    {
+        errors.push(d.error(
+            &p(&["spec", "detectors", "pii", "on_match"]),
+            "on_match: continue makes the detector do nothing; use warn to only alert",
+        ));
+    }
+    if s.detectors
+        .grounding
+        .as_ref()
+        .is_some_and(|g| g.on_low == Action::Continue)
+    {
+        errors.push(d.error(
+            &p(&["spec", "detectors", "grounding", "on_low"]),
+            "on_low: continue makes the detector do nothing; use warn to only alert",
+        ));
+    }
     if let Some(g) = &s.detectors.grounding {
         if !(g.min_score.is_finite() && (0.0..=1.0).contains(&g.min_score)) {
             errors.push(d.error(

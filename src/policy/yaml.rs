@@ -221,28 +221,22 @@ impl Builder {
                 Ok(())
             }
             Event::Scalar(text, style, anchor, tag) => {
-                if let Some(tag) = tag {
-                    // Only the core string/int/bool tags are meaningful here; any other tag
-                    // would silently change meaning in other YAML tools, so refuse it.
-                    if !(tag.handle == "tag:yaml.org,2002:" || tag.handle == "!!") {
-                        return Err(YamlError {
-                            pos,
-                            message: format!("unsupported YAML tag `{}{}`", tag.handle, tag.suffix),
-                        });
-                    }
-                }
+                check_tag(tag.as_deref(), pos)?;
+                // `!!str` is the only tag allowed: it makes a plain scalar a string.
+                let tagged_str = tag.is_some();
                 self.count(pos, 1)?;
                 let node = Node {
                     pos,
                     value: Value::Scalar {
                         text: text.into_owned(),
-                        quoted: !matches!(style, ScalarStyle::Plain),
+                        quoted: tagged_str || !matches!(style, ScalarStyle::Plain),
                     },
                 };
                 self.remember(anchor, &node, 1);
                 self.push_value(node, pos)
             }
-            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+            Event::SequenceStart(anchor, ref tag) | Event::MappingStart(anchor, ref tag) => {
+                check_tag(tag.as_deref(), pos)?;
                 if self.stack.len() >= self.limits.max_depth {
                     return Err(YamlError {
                         pos,
@@ -368,7 +362,14 @@ impl Builder {
                 }
                 Some(k) => {
                     if let Value::Map(entries) = &mut map.value {
-                        if entries.iter().any(|(e, _)| e.value == k.value) {
+                        // Keys compare by text: `a` and `"a"` are the same key.
+                        let same = |e: &Node| match (&e.value, &k.value) {
+                            (Value::Scalar { text: a, .. }, Value::Scalar { text: b, .. }) => {
+                                a == b
+                            }
+                            _ => false,
+                        };
+                        if entries.iter().any(|(e, _)| same(e)) {
                             let name = match &k.value {
                                 Value::Scalar { text, .. } => text.clone(),
                                 _ => String::new(),
@@ -384,6 +385,22 @@ impl Builder {
                 }
             },
         }
+    }
+}
+
+/// Tags are not part of the bundle language: they would change meaning silently in other YAML
+/// tools (and some YAML libraries construct objects from them). Only `!!str`, which changes
+/// nothing a quoted scalar would not, is accepted.
+fn check_tag(tag: Option<&saphyr_parser::Tag>, pos: Pos) -> Result<(), YamlError> {
+    match tag {
+        None => Ok(()),
+        Some(t) if (t.handle == "!!" || t.handle == "tag:yaml.org,2002:") && t.suffix == "str" => {
+            Ok(())
+        }
+        Some(t) => Err(YamlError {
+            pos,
+            message: format!("unsupported YAML tag `{}{}`", t.handle, t.suffix),
+        }),
     }
 }
 

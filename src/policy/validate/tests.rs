@@ -209,6 +209,8 @@ fn scope_effect_and_detectors() {
     one_error(&policy("  scope: { all_runs: true }\n  match: { channel: llm }\n  effect: deny\n  max_tokens: 5\n"), "no effect on a deny");
     one_error(&policy("  scope: { all_runs: true }\n  match: { channel: http }\n  effect: allow\n  max_tokens: 5\n"), "only applies to channel llm");
     one_error(&policy("  scope: { all_runs: true }\n  match: { channel: llm }\n  effect: allow\n  detectors: { grounding: { min_score: 1.5 } }\n"), "min_score must be between 0 and 1");
+    one_error(&policy("  scope: { all_runs: true }\n  match: { channel: llm }\n  effect: allow\n  detectors: { pii: { on_match: continue } }\n"), "makes the detector do nothing");
+    one_error(&policy("  scope: { all_runs: true }\n  match: { channel: llm }\n  effect: allow\n  detectors: { grounding: { min_score: 0.5, on_low: continue } }\n"), "makes the detector do nothing");
 }
 
 #[test]

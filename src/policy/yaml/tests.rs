@@ -113,3 +113,29 @@ fn nesting_through_aliases_is_bounded_too() {
     let err = parse(&src).unwrap_err();
     assert!(err.message.contains("nesting deeper"), "{err:?}");
 }
+
+#[test]
+fn keys_differing_only_in_quoting_are_duplicates() {
+    let err = parse("labels:\n  a: 1\n  \"a\": 2\n").unwrap_err();
+    assert!(err.message.contains("duplicate key `a`"), "{err:?}");
+}
+
+#[test]
+fn tags_on_collections_and_non_str_core_tags_are_refused() {
+    for src in [
+        "spec: !custom {a: 1}\n",
+        "spec: !!map {a: 1}\n",
+        "a: !!binary aGVsbG8=\n",
+        "l: !x [1]\n",
+    ] {
+        let err = parse(src).unwrap_err();
+        assert!(
+            err.message.contains("unsupported YAML tag"),
+            "{src}: {err:?}"
+        );
+    }
+    let docs = parse("a: !!str 5\n").unwrap();
+    assert!(
+        matches!(&docs[0].root.get("a").unwrap().value, Value::Scalar { text, .. } if text == "5")
+    );
+}
