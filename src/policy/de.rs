@@ -46,22 +46,51 @@ pub fn from_node<'a, T: de::Deserialize<'a>>(
     node: &'a Node,
     path: Vec<PathSeg>,
 ) -> Result<T, DeError> {
-    T::deserialize(NodeDe { node, path })
+    let root = Link::Root(&path);
+    T::deserialize(NodeDe { node, path: &root })
 }
 
-struct NodeDe<'a> {
+/// The field path as a chain of borrowed links on the stack: descending costs nothing, and the
+/// path is only materialised when an error needs it.
+#[derive(Clone, Copy)]
+enum Link<'p> {
+    Root(&'p [PathSeg]),
+    Key(&'p Link<'p>, &'p str),
+    Index(&'p Link<'p>, usize),
+}
+
+impl Link<'_> {
+    fn to_vec(self) -> Vec<PathSeg> {
+        let mut rev = Vec::new();
+        let mut cur = self;
+        let base = loop {
+            match cur {
+                Link::Root(base) => break base,
+                Link::Key(parent, k) => {
+                    rev.push(PathSeg::Key(k.to_string()));
+                    cur = *parent;
+                }
+                Link::Index(parent, i) => {
+                    rev.push(PathSeg::Index(i));
+                    cur = *parent;
+                }
+            }
+        };
+        let mut out = base.to_vec();
+        out.extend(rev.into_iter().rev());
+        out
+    }
+}
+
+struct NodeDe<'a, 'p> {
     node: &'a Node,
-    path: Vec<PathSeg>,
+    path: &'p Link<'p>,
 }
 
-impl<'a> NodeDe<'a> {
+impl<'a> NodeDe<'a, '_> {
     /// Attach this node's location to an error that has none yet.
-    fn locate(&self, mut err: DeError) -> DeError {
-        if err.pos.is_none() {
-            err.pos = Some(self.node.pos);
-            err.path = self.path.clone();
-        }
-        err
+    fn locate(&self, err: DeError) -> DeError {
+        attach(err, self.node, self.path)
     }
 
     fn scalar(&self) -> Option<(&'a str, bool)> {
@@ -137,7 +166,7 @@ macro_rules! forward_int {
     )*};
 }
 
-impl<'a> de::Deserializer<'a> for NodeDe<'a> {
+impl<'a> de::Deserializer<'a> for NodeDe<'a, '_> {
     type Error = DeError;
 
     fn deserialize_any<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, DeError> {
@@ -213,8 +242,7 @@ impl<'a> de::Deserializer<'a> for NodeDe<'a> {
         if self.node.is_null() {
             visitor.visit_none().map_err(|e| self.locate(e))
         } else {
-            let node = self.node;
-            let path = self.path.clone();
+            let (node, path) = (self.node, self.path);
             visitor
                 .visit_some(NodeDe { node, path })
                 .map_err(|e| self.locate(e))
@@ -242,7 +270,7 @@ impl<'a> de::Deserializer<'a> for NodeDe<'a> {
         _name: &'static str,
         visitor: V,
     ) -> Result<V::Value, DeError> {
-        let (node, path) = (self.node, self.path.clone());
+        let (node, path) = (self.node, self.path);
         visitor
             .visit_newtype_struct(NodeDe { node, path })
             .map_err(|e| self.locate(e))
@@ -253,7 +281,7 @@ impl<'a> de::Deserializer<'a> for NodeDe<'a> {
             Value::Seq(items) => {
                 let access = Seq {
                     items: items.iter().enumerate(),
-                    path: &self.path,
+                    path: self.path,
                 };
                 visitor.visit_seq(access).map_err(|e| self.locate(e))
             }
@@ -284,7 +312,7 @@ impl<'a> de::Deserializer<'a> for NodeDe<'a> {
                 let access = Map {
                     entries: entries.iter(),
                     pending: None,
-                    path: &self.path,
+                    path: self.path,
                 };
                 visitor.visit_map(access).map_err(|e| self.locate(e))
             }
@@ -325,27 +353,28 @@ impl<'a> de::Deserializer<'a> for NodeDe<'a> {
     }
 }
 
-/// Run `f` on a deserializer for `node`; errors raised by a type's own `Deserialize` impl after
-/// the visitor returned (custom validation such as a bad window) get this node's location.
-fn located<'a, T>(
+fn attach(mut err: DeError, node: &Node, path: &Link<'_>) -> DeError {
+    if err.pos.is_none() {
+        err.pos = Some(node.pos);
+        err.path = path.to_vec();
+    }
+    err
+}
+
+/// Deserialize `node` at `path`; errors raised by a type's own `Deserialize` impl after the
+/// visitor returned (custom validation such as a bad window) get this node's location.
+fn located<'a, T: DeserializeSeed<'a>>(
+    seed: T,
     node: &'a Node,
-    path: Vec<PathSeg>,
-    f: impl FnOnce(NodeDe<'a>) -> Result<T, DeError>,
-) -> Result<T, DeError> {
-    let pos = node.pos;
-    let p = path.clone();
-    f(NodeDe { node, path }).map_err(|mut e| {
-        if e.pos.is_none() {
-            e.pos = Some(pos);
-            e.path = p;
-        }
-        e
-    })
+    path: &Link<'_>,
+) -> Result<T::Value, DeError> {
+    seed.deserialize(NodeDe { node, path })
+        .map_err(|e| attach(e, node, path))
 }
 
 struct Seq<'a, 'p> {
     items: std::iter::Enumerate<std::slice::Iter<'a, Node>>,
-    path: &'p [PathSeg],
+    path: &'p Link<'p>,
 }
 
 impl<'a> SeqAccess<'a> for Seq<'a, '_> {
@@ -358,9 +387,8 @@ impl<'a> SeqAccess<'a> for Seq<'a, '_> {
         match self.items.next() {
             None => Ok(None),
             Some((i, node)) => {
-                let mut path = self.path.to_vec();
-                path.push(PathSeg::Index(i));
-                located(node, path, |de| seed.deserialize(de)).map(Some)
+                let path = Link::Index(self.path, i);
+                located(seed, node, &path).map(Some)
             }
         }
     }
@@ -372,8 +400,15 @@ impl<'a> SeqAccess<'a> for Seq<'a, '_> {
 
 struct Map<'a, 'p> {
     entries: std::slice::Iter<'a, (Node, Node)>,
-    pending: Option<(&'a Node, Vec<PathSeg>)>,
-    path: &'p [PathSeg],
+    pending: Option<(&'a Node, &'a str)>,
+    path: &'p Link<'p>,
+}
+
+fn key_text(key: &Node) -> &str {
+    match &key.value {
+        Value::Scalar { text, .. } => text,
+        _ => "",
+    }
 }
 
 impl<'a> MapAccess<'a> for Map<'a, '_> {
@@ -386,21 +421,20 @@ impl<'a> MapAccess<'a> for Map<'a, '_> {
         match self.entries.next() {
             None => Ok(None),
             Some((key, value)) => {
-                let mut path = self.path.to_vec();
-                let name = match &key.value {
-                    Value::Scalar { text, .. } => text.clone(),
-                    _ => String::new(),
-                };
-                path.push(PathSeg::Key(name));
-                self.pending = Some((value, path.clone()));
-                located(key, path, |de| seed.deserialize(de)).map(Some)
+                let name = key_text(key);
+                self.pending = Some((value, name));
+                let path = Link::Key(self.path, name);
+                located(seed, key, &path).map(Some)
             }
         }
     }
 
     fn next_value_seed<V: DeserializeSeed<'a>>(&mut self, seed: V) -> Result<V::Value, DeError> {
         match self.pending.take() {
-            Some((node, path)) => located(node, path, |de| seed.deserialize(de)),
+            Some((node, name)) => {
+                let path = Link::Key(self.path, name);
+                located(seed, node, &path)
+            }
             None => Err(de::Error::custom("value requested before key")),
         }
     }

@@ -73,11 +73,34 @@ impl BundleError {
 
 /// Parse, validate and compile bundle sources into a snapshot, or return every error found.
 pub fn compile_sources(sources: &[Source]) -> Result<Snapshot, Vec<BundleError>> {
+    let (docs, mut errors) = parse_sources(sources);
+    match compile_docs(docs) {
+        Ok(snap) if errors.is_empty() => Ok(snap),
+        Ok(_) => {
+            sort_errors(&mut errors);
+            Err(errors)
+        }
+        Err(more) => {
+            errors.extend(more);
+            sort_errors(&mut errors);
+            Err(errors)
+        }
+    }
+}
+
+/// Parse sources into typed documents, with every parse error found.
+pub fn parse_sources(sources: &[Source]) -> (Vec<Loaded>, Vec<BundleError>) {
     let mut docs = Vec::new();
     let mut errors = Vec::new();
     for src in sources {
         load::parse_source(src, &mut docs, &mut errors);
     }
+    (docs, errors)
+}
+
+/// Validate parsed documents and compile them into a snapshot.
+pub fn compile_docs(docs: Vec<Loaded>) -> Result<Snapshot, Vec<BundleError>> {
+    let mut errors = Vec::new();
     let checked = validate::validate(&docs, &mut errors);
     if !errors.is_empty() {
         sort_errors(&mut errors);

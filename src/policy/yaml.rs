@@ -160,9 +160,114 @@ pub(crate) fn is_null_text(text: &str) -> bool {
 
 // === parsing ===
 
+/// Streams smaller than this are parsed on the calling thread.
+const PARALLEL_MIN_BYTES: usize = 256 * 1024;
+
 /// Parse a whole YAML stream into documents. Stops at the first syntax error (the scanner
 /// cannot resynchronise), and at the first exceeded bound.
+///
+/// Large streams are cut at document markers (`---` at the start of a line, which YAML forbids
+/// inside any scalar) and the pieces parsed on several threads; anchors are per document, so
+/// the result is the same as one sequential parse, positions included.
 pub fn parse_stream(src: &str, limits: Limits) -> Result<Vec<Document>, YamlError> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    // Directives (`%YAML`) belong to the document after them; keep such streams sequential.
+    let has_directive = src.starts_with('%') || src.contains("\n%");
+    if threads < 2 || src.len() < PARALLEL_MIN_BYTES || has_directive {
+        return parse_chunk(src, 0, limits).map(|(docs, _)| docs);
+    }
+    let cuts = chunk_starts(src, threads);
+    let pieces: Vec<(usize, &str)> = cuts
+        .iter()
+        .enumerate()
+        .map(|(i, &start)| {
+            let end = cuts.get(i + 1).copied().unwrap_or(src.len());
+            let line_offset = src.as_bytes()[..start]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count();
+            (line_offset, &src[start..end])
+        })
+        .collect();
+    let results: Vec<Result<(Vec<Document>, usize), YamlError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = pieces
+            .iter()
+            .map(|&(offset, piece)| scope.spawn(move || parse_chunk(piece, offset, limits)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(YamlError {
+                        pos: Pos { line: 1, col: 1 },
+                        message: "YAML parser failed".into(),
+                    })
+                })
+            })
+            .collect()
+    });
+    let mut docs = Vec::new();
+    let mut nodes = 0usize;
+    for r in results {
+        let (mut d, n) = r?;
+        nodes = nodes.saturating_add(n);
+        if nodes > limits.max_nodes {
+            let pos = d.first().map_or(Pos { line: 1, col: 1 }, |d| d.pos);
+            return Err(YamlError {
+                pos,
+                message: format!(
+                    "document expands to more than {} nodes (alias bomb?)",
+                    limits.max_nodes
+                ),
+            });
+        }
+        docs.append(&mut d);
+    }
+    Ok(docs)
+}
+
+/// Byte offsets where pieces start: 0, then up to `n - 1` document-marker lines near even
+/// splits of the text.
+fn chunk_starts(src: &str, n: usize) -> Vec<usize> {
+    let bytes = src.as_bytes();
+    let is_marker = |at: usize| {
+        bytes[at..].starts_with(b"---")
+            && matches!(bytes.get(at + 3), None | Some(b' ' | b'\t' | b'\n' | b'\r'))
+    };
+    let mut starts = vec![0];
+    for k in 1..n {
+        let target = src.len() * k / n;
+        let floor = *starts.last().unwrap_or(&0);
+        // The first marker line at or after the target.
+        let mut at = target.max(floor + 1);
+        let found = loop {
+            let Some(nl) = bytes
+                .get(at..)
+                .and_then(|b| b.iter().position(|c| *c == b'\n'))
+            else {
+                break None;
+            };
+            let line = at + nl + 1;
+            if line < bytes.len() && is_marker(line) {
+                break Some(line);
+            }
+            at = line;
+        };
+        match found {
+            Some(line) => starts.push(line),
+            None => break,
+        }
+    }
+    starts
+}
+
+/// Parse one piece whose first line is line `line_offset + 1` of the whole stream. Returns the
+/// documents and the nodes counted against the budget.
+fn parse_chunk(
+    src: &str,
+    line_offset: usize,
+    limits: Limits,
+) -> Result<(Vec<Document>, usize), YamlError> {
     let mut builder = Builder {
         limits,
         nodes: 0,
@@ -174,18 +279,18 @@ pub fn parse_stream(src: &str, limits: Limits) -> Result<Vec<Document>, YamlErro
     for item in Parser::new_from_str(src) {
         let (event, span) = item.map_err(|e| YamlError {
             pos: Pos {
-                line: e.marker().line(),
+                line: e.marker().line() + line_offset,
                 col: e.marker().col() + 1,
             },
             message: e.info().to_string(),
         })?;
         let pos = Pos {
-            line: span.start.line(),
+            line: span.start.line() + line_offset,
             col: span.start.col() + 1,
         };
         builder.on_event(event, pos)?;
     }
-    Ok(builder.docs)
+    Ok((builder.docs, builder.nodes))
 }
 
 enum Frame {

@@ -139,3 +139,41 @@ fn tags_on_collections_and_non_str_core_tags_are_refused() {
         matches!(&docs[0].root.get("a").unwrap().value, Value::Scalar { text, .. } if text == "5")
     );
 }
+
+#[test]
+fn parallel_parse_equals_sequential_parse() {
+    // Big enough to be cut into pieces, with documents of varied shape and a marker that only
+    // looks like one inside a block scalar.
+    let mut src = String::from("# leading comment\n");
+    for i in 0..4000 {
+        src.push_str(&format!(
+            "---\nid: d{i}\nanchored: &a{i} {{ x: [1, 2, {i}] }}\nuse: *a{i}\ntext: |\n  line one\n   --- not a marker\n---  # comment\nplain: {i}\n"
+        ));
+    }
+    assert!(src.len() > PARALLEL_MIN_BYTES);
+    let parallel = parse(&src).unwrap();
+    let (sequential, _) = parse_chunk(&src, 0, Limits::default()).unwrap();
+    assert_eq!(parallel.len(), 8000);
+    assert_eq!(parallel.len(), sequential.len());
+    for (a, b) in parallel.iter().zip(&sequential) {
+        assert_eq!(a.pos, b.pos);
+        assert_eq!(a.root, b.root);
+    }
+}
+
+#[test]
+fn parallel_parse_reports_the_first_error_in_stream_order() {
+    let mut src = String::new();
+    for i in 0..6000 {
+        src.push_str(&format!("---\nid: d{i}\nlist: [1, 2, 3]\n"));
+    }
+    let bad_line = src.lines().count() / 2;
+    let mut lines: Vec<String> = src.lines().map(str::to_string).collect();
+    lines[bad_line] = "list: [1, 2".into();
+    let last = lines.len() - 1;
+    lines[last] = "list: {a: 1".into();
+    let text = lines.join("\n") + "\n";
+    let err = parse(&text).unwrap_err();
+    let seq = parse_chunk(&text, 0, Limits::default()).unwrap_err();
+    assert_eq!(err.pos.line, seq.pos.line, "{err:?} vs {seq:?}");
+}
