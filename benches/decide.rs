@@ -87,6 +87,15 @@ fn snapshot(n: usize) -> Snapshot {
     compile_str("bench.yaml", &bundle(n)).unwrap_or_else(|e| panic!("bench bundle invalid: {e:?}"))
 }
 
+/// The same-run baseline: parsing the request facts from JSON, which every mediated call pays
+/// anyway. Decision costs are reported as a ratio to it (`BENCHMARKS.md`).
+fn bench_baseline(c: &mut Criterion) {
+    let json = serde_json::to_string(&request()).unwrap_or_default();
+    c.bench_function("baseline/parse_request_json", |b| {
+        b.iter(|| serde_json::from_str::<Request>(black_box(&json)).map(|r| r.agent.len()))
+    });
+}
+
 fn bench_decide(c: &mut Criterion) {
     let mut g = c.benchmark_group("decide");
     let req = request();
@@ -138,5 +147,5 @@ fn bench_compile(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_decide, bench_compile);
+criterion_group!(benches, bench_baseline, bench_decide, bench_compile);
 criterion_main!(benches);

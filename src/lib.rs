@@ -9,4 +9,5 @@
 pub mod cli;
 pub mod codes;
 pub mod decide;
+pub mod evidence;
 pub mod policy;

@@ -1,6 +1,7 @@
 //! The `warden` command line: one file per command group.
 
 pub mod dev;
+pub mod evidence;
 pub mod policy;
 
 use std::process::ExitCode;
@@ -22,6 +23,9 @@ pub enum Command {
     /// Validate, inspect and dry-run policy bundles.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Verify and replay evidence spools.
+    #[command(subcommand)]
+    Evidence(evidence::EvidenceCommand),
 }
 
 /// Errors the CLI reports on its own (bundle errors are printed, not returned).
@@ -46,5 +50,6 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Dev => Ok(dev::run()),
         Command::Policy(cmd) => policy::run(cmd),
+        Command::Evidence(cmd) => evidence::run(cmd),
     }
 }

@@ -1,0 +1,181 @@
+//! One evidence record (DESIGN §7): what was asked, what was decided, what happened.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::codes::Code;
+use crate::decide::{Mode, Reason, Request, Usage};
+use crate::policy::model::{Action, Channel};
+
+/// What a record is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A mediated call.
+    Call,
+    /// An operator action: a mode change, an approval, a snapshot activation.
+    Audit,
+}
+
+/// How a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Allowed,
+    Refused,
+    /// Started, then stopped mid-way (same-step enforcement, kill switch).
+    Cut,
+    /// Passed unenforced in `bypass` mode.
+    Bypassed,
+    /// Failed inside Warden or upstream; refused, never passed.
+    Errored,
+}
+
+/// Where and why a call was cut.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cut {
+    /// Output tokens the agent received before the cut.
+    pub after_tokens: u64,
+    pub code: Code,
+    pub detail: String,
+}
+
+/// Content kept in clear, only as far as the deciding policies' `inspection` allows.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Content {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<String>,
+}
+
+/// An evidence record. `seq` and `prev` are set by the spool when the record is appended; the
+/// record's own hash is computed from its serialised bytes ([`record_hash`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub seq: u64,
+    /// Hash of the previous record (`sha256:` + 64 zeros for the first).
+    pub prev: String,
+    pub evidence_id: String,
+    pub kind: Kind,
+    pub at_ms: u64,
+    pub latency_us: u64,
+    pub decision_id: Option<String>,
+    pub run_id: Option<String>,
+    pub step_id: Option<String>,
+    pub session_id: Option<String>,
+    pub tenant: Option<String>,
+    pub project: Option<String>,
+    pub agent: Option<String>,
+    pub actor: Option<String>,
+    pub channel: Option<Channel>,
+    pub plane: Option<String>,
+    pub connector: Option<String>,
+    pub model: Option<String>,
+    pub tool: Option<String>,
+    pub template: Option<String>,
+    pub query_hash: Option<String>,
+    pub doc_ids: Vec<String>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_usd: f64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub prompt_hash: Option<String>,
+    pub response_hash: Option<String>,
+    pub snapshot: Option<String>,
+    pub policy: Option<String>,
+    pub action: Option<Action>,
+    pub code: Option<Code>,
+    pub reasons: Vec<Reason>,
+    pub mode: Mode,
+    pub outcome: Option<Outcome>,
+    pub cut: Option<Cut>,
+    /// The decision's inputs, so `warden evidence replay` can decide again.
+    pub request: Option<Request>,
+    pub usage: Option<Usage>,
+    pub content: Option<Content>,
+    /// For audit records: who, why, before and after.
+    pub audit: Option<serde_json::Value>,
+}
+
+impl Record {
+    /// An empty record of `kind`; the caller fills what it knows.
+    pub fn new(kind: Kind, evidence_id: impl Into<String>, at_ms: u64) -> Self {
+        Record {
+            seq: 0,
+            prev: String::new(),
+            evidence_id: evidence_id.into(),
+            kind,
+            at_ms,
+            latency_us: 0,
+            decision_id: None,
+            run_id: None,
+            step_id: None,
+            session_id: None,
+            tenant: None,
+            project: None,
+            agent: None,
+            actor: None,
+            channel: None,
+            plane: None,
+            connector: None,
+            model: None,
+            tool: None,
+            template: None,
+            query_hash: None,
+            doc_ids: Vec::new(),
+            input_tokens: 0,
+            output_tokens: 0,
+            cost_usd: 0.0,
+            bytes_in: 0,
+            bytes_out: 0,
+            prompt_hash: None,
+            response_hash: None,
+            snapshot: None,
+            policy: None,
+            action: None,
+            code: None,
+            reasons: Vec::new(),
+            mode: Mode::Enforcing,
+            outcome: None,
+            cut: None,
+            request: None,
+            usage: None,
+            content: None,
+            audit: None,
+        }
+    }
+}
+
+/// Domain separation for record hashes.
+const DOMAIN: &[u8] = b"warden/v1 evidence\n";
+
+/// The `prev` of the first record.
+pub fn genesis() -> String {
+    format!("sha256:{}", "0".repeat(64))
+}
+
+/// The hash of a record, over the exact bytes stored in its frame.
+pub fn record_hash(body: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(DOMAIN);
+    h.update(body);
+    hex("sha256:", &h.finalize())
+}
+
+/// `sha256:<hex>` of arbitrary content (prompts, responses, queries), for records that must not
+/// hold the content itself.
+pub fn content_hash(bytes: &[u8]) -> String {
+    hex("sha256:", &Sha256::digest(bytes))
+}
+
+fn hex(prefix: &str, bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(prefix.len() + bytes.len() * 2);
+    out.push_str(prefix);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}

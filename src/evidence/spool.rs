@@ -1,0 +1,324 @@
+//! The local evidence spool: durable, hash-chained, append-only.
+//!
+//! One writer thread owns the files. Callers hand it records through a bounded queue and wait
+//! for their turn; the writer takes everything queued, chains and frames it, writes it with one
+//! `write`, and — with `durability: sync` — makes it durable with one `fdatasync` for the whole
+//! group (group commit), then answers every caller. A record is acknowledged only once it is on
+//! disk as the configured durability promises; a failed write poisons the spool, and every
+//! later append fails, so the sidecar refuses traffic rather than passing calls without
+//! evidence.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use super::record::Record;
+use super::segment::{self, Head, MAGIC, MAX_BODY};
+use super::EvidenceError;
+
+/// How durable an acknowledged record is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// `fdatasync` before acknowledging: survives power loss.
+    #[default]
+    Sync,
+    /// Written to the OS before acknowledging: survives a process crash, not a power loss.
+    Os,
+}
+
+#[derive(Debug, Clone)]
+pub struct SpoolConfig {
+    pub dir: PathBuf,
+    pub durability: Durability,
+    /// Start a new segment once the current one is this large.
+    pub segment_bytes: u64,
+    /// Appends that may wait for the writer.
+    pub queue: usize,
+}
+
+impl SpoolConfig {
+    pub fn new(dir: impl Into<PathBuf>, durability: Durability) -> Self {
+        SpoolConfig {
+            dir: dir.into(),
+            durability,
+            segment_bytes: 64 * 1024 * 1024,
+            queue: 8192,
+        }
+    }
+}
+
+/// What recovery found when the spool was opened.
+#[derive(Debug, Clone, Default)]
+pub struct Recovery {
+    pub segments: usize,
+    pub records: u64,
+    pub head: Head,
+    /// A torn tail that was cut: (segment, offset, bytes, why). The cut bytes are kept beside
+    /// the segment as `<segment>.torn-<offset>` for inspection.
+    pub cut: Option<(PathBuf, u64, u64, String)>,
+}
+
+/// Where an appended record landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    pub seq: u64,
+    pub hash: String,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub records: AtomicU64,
+    pub bytes: AtomicU64,
+    pub syncs: AtomicU64,
+    pub poisoned: AtomicBool,
+}
+
+struct Job {
+    record: Record,
+    done: oneshot::Sender<Result<Appended, EvidenceError>>,
+}
+
+/// Handle to the spool; cheap to clone.
+#[derive(Clone)]
+pub struct Spool {
+    tx: mpsc::Sender<Job>,
+    stats: Arc<Stats>,
+}
+
+impl Spool {
+    /// Open (and recover) the spool in `cfg.dir` and start its writer thread.
+    pub fn open(cfg: SpoolConfig) -> Result<(Spool, Recovery), EvidenceError> {
+        std::fs::create_dir_all(&cfg.dir).map_err(|e| EvidenceError::io(&cfg.dir, e))?;
+        let recovery = recover(&cfg.dir)?;
+        let stats = Arc::new(Stats::default());
+        let mut spool_bytes = 0;
+        for p in segment::list(&cfg.dir)? {
+            spool_bytes += std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+        }
+        stats.bytes.store(spool_bytes, Ordering::Relaxed);
+        stats.records.store(recovery.records, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(cfg.queue.max(1));
+        let writer = Writer::new(cfg, recovery.head.clone(), stats.clone())?;
+        std::thread::Builder::new()
+            .name("warden-evidence".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| EvidenceError::Io {
+                path: String::new(),
+                source: e,
+            })?;
+        Ok((Spool { tx, stats }, recovery))
+    }
+
+    /// Append a record; resolves once it is durable as configured.
+    pub async fn append(&self, record: Record) -> Result<Appended, EvidenceError> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(Job { record, done })
+            .await
+            .map_err(|_| EvidenceError::Closed)?;
+        wait.await.map_err(|_| EvidenceError::Closed)?
+    }
+
+    /// Append from synchronous code (CLI, tests). Must not be called inside an async runtime.
+    pub fn append_blocking(&self, record: Record) -> Result<Appended, EvidenceError> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .blocking_send(Job { record, done })
+            .map_err(|_| EvidenceError::Closed)?;
+        wait.blocking_recv().map_err(|_| EvidenceError::Closed)?
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+}
+
+/// Scan every segment, check the chain, cut a torn tail of the last segment.
+fn recover(dir: &Path) -> Result<Recovery, EvidenceError> {
+    let segs = segment::list(dir)?;
+    let mut rec = Recovery {
+        segments: segs.len(),
+        ..Recovery::default()
+    };
+    for (i, path) in segs.iter().enumerate() {
+        let bytes = std::fs::read(path).map_err(|e| EvidenceError::io(path, e))?;
+        let scan = segment::scan(path, &bytes)?;
+        segment::check_chain(path, &mut rec.head, &scan.records)?;
+        rec.records += scan.records.len() as u64;
+        if let Some((len, why)) = scan.torn {
+            if i + 1 != segs.len() {
+                return Err(EvidenceError::Corrupt {
+                    path: path.display().to_string(),
+                    offset: scan.good_len,
+                    why: format!("{why} in a segment that is not the last"),
+                });
+            }
+            let keep = format!("{}.torn-{}", path.display(), scan.good_len);
+            std::fs::write(&keep, &bytes[scan.good_len as usize..])
+                .map_err(|e| EvidenceError::io(Path::new(&keep), e))?;
+            if scan.good_len < MAGIC.len() as u64 {
+                std::fs::remove_file(path).map_err(|e| EvidenceError::io(path, e))?;
+                rec.segments -= 1;
+            } else {
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(|e| EvidenceError::io(path, e))?;
+                f.set_len(scan.good_len)
+                    .and_then(|_| f.sync_all())
+                    .map_err(|e| EvidenceError::io(path, e))?;
+            }
+            rec.cut = Some((path.clone(), scan.good_len, len, why));
+        }
+    }
+    Ok(rec)
+}
+
+struct Writer {
+    cfg: SpoolConfig,
+    head: Head,
+    file: Option<(File, u64)>,
+    stats: Arc<Stats>,
+}
+
+impl Writer {
+    fn new(cfg: SpoolConfig, head: Head, stats: Arc<Stats>) -> Result<Self, EvidenceError> {
+        let file = match segment::list(&cfg.dir)?.pop() {
+            Some(path) => {
+                let f = OpenOptions::new()
+                    .append(true)
+                    .open(&path)
+                    .map_err(|e| EvidenceError::io(&path, e))?;
+                let len = f.metadata().map_err(|e| EvidenceError::io(&path, e))?.len();
+                Some((f, len))
+            }
+            None => None,
+        };
+        Ok(Writer {
+            cfg,
+            head,
+            file,
+            stats,
+        })
+    }
+
+    fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut batch = vec![first];
+            while batch.len() < 1024 {
+                match rx.try_recv() {
+                    Ok(j) => batch.push(j),
+                    Err(_) => break,
+                }
+            }
+            if self.stats.poisoned.load(Ordering::Relaxed) {
+                for job in batch {
+                    let _ = job.done.send(Err(EvidenceError::Poisoned));
+                }
+                continue;
+            }
+            self.write_batch(batch);
+        }
+    }
+
+    fn write_batch(&mut self, batch: Vec<Job>) {
+        let first_seq = self.head.next_seq;
+        let mut buf = Vec::new();
+        let mut answers = Vec::with_capacity(batch.len());
+        let saved = self.head.clone();
+        for mut job in batch {
+            job.record.seq = self.head.next_seq;
+            job.record.prev = self.head.hash.clone();
+            let body = match serde_json::to_vec(&job.record) {
+                Ok(b) if b.len() <= MAX_BODY as usize => b,
+                Ok(_) => {
+                    let _ = job.done.send(Err(EvidenceError::TooLarge));
+                    continue;
+                }
+                Err(e) => {
+                    let _ = job.done.send(Err(EvidenceError::Encode(e.to_string())));
+                    continue;
+                }
+            };
+            let hash = super::record::record_hash(&body);
+            buf.extend_from_slice(&segment::frame(&body));
+            self.head.next_seq += 1;
+            self.head.hash = hash.clone();
+            answers.push((
+                job.done,
+                Appended {
+                    seq: self.head.next_seq - 1,
+                    hash,
+                },
+            ));
+        }
+        if answers.is_empty() {
+            return;
+        }
+        match self.write_durably(first_seq, &buf) {
+            Ok(()) => {
+                self.stats
+                    .records
+                    .fetch_add(answers.len() as u64, Ordering::Relaxed);
+                self.stats
+                    .bytes
+                    .fetch_add(buf.len() as u64, Ordering::Relaxed);
+                for (done, a) in answers {
+                    let _ = done.send(Ok(a));
+                }
+            }
+            Err(e) => {
+                // We cannot know how much reached the disk: refuse everything from now on.
+                self.head = saved;
+                self.stats.poisoned.store(true, Ordering::Relaxed);
+                for (done, _) in answers {
+                    let _ = done.send(Err(EvidenceError::Write(e.to_string())));
+                }
+            }
+        }
+    }
+
+    fn write_durably(&mut self, first_seq: u64, buf: &[u8]) -> std::io::Result<()> {
+        let rotate = match &self.file {
+            None => true,
+            Some((_, len)) => {
+                *len + buf.len() as u64 > self.cfg.segment_bytes && *len > MAGIC.len() as u64
+            }
+        };
+        if rotate {
+            if let Some((f, _)) = self.file.take() {
+                f.sync_all()?;
+            }
+            let path = self.cfg.dir.join(segment::segment_name(first_seq));
+            let mut f = OpenOptions::new()
+                .create_new(true)
+                .append(true)
+                .open(&path)?;
+            f.write_all(MAGIC)?;
+            f.sync_all()?;
+            // Make the new file's name durable too.
+            File::open(&self.cfg.dir)?.sync_all()?;
+            self.stats
+                .bytes
+                .fetch_add(MAGIC.len() as u64, Ordering::Relaxed);
+            self.file = Some((f, MAGIC.len() as u64));
+        }
+        let Some((f, len)) = self.file.as_mut() else {
+            return Err(std::io::Error::other("no segment open"));
+        };
+        f.write_all(buf)?;
+        *len += buf.len() as u64;
+        if self.cfg.durability == Durability::Sync {
+            f.sync_data()?;
+            self.stats.syncs.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
