@@ -138,9 +138,7 @@ fn valid_frame_after(bytes: &[u8], from: usize) -> Option<usize> {
     const START: &[u8] = b"{\"seq\":";
     let mut i = from.max(MAGIC.len() + 8);
     while i + START.len() <= bytes.len() {
-        let Some(p) = bytes[i..].windows(START.len()).position(|w| w == START) else {
-            return None;
-        };
+        let p = bytes[i..].windows(START.len()).position(|w| w == START)?;
         let body_at = i + p;
         let h = body_at - 8;
         let len = u32::from_le_bytes([bytes[h], bytes[h + 1], bytes[h + 2], bytes[h + 3]]) as usize;
