@@ -10,4 +10,5 @@ pub mod cli;
 pub mod codes;
 pub mod decide;
 pub mod evidence;
+pub mod mocks;
 pub mod policy;

@@ -1,0 +1,503 @@
+//! The LLM mock: an OpenAI-compatible chat completions upstream with deterministic replies.
+//!
+//! Routes: `GET /v1/models` and `POST /v1/chat/completions` (plain and `stream: true`);
+//! anything else is 404 in the OpenAI error shape, a malformed request is 400.
+//!
+//! The reply is `max_tokens` words (or `max_completion_tokens`; the smaller when both are
+//! sent; 16 when neither is), word `i` being `WORDS[i % WORDS.len()]`, joined by single
+//! spaces. Every word is exactly one o200k_base token with and without its leading space,
+//! so "N words" is "N tokens" for anyone metering the stream. The last user message may steer
+//! the reply with markers (several may combine; a repeated marker: the last one wins):
+//!
+//! | marker | effect |
+//! |---|---|
+//! | `[[reply:N]]` | the reply is N words, still capped by `max_tokens` when one was sent |
+//! | `[[leak]]` | ` jane.doe@example.com` is inserted after word 20 (after the last word of a shorter reply) as one extra piece / SSE event |
+//! | `[[slow:MS]]` | waits MS ms between streamed chunks, or once before a non-streamed answer (or a `[[fail]]`) |
+//! | `[[fail:CODE]]` | answers with HTTP status CODE (400–599) and an OpenAI error JSON |
+//!
+//! Usage is reported like OpenAI's, with two documented approximations:
+//! `prompt_tokens` is the o200k_base count of all message contents concatenated (no
+//! per-message framing tokens), and `completion_tokens` is the number of words plus the
+//! o200k_base count of the leaked address piece (5 tokens for ` jane.doe@example.com`).
+//! `finish_reason` is `"length"` when the reply reached the requested `max_tokens`, else
+//! `"stop"`. `created` is always 0 and ids count requests, so answers are reproducible.
+
+use std::convert::Infallible;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, Incoming};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+use super::{
+    accept_loop, openai_error, read_body, response, BodyError, MockBody, ReceivedRequest, Recorder,
+};
+
+/// Models listed by `GET /v1/models` (any non-empty model name is accepted for chat).
+pub const MODELS: [&str; 2] = ["gpt-4o-mini", "gpt-4o"];
+
+/// The reply vocabulary: common English words, each one o200k_base token with and without
+/// a leading space (a test keeps that true).
+pub const WORDS: [&str; 64] = [
+    "the", "of", "and", "to", "in", "is", "you", "that", "it", "he", "was", "for", "on", "are",
+    "as", "with", "his", "they", "at", "be", "this", "have", "from", "or", "one", "had", "by",
+    "word", "but", "not", "what", "all", "were", "we", "when", "your", "can", "said", "there",
+    "use", "an", "each", "which", "she", "do", "how", "their", "if", "will", "up", "other",
+    "about", "out", "many", "then", "them", "these", "so", "some", "her", "would", "make", "like",
+    "time",
+];
+
+/// The address `[[leak]]` puts into the reply.
+pub const LEAK_ADDRESS: &str = "jane.doe@example.com";
+
+/// `[[leak]]` inserts the address after this many words.
+pub const LEAK_AFTER: usize = 20;
+
+/// Reply length when the request sends no `max_tokens`.
+pub const DEFAULT_REPLY_TOKENS: u64 = 16;
+
+/// Upper bound on a reply's length, so a typo cannot make the mock allocate gigabytes.
+const MAX_REPLY_TOKENS: u64 = 100_000;
+
+/// Upper bound on `[[slow:MS]]`.
+const MAX_SLOW_MS: u64 = 600_000;
+
+/// Runs the LLM mock on `listener` forever (HTTP/1.1 and h2c).
+pub async fn serve(listener: TcpListener) -> io::Result<()> {
+    serve_recorded(listener, Recorder::new()).await
+}
+
+/// Like [`serve`], recording every chat completion request into `recorder`.
+pub async fn serve_recorded(listener: TcpListener, recorder: Arc<Recorder>) -> io::Result<()> {
+    accept_loop(listener, move |req| handle(Arc::clone(&recorder), req)).await
+}
+
+async fn handle(recorder: Arc<Recorder>, req: Request<Incoming>) -> Response<MockBody> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/v1/models") => models(),
+        (&Method::POST, "/v1/chat/completions") => chat(&recorder, req).await,
+        (method, path) => openai_error(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            Some("unknown_url"),
+            &format!("Invalid URL ({method} {path})"),
+        ),
+    }
+}
+
+fn models() -> Response<MockBody> {
+    let data: Vec<Value> = MODELS
+        .iter()
+        .map(|id| json!({ "id": id, "object": "model", "created": 0, "owned_by": "warden-mock" }))
+        .collect();
+    super::json_response(StatusCode::OK, &json!({ "object": "list", "data": data }))
+}
+
+// === the request and its plan ===
+
+#[derive(Debug, Deserialize)]
+struct ChatRequest {
+    model: String,
+    messages: Vec<Message>,
+    #[serde(default)]
+    max_tokens: Option<u64>,
+    #[serde(default)]
+    max_completion_tokens: Option<u64>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Message {
+    role: String,
+    #[serde(default)]
+    content: Value,
+}
+
+#[derive(Debug, Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+/// The text of a message: a string, or the `text` of each part of an array of parts.
+fn message_text(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect(),
+        _ => String::new(),
+    }
+}
+
+/// Steering markers found in the last user message.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Markers {
+    reply: Option<u64>,
+    leak: bool,
+    slow_ms: Option<u64>,
+    fail: Option<StatusCode>,
+}
+
+impl Markers {
+    /// Parses every `[[name]]` / `[[name:value]]` in `text`; unknown names are plain text,
+    /// a known name with a bad value is an error (the message says which).
+    fn parse(text: &str) -> Result<Self, String> {
+        let mut markers = Self::default();
+        let mut rest = text;
+        while let Some(start) = rest.find("[[") {
+            let after = &rest[start + 2..];
+            let Some(end) = after.find("]]") else { break };
+            let inner = &after[..end];
+            rest = &after[end + 2..];
+            let (name, value) = match inner.split_once(':') {
+                Some((n, v)) => (n.trim(), Some(v.trim())),
+                None => (inner.trim(), None),
+            };
+            let number = |max: u64| -> Result<u64, String> {
+                value
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .filter(|n| *n <= max)
+                    .ok_or_else(|| format!("marker [[{inner}]] needs a number up to {max}"))
+            };
+            match name {
+                "reply" => markers.reply = Some(number(MAX_REPLY_TOKENS)?),
+                "slow" => markers.slow_ms = Some(number(MAX_SLOW_MS)?),
+                "leak" if value.is_none() => markers.leak = true,
+                "fail" => {
+                    let code = u16::try_from(number(599)?).unwrap_or(0);
+                    let status = StatusCode::from_u16(code)
+                        .ok()
+                        .filter(|s| s.is_client_error() || s.is_server_error())
+                        .ok_or_else(|| format!("marker [[{inner}]] needs a status 400-599"))?;
+                    markers.fail = Some(status);
+                }
+                _ => {}
+            }
+        }
+        Ok(markers)
+    }
+}
+
+/// Everything the answer depends on, worked out before answering.
+#[derive(Debug)]
+struct Plan {
+    id: String,
+    model: String,
+    words: usize,
+    finish_reason: &'static str,
+    leak: bool,
+    slow: Option<Duration>,
+    fail: Option<StatusCode>,
+    stream: bool,
+    include_usage: bool,
+    prompt_tokens: u64,
+}
+
+impl Plan {
+    fn new(req: &ChatRequest, seq: u64) -> Result<Self, String> {
+        if req.model.is_empty() {
+            return Err("model must not be empty".into());
+        }
+        if req.messages.is_empty() {
+            return Err("messages must not be empty".into());
+        }
+        let max = match (req.max_tokens, req.max_completion_tokens) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if max == Some(0) {
+            return Err("max_tokens must be at least 1".into());
+        }
+        let last_user = req.messages.iter().rev().find(|m| m.role == "user");
+        let markers = match last_user {
+            Some(m) => Markers::parse(&message_text(&m.content))?,
+            None => Markers::default(),
+        };
+        let wanted = markers
+            .reply
+            .or(max)
+            .unwrap_or(DEFAULT_REPLY_TOKENS)
+            .min(MAX_REPLY_TOKENS);
+        let words = max.map_or(wanted, |m| wanted.min(m));
+        let finish_reason = if max == Some(words) { "length" } else { "stop" };
+        let prompt: String = req
+            .messages
+            .iter()
+            .map(|m| message_text(&m.content))
+            .collect();
+        Ok(Self {
+            id: format!("chatcmpl-mock-{seq:06}"),
+            model: req.model.clone(),
+            words: usize::try_from(words).map_err(|_| "reply too long".to_string())?,
+            finish_reason,
+            leak: markers.leak,
+            slow: markers.slow_ms.map(Duration::from_millis),
+            fail: markers.fail,
+            stream: req.stream.unwrap_or(false),
+            include_usage: req
+                .stream_options
+                .as_ref()
+                .and_then(|o| o.include_usage)
+                .unwrap_or(false),
+            prompt_tokens: count_tokens(&prompt),
+        })
+    }
+
+    /// The reply as the pieces a stream sends, one SSE event each: words with their leading
+    /// space, and the leaked address as one extra piece.
+    fn pieces(&self) -> Vec<String> {
+        let mut pieces: Vec<String> = (0..self.words)
+            .map(|i| {
+                let word = WORDS[i % WORDS.len()];
+                if i == 0 {
+                    word.to_string()
+                } else {
+                    format!(" {word}")
+                }
+            })
+            .collect();
+        if self.leak {
+            let at = LEAK_AFTER.min(pieces.len());
+            let piece = if at == 0 {
+                LEAK_ADDRESS.to_string()
+            } else {
+                format!(" {LEAK_ADDRESS}")
+            };
+            pieces.insert(at, piece);
+        }
+        pieces
+    }
+
+    fn usage(&self, pieces: &[String]) -> Value {
+        let completion = self.words as u64
+            + if self.leak {
+                pieces
+                    .iter()
+                    .find(|p| p.contains(LEAK_ADDRESS))
+                    .map_or(0, |p| count_tokens(p))
+            } else {
+                0
+            };
+        json!({
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": completion,
+            "total_tokens": self.prompt_tokens + completion,
+        })
+    }
+}
+
+/// o200k_base token count (the tokenizer of the gpt-4o family).
+fn count_tokens(text: &str) -> u64 {
+    tiktoken_rs::o200k_base_singleton()
+        .encode_ordinary(text)
+        .len() as u64
+}
+
+// === chat completions ===
+
+async fn chat(recorder: &Recorder, req: Request<Incoming>) -> Response<MockBody> {
+    let (parts, body) = req.into_parts();
+    let body = read_body(body).await;
+    let seq = recorder.record(ReceivedRequest {
+        method: parts.method,
+        uri: parts.uri,
+        headers: parts.headers,
+        body: body.as_ref().map(Bytes::clone).unwrap_or_default(),
+    });
+    let body = match body {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => {
+            return openai_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                None,
+                "request body too large",
+            )
+        }
+        Err(BodyError::Read) => {
+            return openai_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                None,
+                "could not read the request body",
+            )
+        }
+    };
+    let plan = match serde_json::from_slice::<ChatRequest>(&body)
+        .map_err(|e| format!("invalid request: {e}"))
+        .and_then(|req| Plan::new(&req, seq))
+    {
+        Ok(plan) => plan,
+        Err(message) => {
+            return openai_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                None,
+                &message,
+            )
+        }
+    };
+
+    if let Some(status) = plan.fail {
+        if let Some(delay) = plan.slow {
+            tokio::time::sleep(delay).await;
+        }
+        return failure(status);
+    }
+    if plan.stream {
+        return streamed(plan);
+    }
+    if let Some(delay) = plan.slow {
+        tokio::time::sleep(delay).await;
+    }
+    whole(&plan)
+}
+
+/// The answer to `[[fail:CODE]]`, typed the way OpenAI types that status.
+fn failure(status: StatusCode) -> Response<MockBody> {
+    let (kind, code) = match status.as_u16() {
+        401 => ("authentication_error", Some("invalid_api_key")),
+        403 => ("permission_error", None),
+        404 => ("invalid_request_error", Some("model_not_found")),
+        429 => ("rate_limit_error", Some("rate_limit_exceeded")),
+        500..=599 => ("server_error", None),
+        _ => ("invalid_request_error", None),
+    };
+    openai_error(
+        status,
+        kind,
+        code,
+        &format!(
+            "mock upstream failure requested by [[fail:{}]]",
+            status.as_u16()
+        ),
+    )
+}
+
+fn whole(plan: &Plan) -> Response<MockBody> {
+    let pieces = plan.pieces();
+    let content: String = pieces.concat();
+    super::json_response(
+        StatusCode::OK,
+        &json!({
+            "id": plan.id,
+            "object": "chat.completion",
+            "created": 0,
+            "model": plan.model,
+            "choices": [{
+                "index": 0,
+                "message": { "role": "assistant", "content": content, "refusal": null },
+                "logprobs": null,
+                "finish_reason": plan.finish_reason,
+            }],
+            "usage": plan.usage(&pieces),
+            "system_fingerprint": null,
+        }),
+    )
+}
+
+// === streaming ===
+
+/// A response body fed by a channel: each message is one frame, sent as soon as produced.
+struct ChannelBody {
+    rx: mpsc::Receiver<Bytes>,
+}
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|event| event.map(|bytes| Ok(Frame::data(bytes))))
+    }
+}
+
+fn streamed(plan: Plan) -> Response<MockBody> {
+    let (tx, rx) = mpsc::channel(8);
+    tokio::spawn(produce(plan, tx));
+    let mut resp = response(
+        StatusCode::OK,
+        "text/event-stream",
+        ChannelBody { rx }.boxed(),
+    );
+    resp.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-cache"),
+    );
+    resp
+}
+
+/// One `chat.completion.chunk` with one choice.
+fn chunk(plan: &Plan, delta: Value, finish_reason: Option<&str>) -> Value {
+    let mut chunk = json!({
+        "id": plan.id,
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": plan.model,
+        "choices": [{ "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason }],
+    });
+    // Like OpenAI: with include_usage every chunk carries `usage: null` but the last.
+    if plan.include_usage {
+        chunk["usage"] = Value::Null;
+    }
+    chunk
+}
+
+/// Sends the SSE events of `plan` one by one; stops quietly when the client goes away.
+async fn produce(plan: Plan, tx: mpsc::Sender<Bytes>) {
+    let pieces = plan.pieces();
+    let mut events = Vec::with_capacity(pieces.len() + 4);
+    events.push(chunk(
+        &plan,
+        json!({ "role": "assistant", "content": "" }),
+        None,
+    ));
+    events.extend(
+        pieces
+            .iter()
+            .map(|p| chunk(&plan, json!({ "content": p }), None)),
+    );
+    events.push(chunk(&plan, json!({}), Some(plan.finish_reason)));
+    if plan.include_usage {
+        events.push(json!({
+            "id": plan.id,
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": plan.model,
+            "choices": [],
+            "usage": plan.usage(&pieces),
+        }));
+    }
+    let frames = events
+        .iter()
+        .map(|e| Bytes::from(format!("data: {e}\n\n")))
+        .chain(std::iter::once(Bytes::from_static(b"data: [DONE]\n\n")));
+    for (i, frame) in frames.enumerate() {
+        if let (Some(delay), true) = (plan.slow, i > 0) {
+            tokio::time::sleep(delay).await;
+        }
+        if tx.send(frame).await.is_err() {
+            return;
+        }
+    }
+}
