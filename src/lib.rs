@@ -8,7 +8,11 @@
 
 pub mod cli;
 pub mod codes;
+pub mod connectors;
 pub mod decide;
+pub mod detect;
 pub mod evidence;
 pub mod mocks;
 pub mod policy;
+pub mod sidecar;
+pub mod spine;

@@ -3,6 +3,7 @@
 pub mod dev;
 pub mod evidence;
 pub mod policy;
+pub mod sidecar;
 
 use std::process::ExitCode;
 
@@ -23,6 +24,8 @@ pub enum Command {
     /// Validate, inspect and dry-run policy bundles.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Run the sidecar (the data plane).
+    Sidecar(sidecar::SidecarArgs),
     /// Verify and replay evidence spools.
     #[command(subcommand)]
     Evidence(evidence::EvidenceCommand),
@@ -51,5 +54,6 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Dev => Ok(dev::run()),
         Command::Policy(cmd) => policy::run(cmd),
         Command::Evidence(cmd) => evidence::run(cmd),
+        Command::Sidecar(args) => sidecar::run(args),
     }
 }

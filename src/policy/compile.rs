@@ -127,6 +127,14 @@ impl Snapshot {
         &self.policies[idx as usize]
     }
 
+    /// A policy by id (policies are sorted by id).
+    pub fn policy_by_id(&self, id: &str) -> Option<&CompiledPolicy> {
+        self.policies
+            .binary_search_by(|p| (*p.id).cmp(id))
+            .ok()
+            .map(|i| &self.policies[i])
+    }
+
     pub fn tenant(&self, tenant: &str) -> Option<&TenantIndex> {
         self.tenants.get(tenant)
     }

@@ -147,3 +147,29 @@ fn sort_errors(errors: &mut [BundleError]) {
 
 #[cfg(test)]
 mod tests;
+
+/// Read one YAML document of any serde type with the bundle parser's guarantees: budgets,
+/// YAML 1.2 scalars, unknown-field errors with `file:line:column` and field path. Used for
+/// configuration files.
+pub fn from_yaml_str<T: serde::de::DeserializeOwned>(
+    name: &str,
+    text: &str,
+) -> Result<T, BundleError> {
+    let at_start = Pos { line: 1, col: 1 };
+    let docs = yaml::parse_stream(text, yaml::Limits::default()).map_err(|e| BundleError {
+        file: name.to_string(),
+        pos: e.pos,
+        path: String::new(),
+        message: format!("invalid YAML: {}", e.message),
+    })?;
+    let mut docs = docs.into_iter().filter(|d| !d.root.is_null());
+    let (Some(doc), None) = (docs.next(), docs.next()) else {
+        return Err(BundleError::at(
+            name,
+            at_start,
+            &[],
+            "expected exactly one YAML document",
+        ));
+    };
+    de::from_node(&doc.root, Vec::new()).map_err(|e| BundleError::from_de(name, e, doc.pos))
+}

@@ -1,0 +1,894 @@
+//! The LLM channel: OpenAI-compatible chat completions, plain and streamed (DESIGN §6).
+//!
+//! The agent names a model; the sidecar picks the tenant's connector that serves it, drops the
+//! agent's `Authorization`, injects the connector's key, clamps `max_tokens`, counts tokens
+//! with the model's real tokenizer (prompt before the call, every streamed chunk as it passes),
+//! reconciles with the upstream's reported usage, and prices the call from the connector's
+//! table. A streamed answer is checked chunk by chunk: the agent receives no token past a
+//! blocking limit and no PII a policy blocks; the stream then ends with one SSE event carrying
+//! the refusal (DESIGN §10).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use serde_json::{Map, Value};
+
+use super::{body_of, json_reply, upstream_failure};
+use crate::codes::Code;
+use crate::connectors::creds;
+use crate::decide::{Decision, PiiFact};
+use crate::detect::pii::StreamScanner;
+use crate::evidence::record::{content_hash, Content, Cut, Outcome};
+use crate::policy::compile::ConnectorInfo;
+use crate::policy::model::{Metric, ModelPrice};
+use crate::policy::Snapshot;
+use crate::spine::{Call, Refusal, Reply};
+
+/// A parsed chat completion request.
+#[derive(Debug, Clone)]
+pub struct ChatCall {
+    /// The request object as sent (unknown fields pass through to the upstream).
+    pub body: Map<String, Value>,
+    pub model: String,
+    pub stream: bool,
+    /// Whether the agent asked for the usage chunk at the end of a stream.
+    pub include_usage: bool,
+    pub connector: Option<String>,
+    /// All message text, for detectors and hashing.
+    pub prompt_text: String,
+    pub prompt_tokens: u64,
+}
+
+fn invalid(msg: impl Into<String>) -> Refusal {
+    Refusal::new(Code::InvalidParams, msg)
+}
+
+/// Count tokens with the model's tokenizer (o200k for unknown models).
+pub fn count_tokens(model: &str, text: &str) -> u64 {
+    let bpe =
+        tiktoken_rs::bpe_for_model(model).unwrap_or_else(|_| tiktoken_rs::o200k_base_singleton());
+    bpe.encode_with_special_tokens(text).len() as u64
+}
+
+/// Parse and check an OpenAI chat completion request; resolve the connector serving its model
+/// (`wanted` picks one explicitly, from `x-warden-connector`).
+pub fn parse_chat(
+    body: &[u8],
+    snap: &Snapshot,
+    tenant: &str,
+    wanted: Option<&str>,
+) -> Result<ChatCall, Refusal> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        Refusal::new(
+            Code::BadRequest,
+            format!("request body is not valid JSON: {e}"),
+        )
+    })?;
+    let Value::Object(obj) = value else {
+        return Err(invalid("request body must be a JSON object"));
+    };
+    let model = match obj.get("model") {
+        Some(Value::String(m)) if !m.is_empty() => m.clone(),
+        Some(_) => return Err(invalid("`model` must be a non-empty string")),
+        None => return Err(invalid("`model` is required")),
+    };
+    let stream = match obj.get("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(invalid("`stream` must be a boolean")),
+    };
+    let include_usage = obj
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    for key in ["max_tokens", "max_completion_tokens"] {
+        match obj.get(key) {
+            None | Some(Value::Null) => {}
+            Some(v) if v.as_u64().is_some_and(|n| n > 0) => {}
+            Some(_) => return Err(invalid(format!("`{key}` must be a positive integer"))),
+        }
+    }
+    let Some(Value::Array(messages)) = obj.get("messages") else {
+        return Err(invalid("`messages` must be an array"));
+    };
+    if messages.is_empty() {
+        return Err(invalid("`messages` must not be empty"));
+    }
+    let mut prompt_text = String::new();
+    let mut overhead = 3u64;
+    for (i, m) in messages.iter().enumerate() {
+        let Some(m) = m.as_object() else {
+            return Err(invalid(format!("messages[{i}] must be an object")));
+        };
+        if !m.get("role").is_some_and(Value::is_string) {
+            return Err(invalid(format!("messages[{i}].role must be a string")));
+        }
+        overhead += 3;
+        match m.get("content") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(s)) => push_text(&mut prompt_text, s),
+            Some(Value::Array(parts)) => {
+                for (j, p) in parts.iter().enumerate() {
+                    match p.get("text") {
+                        Some(Value::String(s)) => push_text(&mut prompt_text, s),
+                        Some(_) => {
+                            return Err(invalid(format!(
+                                "messages[{i}].content[{j}].text must be a string"
+                            )))
+                        }
+                        None => {}
+                    }
+                }
+            }
+            Some(_) => {
+                return Err(invalid(format!(
+                    "messages[{i}].content must be a string or an array"
+                )))
+            }
+        }
+    }
+    let connector = match wanted {
+        Some(id) => {
+            let c = snap.connector(tenant, id).ok_or_else(|| {
+                let code = if snap.connector_owner_elsewhere(tenant, id).is_some() {
+                    Code::CrossTenant
+                } else {
+                    Code::UnknownConnector
+                };
+                Refusal::new(code, format!("no LLM connector `{id}` for this agent"))
+            })?;
+            if c.spec.llm.is_none() {
+                return Err(Refusal::new(
+                    Code::UnknownConnector,
+                    format!("connector `{id}` is not an LLM connector"),
+                ));
+            }
+            Some(id.to_string())
+        }
+        None => serving(snap, tenant, &model).map(|c| c.id.to_string()),
+    };
+    let prompt_tokens = count_tokens(&model, &prompt_text) + overhead;
+    Ok(ChatCall {
+        body: obj,
+        model,
+        stream,
+        include_usage,
+        connector,
+        prompt_text,
+        prompt_tokens,
+    })
+}
+
+fn push_text(out: &mut String, s: &str) {
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out.push_str(s);
+}
+
+/// The tenant's LLM connector serving `model`, lowest id first.
+fn serving<'a>(snap: &'a Snapshot, tenant: &str, model: &str) -> Option<&'a ConnectorInfo> {
+    let t = snap.tenant(tenant)?;
+    let mut ids: Vec<&ConnectorInfo> = t
+        .connectors
+        .values()
+        .filter(|c| {
+            c.spec
+                .llm
+                .as_ref()
+                .is_some_and(|l| l.models.contains_key(model))
+        })
+        .collect();
+    ids.sort_by(|a, b| a.id.cmp(&b.id));
+    ids.first().copied()
+}
+
+fn price(info: &ConnectorInfo, model: &str) -> ModelPrice {
+    info.spec
+        .llm
+        .as_ref()
+        .and_then(|l| l.models.get(model).cloned())
+        .unwrap_or(ModelPrice {
+            input_usd_per_mtok: 0.0,
+            output_usd_per_mtok: 0.0,
+        })
+}
+
+fn cost(p: &ModelPrice, input: u64, output: u64) -> f64 {
+    (input as f64 * p.input_usd_per_mtok + output as f64 * p.output_usd_per_mtok) / 1e6
+}
+
+/// `GET /v1/models`: the models this agent's policies allow, in the OpenAI list shape.
+pub fn models(call: &Call) -> Result<Reply, Refusal> {
+    let snap = call
+        .snapshot
+        .as_ref()
+        .ok_or_else(|| Refusal::internal("no snapshot bound"))?;
+    let Some(base) = call.request.clone() else {
+        return Err(Refusal::internal("no request facts"));
+    };
+    let mut names: Vec<(String, String)> = Vec::new();
+    if let Some(t) = snap.tenant(&call.ctx.tenant) {
+        for c in t.connectors.values() {
+            if let Some(l) = &c.spec.llm {
+                for m in l.models.keys() {
+                    names.push((m.clone(), c.id.to_string()));
+                }
+            }
+        }
+    }
+    names.sort();
+    names.dedup_by(|a, b| a.0 == b.0);
+    let mode = call.shared.mode_for(&call.ctx.tenant);
+    let mut data = Vec::new();
+    for (model, connector) in names {
+        let mut req = base.clone();
+        req.model = Some(model.clone());
+        req.connector = Some(connector);
+        req.facts.pii = Some(PiiFact::Found(Vec::new()));
+        let d = crate::decide::decide(snap, &req, &(), mode, call.ctx.at_ms, &call.ctx.decision_id);
+        if !d.refused() {
+            data.push(serde_json::json!({ "id": model, "object": "model", "created": 0, "owned_by": "warden" }));
+        }
+    }
+    call.trace(|t| {
+        t.request = Some(base.clone());
+        t.snapshot = Some(snap.hash().to_string());
+        t.outcome = Some(Outcome::Allowed);
+    });
+    Ok(json_reply(
+        http::StatusCode::OK,
+        &serde_json::json!({ "object": "list", "data": data }),
+    ))
+}
+
+/// Forward a chat completion.
+pub async fn chat(call: Call, chat: ChatCall) -> Result<Reply, Refusal> {
+    let snap = call
+        .snapshot
+        .clone()
+        .ok_or_else(|| Refusal::internal("no snapshot bound"))?;
+    let decision = call
+        .decision
+        .clone()
+        .ok_or_else(|| Refusal::internal("no decision"))?;
+    let Some(conn_id) = chat.connector.clone() else {
+        return Err(Refusal::new(
+            Code::UnknownConnector,
+            format!(
+                "no LLM connector of this tenant serves model `{}`",
+                chat.model
+            ),
+        ));
+    };
+    let info = snap
+        .connector(&call.ctx.tenant, &conn_id)
+        .ok_or_else(|| Refusal::new(Code::UnknownConnector, format!("no connector `{conn_id}`")))?
+        .clone();
+    let llm = info.spec.llm.clone().ok_or_else(|| {
+        Refusal::new(
+            Code::UnknownConnector,
+            format!("`{conn_id}` is not an LLM connector"),
+        )
+    })?;
+    let key = creds::resolve(&llm.api_key, &call.shared.cfg.base_dir).map_err(|e| {
+        tracing::error!(connector = %conn_id, error = %e, "credential unavailable");
+        Refusal::new(
+            Code::UpstreamError,
+            format!("connector `{conn_id}` has no usable credential"),
+        )
+    })?;
+
+    // The upstream request: the agent's body, clamped, streamed with usage.
+    let mut body = chat.body.clone();
+    if let Some(clamp) = decision.max_tokens {
+        let clamp = u64::from(clamp);
+        let mut clamped = false;
+        for k in ["max_tokens", "max_completion_tokens"] {
+            if let Some(v) = body.get(k).and_then(Value::as_u64) {
+                clamped = true;
+                if v > clamp {
+                    body.insert(k.into(), Value::from(clamp));
+                }
+            }
+        }
+        if !clamped {
+            body.insert("max_tokens".into(), Value::from(clamp));
+        }
+    }
+    if chat.stream {
+        body.insert(
+            "stream_options".into(),
+            serde_json::json!({ "include_usage": true }),
+        );
+    }
+    let bytes = serde_json::to_vec(&body).map_err(|e| Refusal::internal(format!("encode: {e}")))?;
+    let url = format!("{}/chat/completions", llm.base_url.trim_end_matches('/'));
+    let req = http::Request::post(&url)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(http::header::AUTHORIZATION, format!("Bearer {key}"))
+        .header(
+            http::header::ACCEPT,
+            if chat.stream {
+                "text/event-stream"
+            } else {
+                "application/json"
+            },
+        )
+        .body(body_of(Full::new(Bytes::from(bytes))))
+        .map_err(|e| Refusal::new(Code::UpstreamError, format!("bad upstream URL {url}: {e}")))?;
+
+    let prices = price(&info, &chat.model);
+    let inspection = decision.inspection;
+    let input = chat.prompt_tokens;
+    call.trace(|t| {
+        t.input_tokens = input;
+        t.cost_usd = cost(&prices, input, 0);
+        t.prompt_hash = Some(content_hash(chat.prompt_text.as_bytes()));
+        if inspection.prompts {
+            t.content = Some(Content {
+                prompt: Some(chat.prompt_text.clone()),
+                response: None,
+            });
+        }
+    });
+
+    let timeout = Duration::from_millis(
+        llm.timeout_ms
+            .min(call.shared.cfg.limits.upstream_timeout_ms),
+    );
+    let started = std::time::Instant::now();
+    let resp = match tokio::time::timeout(timeout, call.shared.client.request(req)).await {
+        Err(_) => {
+            return Err(Refusal::new(
+                Code::UpstreamTimeout,
+                format!("{conn_id} did not answer within {} ms", timeout.as_millis()),
+            ))
+        }
+        Ok(Err(e)) => return Err(upstream_failure(&conn_id, &e)),
+        Ok(Ok(r)) => r,
+    };
+    call.shared
+        .metrics
+        .upstream("llm", started.elapsed().as_secs_f64());
+    let status = resp.status();
+    call.trace(|t| t.upstream_status = Some(status.as_u16()));
+    if !status.is_success() {
+        let detail = read_limited(resp.into_body(), 4096)
+            .await
+            .unwrap_or_default();
+        return Err(Refusal::new(
+            Code::UpstreamError,
+            format!(
+                "{conn_id} answered {status}: {}",
+                String::from_utf8_lossy(&detail)
+            ),
+        ));
+    }
+    if chat.stream {
+        stream::start(call, chat, decision, prices, resp.into_body(), timeout).await
+    } else {
+        plain(call, chat, decision, prices, resp.into_body()).await
+    }
+}
+
+async fn read_limited(body: hyper::body::Incoming, max: usize) -> Result<Bytes, Refusal> {
+    match Limited::new(body, max).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(Refusal::new(
+                Code::BodyTooLarge,
+                format!("upstream response is larger than {max} bytes"),
+            ))
+        }
+        Err(e) => Err(Refusal::new(
+            Code::UpstreamError,
+            format!("reading upstream response: {e}"),
+        )),
+    }
+}
+
+/// Re-decide after the answer grew or revealed facts; a refusal here is same-step enforcement.
+fn recheck(call: &Call, output_tokens: u64, pii: Option<u8>) -> Result<Option<Decision>, Refusal> {
+    let Some(mut req) = call.request.clone() else {
+        return Ok(None);
+    };
+    req.delta.output_tokens = output_tokens as f64;
+    if let Some(mask) = pii {
+        req.facts.pii = Some(crate::spine::detect::fact(mask));
+    }
+    let (d, _) = crate::spine::decide::decide_now(call, &req)?;
+    Ok(d.refused().then_some(d))
+}
+
+async fn plain(
+    call: Call,
+    chat: ChatCall,
+    decision: Decision,
+    prices: ModelPrice,
+    body: hyper::body::Incoming,
+) -> Result<Reply, Refusal> {
+    let max = usize::try_from(call.shared.cfg.limits.max_response_bytes).unwrap_or(usize::MAX);
+    let bytes = read_limited(body, max).await?;
+    let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        Refusal::new(
+            Code::UpstreamError,
+            format!("upstream answered invalid JSON: {e}"),
+        )
+    })?;
+    let text = value
+        .pointer("/choices/0/message/content")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let counted = count_tokens(&chat.model, &text);
+    let reported_in = value
+        .pointer("/usage/prompt_tokens")
+        .and_then(Value::as_u64);
+    let reported_out = value
+        .pointer("/usage/completion_tokens")
+        .and_then(Value::as_u64);
+    let input = reported_in.unwrap_or(chat.prompt_tokens);
+    let output = reported_out.unwrap_or(counted);
+    let n = bytes.len() as u64;
+    call.trace(|t| {
+        t.input_tokens = input;
+        t.output_tokens = output;
+        t.cost_usd = cost(&prices, input, output);
+        t.bytes_out = n;
+        t.response_hash = Some(content_hash(text.as_bytes()));
+        if decision.inspection.responses {
+            t.content.get_or_insert_with(Content::default).response = Some(text.clone());
+        }
+    });
+    let mask = crate::detect::pii::kinds(&text);
+    if let Some(d) = recheck(&call, output, (mask != 0).then_some(mask))? {
+        let run = call
+            .run
+            .clone()
+            .ok_or_else(|| Refusal::internal("no run"))?;
+        let refusal = crate::spine::decide::enforce(&call.shared, &run, &d);
+        call.trace(|t| {
+            t.outcome = Some(Outcome::Cut);
+            t.cut = Some(Cut {
+                after_tokens: 0,
+                code: refusal.code,
+                detail: "answer withheld: it breached a policy once complete".into(),
+            });
+            t.decision = Some(d);
+        });
+        return Err(refusal);
+    }
+    let mut reply = http::Response::new(body_of(Full::new(bytes)));
+    reply.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    Ok(reply)
+}
+
+mod stream {
+    //! The streamed answer: a task reads the upstream SSE, checks every chunk, and feeds the
+    //! agent through a channel; it seals the evidence before the last event.
+
+    use super::*;
+    use crate::connectors::ChannelBody;
+    use tokio::sync::mpsc;
+
+    pub async fn start(
+        call: Call,
+        chat: ChatCall,
+        decision: Decision,
+        prices: ModelPrice,
+        body: hyper::body::Incoming,
+        idle: Duration,
+    ) -> Result<Reply, Refusal> {
+        let (tx, rx) = mpsc::channel::<Bytes>(64);
+        call.trace(|t| t.streaming = true);
+        let sealer = call
+            .sealer
+            .clone()
+            .ok_or_else(|| Refusal::internal("no evidence sealer"))?;
+        let call = Arc::new(call);
+        let worker = {
+            let call = call.clone();
+            let tx = tx.clone();
+            tokio::spawn(
+                async move { pump(&call, &chat, &decision, &prices, body, idle, &tx).await },
+            )
+        };
+        // Supervise: whatever happens to the pump (even a panic), seal and end the stream.
+        tokio::spawn(async move {
+            let end = match worker.await {
+                Ok(end) => end,
+                Err(_) => End::Cut(Refusal::internal("internal error while streaming"), 0),
+            };
+            let last = match end {
+                End::Done => Bytes::from_static(b"data: [DONE]\n\n"),
+                End::Gone => Bytes::new(),
+                End::Cut(refusal, after) => {
+                    call.trace(|t| {
+                        t.outcome = Some(Outcome::Cut);
+                        t.cut = Some(Cut {
+                            after_tokens: after,
+                            code: refusal.code,
+                            detail: refusal.message.clone(),
+                        });
+                        t.refused = Some(refusal.clone());
+                    });
+                    sse_error(&refusal, &call.ctx.decision_id)
+                }
+            };
+            let last = match sealer.seal().await {
+                Ok(()) => last,
+                Err(r) => sse_error(&r, &call.ctx.decision_id),
+            };
+            if !last.is_empty() {
+                let _ = tx.send(last).await;
+            }
+        });
+        let mut reply = http::Response::new(ChannelBody::new(rx).boxed());
+        reply.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/event-stream"),
+        );
+        reply.headers_mut().insert(
+            http::header::CACHE_CONTROL,
+            http::HeaderValue::from_static("no-cache"),
+        );
+        Ok(reply)
+    }
+
+    pub enum End {
+        Done,
+        /// The agent went away.
+        Gone,
+        /// Cut with this refusal after this many output tokens reached the agent.
+        Cut(Refusal, u64),
+    }
+
+    fn sse_error(r: &Refusal, decision_id: &str) -> Bytes {
+        Bytes::from(format!("data: {}\n\n", r.error_json(decision_id)))
+    }
+
+    fn event(v: &Value) -> Bytes {
+        Bytes::from(format!("data: {v}\n\n"))
+    }
+
+    /// Read SSE lines from the upstream body.
+    struct Lines {
+        body: hyper::body::Incoming,
+        buf: Vec<u8>,
+    }
+
+    impl Lines {
+        async fn next(&mut self, idle: Duration) -> Result<Option<String>, Refusal> {
+            loop {
+                if let Some(i) = self.buf.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = self.buf.drain(..=i).collect();
+                    let s = String::from_utf8_lossy(&line)
+                        .trim_end_matches(['\r', '\n'])
+                        .to_string();
+                    return Ok(Some(s));
+                }
+                match tokio::time::timeout(idle, self.body.frame()).await {
+                    Err(_) => {
+                        return Err(Refusal::new(
+                            Code::UpstreamTimeout,
+                            "upstream stream stalled",
+                        ))
+                    }
+                    Ok(None) => {
+                        if self.buf.is_empty() {
+                            return Ok(None);
+                        }
+                        let s = String::from_utf8_lossy(&self.buf).to_string();
+                        self.buf.clear();
+                        return Ok(Some(s));
+                    }
+                    Ok(Some(Err(e))) => {
+                        return Err(Refusal::new(
+                            Code::UpstreamError,
+                            format!("upstream stream failed: {e}"),
+                        ))
+                    }
+                    Ok(Some(Ok(f))) => {
+                        if let Ok(d) = f.into_data() {
+                            self.buf.extend_from_slice(&d);
+                            if self.buf.len() > 1 << 20 {
+                                return Err(Refusal::new(
+                                    Code::UpstreamError,
+                                    "upstream SSE line too long",
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The state of one streamed answer as it passes.
+    struct Pump<'a> {
+        call: &'a Call,
+        chat: &'a ChatCall,
+        decision: &'a Decision,
+        prices: &'a ModelPrice,
+        tx: &'a mpsc::Sender<Bytes>,
+        scanner: StreamScanner,
+        /// A policy let detected PII through (warn): stop holding text back.
+        pii_allowed: bool,
+        /// Everything the upstream said, and how much of it the agent has received.
+        text: String,
+        sent: usize,
+        out_tokens: u64,
+    }
+
+    impl Pump<'_> {
+        fn record(&self, out: u64) {
+            let (text, prices, decision) = (&self.text[..self.sent], self.prices, self.decision);
+            let input = self.chat.prompt_tokens;
+            self.call.trace(|t| {
+                t.output_tokens = out;
+                t.cost_usd = cost(prices, input, out);
+                t.response_hash = Some(content_hash(text.as_bytes()));
+                if decision.inspection.responses {
+                    t.content.get_or_insert_with(Content::default).response =
+                        Some(text.to_string());
+                }
+            })
+        }
+
+        /// End the stream with a refusal, recording what the agent received.
+        fn cut(&self, r: Refusal) -> End {
+            self.record(self.out_tokens);
+            End::Cut(r, self.out_tokens)
+        }
+
+        /// A refusing decision taken mid-stream: apply it to the run and cut.
+        fn enforce(&self, d: Decision, fallback: Code) -> End {
+            let r = match self.call.run.clone() {
+                Some(run) => crate::spine::decide::enforce(&self.call.shared, &run, &d),
+                None => Refusal::new(fallback, "refused mid-stream"),
+            };
+            self.call.trace(|t| t.decision = Some(d));
+            self.cut(r)
+        }
+
+        /// PII was found in the answer: cut if a policy blocks it, else let it pass.
+        fn pii(&mut self, found: u8) -> Result<(), End> {
+            match recheck(self.call, self.out_tokens, Some(found)) {
+                Ok(Some(d)) => Err(self.enforce(d, Code::PiiDetected)),
+                Ok(None) => {
+                    self.pii_allowed = true;
+                    Ok(())
+                }
+                Err(r) => Err(self.cut(r)),
+            }
+        }
+
+        async fn send(&self, v: &Value) -> Result<(), End> {
+            if self.tx.send(event(v)).await.is_err() {
+                self.record(self.out_tokens);
+                return Err(End::Gone);
+            }
+            Ok(())
+        }
+
+        /// Release the text held back for PII checking (the answer is complete).
+        async fn release(&mut self) -> Result<(), End> {
+            if !self.pii_allowed {
+                let rest = self.scanner.finish();
+                if rest.found != 0 {
+                    self.pii(rest.found)?;
+                }
+            }
+            let tail = self.text[self.sent..].to_string();
+            if tail.is_empty() {
+                return Ok(());
+            }
+            self.sent = self.text.len();
+            let v = serde_json::json!({
+                "id": "warden-tail", "object": "chat.completion.chunk", "created": 0,
+                "model": self.chat.model,
+                "choices": [{ "index": 0, "delta": { "content": tail }, "finish_reason": null }],
+            });
+            self.send(&v).await
+        }
+
+        /// One content chunk: budget check, PII hold-back, then what the agent may see.
+        fn content(&mut self, piece: &str) -> Result<String, End> {
+            if !piece.is_empty() {
+                let n = count_tokens(&self.chat.model, piece);
+                let next_out = self.out_tokens + n;
+                let d = self.decision;
+                let room = |m: Metric| d.headroom_for(m).unwrap_or(f64::INFINITY);
+                if next_out as f64 > room(Metric::OutputTokens)
+                    || (self.chat.prompt_tokens + next_out) as f64 > room(Metric::TotalTokens)
+                    || cost(self.prices, 0, next_out) > room(Metric::CostUsd)
+                {
+                    // Same-step: the agent gets nothing past the limit.
+                    return Err(match recheck(self.call, next_out, None) {
+                        Ok(Some(d)) => self.enforce(d, Code::BudgetExceeded),
+                        Ok(None) => {
+                            self.cut(Refusal::new(Code::BudgetExceeded, "output budget exceeded"))
+                        }
+                        Err(r) => self.cut(r),
+                    });
+                }
+                self.out_tokens = next_out;
+                self.text.push_str(piece);
+            }
+            if self.pii_allowed {
+                return Ok(self.text[self.sent..].to_string());
+            }
+            let pushed = self.scanner.push(piece);
+            if pushed.found != 0 {
+                self.pii(pushed.found)?;
+                return Ok(self.text[self.sent..].to_string());
+            }
+            Ok(pushed.emit)
+        }
+    }
+
+    async fn pump(
+        call: &Call,
+        chat: &ChatCall,
+        decision: &Decision,
+        prices: &ModelPrice,
+        body: hyper::body::Incoming,
+        idle: Duration,
+        tx: &mpsc::Sender<Bytes>,
+    ) -> End {
+        match pump_inner(call, chat, decision, prices, body, idle, tx).await {
+            Ok(()) => End::Done,
+            Err(end) => end,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn pump_inner(
+        call: &Call,
+        chat: &ChatCall,
+        decision: &Decision,
+        prices: &ModelPrice,
+        body: hyper::body::Incoming,
+        idle: Duration,
+        tx: &mpsc::Sender<Bytes>,
+    ) -> Result<(), End> {
+        let mut lines = Lines {
+            body,
+            buf: Vec::new(),
+        };
+        let mut p = Pump {
+            call,
+            chat,
+            decision,
+            prices,
+            tx,
+            scanner: StreamScanner::new(),
+            pii_allowed: false,
+            text: String::new(),
+            sent: 0,
+            out_tokens: 0,
+        };
+        let mut reported: Option<(u64, u64)> = None;
+        let mut released = false;
+        let mut killed = call.run.as_ref().map(|r| r.kill.subscribe());
+        let mut modes = call.shared.mode_epoch.subscribe();
+        loop {
+            let line = tokio::select! {
+                biased;
+                _ = async { match killed.as_mut() { Some(k) => { let _ = k.wait_for(|v| *v).await; } None => std::future::pending::<()>().await } } => {
+                    return Err(p.cut(Refusal::new(Code::RunKilled, "the run was killed")));
+                }
+                _ = modes.changed() => {
+                    if call.shared.mode_for(&call.ctx.tenant) == crate::decide::Mode::Halted {
+                        return Err(p.cut(Refusal::new(Code::GovernanceHalted, "the kill switch was engaged")));
+                    }
+                    continue;
+                }
+                l = lines.next(idle) => l,
+            };
+            let line = match line {
+                Ok(Some(l)) => l,
+                Ok(None) => break,
+                Err(r) => return Err(p.cut(r)),
+            };
+            let Some(data) = line.strip_prefix("data:") else {
+                continue;
+            };
+            let data = data.trim();
+            if data == "[DONE]" {
+                break;
+            }
+            let Ok(mut v) = serde_json::from_str::<Value>(data) else {
+                return Err(p.cut(Refusal::new(
+                    Code::UpstreamError,
+                    "upstream sent an invalid SSE event",
+                )));
+            };
+            if let (Some(pt), Some(ct)) = (
+                v.pointer("/usage/prompt_tokens").and_then(Value::as_u64),
+                v.pointer("/usage/completion_tokens")
+                    .and_then(Value::as_u64),
+            ) {
+                reported = Some((pt, ct));
+            }
+            let finished = v
+                .pointer("/choices/0/finish_reason")
+                .is_some_and(|f| !f.is_null());
+            let usage_only = v
+                .get("choices")
+                .and_then(Value::as_array)
+                .is_some_and(|c| c.is_empty());
+            if usage_only {
+                if !released {
+                    p.release().await?;
+                    released = true;
+                }
+                if chat.include_usage {
+                    p.send(&v).await?;
+                }
+                continue;
+            }
+            let piece = v
+                .pointer("/choices/0/delta/content")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let emit = p.content(&piece)?;
+            p.sent += emit.len();
+            if finished && !released {
+                // The answer is complete: release the held-back text before the final chunk.
+                if !emit.is_empty() {
+                    let mut with_text = v.clone();
+                    if let Some(c) = with_text.pointer_mut("/choices/0") {
+                        c["delta"] = serde_json::json!({ "content": emit });
+                        c["finish_reason"] = Value::Null;
+                    }
+                    p.send(&with_text).await?;
+                }
+                p.release().await?;
+                released = true;
+                if let Some(delta) = v
+                    .pointer_mut("/choices/0/delta")
+                    .and_then(Value::as_object_mut)
+                {
+                    delta.remove("content");
+                }
+                p.send(&v).await?;
+                continue;
+            }
+            let has_role = v.pointer("/choices/0/delta/role").is_some();
+            if emit.is_empty() && !has_role {
+                continue;
+            }
+            if let Some(delta) = v
+                .pointer_mut("/choices/0/delta")
+                .and_then(Value::as_object_mut)
+            {
+                delta.insert("content".into(), Value::String(emit));
+            }
+            p.send(&v).await?;
+        }
+        if !released {
+            p.release().await?;
+        }
+        let out = reported.map(|(_, c)| c).unwrap_or(p.out_tokens);
+        p.record(out);
+        if let Some((pt, _)) = reported {
+            call.trace(|t| {
+                t.input_tokens = pt;
+                t.cost_usd = cost(prices, pt, out);
+            });
+        }
+        Ok(())
+    }
+}

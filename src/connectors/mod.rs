@@ -1,0 +1,76 @@
+//! Connectors: machine-resolved targets. The agent names a connector (or a model, template or
+//! tool); the sidecar resolves the URL and credentials from the snapshot and its own
+//! environment (DESIGN §6) and applies the connector's limits.
+
+pub mod creds;
+pub mod llm;
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::Frame;
+use http_body_util::{BodyExt, Full};
+use tokio::sync::mpsc;
+
+use crate::codes::Code;
+use crate::spine::{Body, Call, Refusal, Reply, Target};
+
+/// The innermost step of the spine: hand the call to its connector.
+pub async fn dispatch(mut call: Call) -> Result<Reply, Refusal> {
+    match call.target.take() {
+        Some(Target::Chat(chat)) => llm::chat(call, chat).await,
+        Some(Target::Models) => llm::models(&call),
+        None => Err(Refusal::internal("call reached dispatch without a target")),
+    }
+}
+
+/// A buffered body.
+pub fn body_of(full: Full<Bytes>) -> Body {
+    full.map_err(|never| match never {}).boxed()
+}
+
+/// A JSON response.
+pub fn json_reply(status: http::StatusCode, v: &serde_json::Value) -> Reply {
+    let bytes = serde_json::to_vec(v).unwrap_or_default();
+    let mut r = http::Response::new(body_of(Full::new(Bytes::from(bytes))));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// A failed upstream request: refused connections and resets are `upstream_error`.
+pub fn upstream_failure(connector: &str, e: &hyper_util::client::legacy::Error) -> Refusal {
+    Refusal::new(
+        Code::UpstreamError,
+        format!("upstream of connector `{connector}` failed: {e}"),
+    )
+}
+
+/// A response body fed by a channel (streamed answers).
+pub struct ChannelBody {
+    rx: mpsc::Receiver<Bytes>,
+}
+
+impl ChannelBody {
+    pub fn new(rx: mpsc::Receiver<Bytes>) -> Self {
+        ChannelBody { rx }
+    }
+}
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|b| Ok(Frame::data(b))))
+    }
+}

@@ -1,0 +1,479 @@
+//! PII scanners on concrete cases, and the streaming laws over random splits.
+
+use proptest::prelude::*;
+
+use super::*;
+
+/// The matched texts of one kind.
+fn found(text: &str, kind: PiiKind) -> Vec<&str> {
+    scan(text)
+        .into_iter()
+        .filter(|h| h.kind == kind)
+        .map(|h| &text[h.start..h.end])
+        .collect()
+}
+
+fn only(text: &str, kind: PiiKind) -> Vec<&str> {
+    let hits = scan(text);
+    assert!(
+        hits.iter().all(|h| h.kind == kind),
+        "{text:?}: other kinds in {hits:?}"
+    );
+    found(text, kind)
+}
+
+/// Pushes the chunks, finishes, and returns (everything emitted, kinds found).
+fn stream(chunks: &[&str]) -> (String, u8) {
+    let mut s = StreamScanner::new();
+    let mut out = String::new();
+    let mut mask = 0;
+    for c in chunks {
+        let p = s.push(c);
+        out.push_str(&p.emit);
+        mask = p.found;
+    }
+    let p = s.finish();
+    out.push_str(&p.emit);
+    assert!(p.found == mask || mask == 0);
+    (out, p.found)
+}
+
+// === email ===
+
+#[test]
+fn email_in_prose_and_punctuation() {
+    assert_eq!(
+        only("(mail jane.doe@example.com.)", PiiKind::Email),
+        ["jane.doe@example.com"]
+    );
+    assert_eq!(
+        only("to: a+tag_1%x@mail-1.example.co.uk, b@c.io", PiiKind::Email),
+        ["a+tag_1%x@mail-1.example.co.uk", "b@c.io"]
+    );
+    assert_eq!(
+        only("<JANE@EXAMPLE.ORG>", PiiKind::Email),
+        ["JANE@EXAMPLE.ORG"]
+    );
+}
+
+#[test]
+fn email_needs_a_letter_tld() {
+    for text in [
+        "jane@example",
+        "jane@example.c",
+        "jane@example.123",
+        "@example.com",
+        "jane@.com",
+        "a @ b.com",
+        "user@localhost",
+    ] {
+        assert!(scan(text).is_empty(), "{text:?}");
+    }
+}
+
+#[test]
+fn email_offsets() {
+    let text = "héllo — x@y.fr!";
+    let hits = scan(text);
+    let start = text.find("x@").unwrap_or_default();
+    assert_eq!(
+        hits,
+        [Hit {
+            kind: PiiKind::Email,
+            start,
+            end: start + "x@y.fr".len()
+        }]
+    );
+}
+
+#[test]
+fn email_local_part_is_at_most_64() {
+    let local = "a".repeat(100);
+    let text = format!("{local}@example.com");
+    assert_eq!(found(&text, PiiKind::Email), [&text[36..]]);
+}
+
+// === card ===
+
+#[test]
+fn cards_plain_and_grouped() {
+    for text in [
+        "4111111111111111",
+        "4111 1111 1111 1111",
+        "4111-1111-1111-1111",
+        "3782 822463 10005",
+        "5500-0000-0000-0004",
+    ] {
+        let wrapped = format!("card: {text}.");
+        assert_eq!(only(&wrapped, PiiKind::CreditCard), [text], "{text}");
+    }
+}
+
+#[test]
+fn card_fails_luhn() {
+    for text in [
+        "4111 1111 1111 1112",
+        "4111111111111112",
+        "4111-1111-1111-1112",
+    ] {
+        assert!(scan(text).is_empty(), "{text}");
+    }
+}
+
+#[test]
+fn card_not_part_of_a_longer_run() {
+    for text in [
+        "94111111111111111110",
+        "x4111111111111111",
+        "4111111111111111x",
+        "4111 1111-1111 1111",
+        "0000 0000 0000 0000",
+        "41111 1111 1111 1111",
+    ] {
+        assert!(
+            found(text, PiiKind::CreditCard).is_empty(),
+            "{text}: {:?}",
+            scan(text)
+        );
+    }
+}
+
+// === SSN ===
+
+#[test]
+fn ssn_valid_ranges() {
+    assert_eq!(only("SSN 123-45-6789.", PiiKind::Ssn), ["123-45-6789"]);
+    assert_eq!(only("(078-05-1120)", PiiKind::Ssn), ["078-05-1120"]);
+    for text in [
+        "000-12-3456",
+        "666-12-3456",
+        "900-12-3456",
+        "123-00-4567",
+        "123-45-0000",
+        "123456789",
+        "123 45 6789",
+    ] {
+        assert!(scan(text).is_empty(), "{text}: {:?}", scan(text));
+    }
+}
+
+#[test]
+fn ssn_not_inside_longer_runs() {
+    for text in [
+        "1123-45-6789",
+        "123-45-67890",
+        "a123-45-6789",
+        "123-45-6789b",
+        "9-123-45-6789",
+        "123-45-6789-1",
+        "id_123-45-6789",
+    ] {
+        assert!(found(text, PiiKind::Ssn).is_empty(), "{text}");
+    }
+}
+
+// === phone ===
+
+#[test]
+fn phones_north_american_and_international() {
+    for text in [
+        "+1 415 555 2671",
+        "(415) 555-2671",
+        "(415)555-2671",
+        "415-555-2671",
+        "415.555.2671",
+        "1-415-555-2671",
+        "+1 (415) 555-2671",
+        "+44 20 7946 0958",
+        "+4930123456",
+    ] {
+        let wrapped = format!("call {text}, thanks");
+        assert_eq!(only(&wrapped, PiiKind::Phone), [text], "{text}");
+    }
+}
+
+#[test]
+fn phone_needs_structure() {
+    for text in [
+        "4155552671",
+        "2024-01-15",
+        "on 2024-01-15 at 10.30",
+        "+1234567",
+        "+1234567890123456",
+        "version 1.2.3",
+        "415-555-26711",
+        "415-555-2671-22",
+        "192.168.100.1",
+        "123-456-7890",
+        "a+4930123456",
+    ] {
+        assert!(
+            found(text, PiiKind::Phone).is_empty(),
+            "{text}: {:?}",
+            scan(text)
+        );
+    }
+}
+
+#[test]
+fn card_and_ssn_win_over_phone() {
+    let text = "+4111111111111111";
+    assert!(found(text, PiiKind::CreditCard).is_empty());
+    let text = "pay 4111 1111 1111 1111 now";
+    assert_eq!(only(text, PiiKind::CreditCard), ["4111 1111 1111 1111"]);
+    assert_eq!(only("123-45-6789", PiiKind::Ssn), ["123-45-6789"]);
+}
+
+// === IBAN ===
+
+#[test]
+fn ibans_printed_and_electronic() {
+    for text in [
+        "DE89 3704 0044 0532 0130 00",
+        "DE89370400440532013000",
+        "GB82WEST12345698765432",
+        "GB82 WEST 1234 5698 7654 32",
+        "FR14 2004 1010 0505 0001 3M02 606",
+    ] {
+        let wrapped = format!("IBAN: {text}; ok");
+        assert_eq!(only(&wrapped, PiiKind::Iban), [text], "{text}");
+    }
+}
+
+#[test]
+fn iban_fails_mod97_and_shape() {
+    for text in [
+        "DE89 3704 0044 0532 0130 01",
+        "GB82WEST12345698765433",
+        "de89370400440532013000",
+        "XDE89370400440532013000",
+        "DE89370400440532013000X",
+        "DE89 37040044 0532 0130 00",
+        "GB82",
+    ] {
+        assert!(
+            found(text, PiiKind::Iban).is_empty(),
+            "{text}: {:?}",
+            scan(text)
+        );
+    }
+}
+
+#[test]
+fn mod97_and_luhn_directly() {
+    assert!(mod97(b"GB82WEST12345698765432"));
+    assert!(!mod97(b"GB28WEST12345698765432"));
+    assert!(luhn(b"79927398713"));
+    assert!(!luhn(b"79927398710"));
+}
+
+// === whole texts ===
+
+#[test]
+fn mixed_text_offsets_in_order() {
+    let text = "Jane (jane@ex.com, 415-555-2671) paid with 4111-1111-1111-1111; SSN 123-45-6789, \
+                IBAN GB82WEST12345698765432.";
+    let hits = scan(text);
+    let kinds: Vec<_> = hits.iter().map(|h| h.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            PiiKind::Email,
+            PiiKind::Phone,
+            PiiKind::CreditCard,
+            PiiKind::Ssn,
+            PiiKind::Iban
+        ]
+    );
+    assert!(hits.windows(2).all(|w| w[0].end <= w[1].start));
+    assert_eq!(&text[hits[1].start..hits[1].end], "415-555-2671");
+    assert_eq!(kinds_mask(&kinds), super::kinds(text));
+}
+
+fn kinds_mask(kinds: &[PiiKind]) -> u8 {
+    kinds.iter().fold(0, |m, k| m | k.bit())
+}
+
+#[test]
+fn prose_is_clean() {
+    let text = "The meeting is on 2024-01-15 at 10:30, room 4.12; budget $1,250.00 (about 3 \
+                hours). Version 1.2.3 shipped. Call me maybe @ noon.";
+    assert_eq!(scan(text), []);
+    assert_eq!(super::kinds(text), 0);
+}
+
+#[test]
+fn adversarial_megabyte_is_linear_and_sane() {
+    let ones = "1-".repeat(500_000);
+    assert_eq!(scan(&ones), []);
+    let ats = "a@".repeat(500_000);
+    assert_eq!(scan(&ats), []);
+    let dots = format!("a@{}", "b.".repeat(500_000));
+    assert_eq!(scan(&dots), []);
+    let local = format!("{}@x.com", "a.".repeat(500_000));
+    assert_eq!(found(&local, PiiKind::Email).len(), 1);
+    let plus = "+1 ".repeat(300_000);
+    assert_eq!(scan(&plus), []);
+    // Group runs where windows may check out: only ask for well-formed hits.
+    for text in [
+        "4111 ".repeat(200_000),
+        "DE89 ".repeat(200_000),
+        "123-45-".repeat(140_000),
+    ] {
+        let hits = scan(&text);
+        assert!(hits.windows(2).all(|w| w[0].end <= w[1].start));
+        assert!(hits
+            .iter()
+            .all(|h| h.start < h.end && h.end <= text.len() && h.end - h.start <= 42));
+    }
+    // Streaming rescans at most the held-back and context bytes per chunk.
+    let ones = &ones[..100_000];
+    let mut s = StreamScanner::new();
+    let mut out = 0;
+    for piece in ones.as_bytes().chunks(7) {
+        out += s
+            .push(std::str::from_utf8(piece).unwrap_or_default())
+            .emit
+            .len();
+    }
+    out += s.finish().emit.len();
+    assert_eq!(out, ones.len());
+}
+
+// === streaming ===
+
+#[test]
+fn email_split_over_chunks_never_leaks() {
+    let (out, mask) = stream(&["Write to jane", ".doe@exa", "mple.com for more."]);
+    assert_eq!(out, "Write to ");
+    assert_eq!(mask, PiiKind::Email.bit());
+}
+
+#[test]
+fn prose_ending_in_space_is_emitted_at_once() {
+    let mut s = StreamScanner::new();
+    assert_eq!(s.push("hello there ").emit, "hello there ");
+    assert_eq!(s.push("general kenobi").emit, "general ");
+    assert_eq!(s.push("!").emit, "kenobi!");
+    assert_eq!(s.finish(), Pushed::default());
+}
+
+#[test]
+fn held_numbers_wait_for_their_end() {
+    let mut s = StreamScanner::new();
+    assert_eq!(s.push("card 4111 1111 ").emit, "card ");
+    assert_eq!(s.push("1111 1111 ").emit, "");
+    let p = s.push("thanks");
+    assert_eq!((p.emit.as_str(), p.found), ("", PiiKind::CreditCard.bit()));
+    assert_eq!(s.push("more").found, PiiKind::CreditCard.bit());
+    assert_eq!(s.finish().emit, "");
+
+    let (out, mask) = stream(&["call +44 20 ", "7946 0958"]);
+    assert_eq!((out.as_str(), mask), ("call ", PiiKind::Phone.bit()));
+    let (out, mask) = stream(&["IBAN DE", "89 3704 0044 0532 0130 00 ok"]);
+    assert_eq!((out.as_str(), mask), ("IBAN ", PiiKind::Iban.bit()));
+    let (out, mask) = stream(&["ssn 123-4", "5-6789"]);
+    assert_eq!((out.as_str(), mask), ("ssn ", PiiKind::Ssn.bit()));
+}
+
+#[test]
+fn not_pii_after_all_is_released() {
+    let (out, mask) = stream(&["in 2024 ", "we shipped 4111 1111 ", "widgets"]);
+    assert_eq!(
+        (out.as_str(), mask),
+        ("in 2024 we shipped 4111 1111 widgets", 0)
+    );
+    let (out, _) = stream(&["jane", "@example"]);
+    assert_eq!(out, "jane@example");
+}
+
+#[test]
+fn holdback_is_bounded_and_utf8_safe() {
+    let mut s = StreamScanner::new();
+    let word = "é".repeat(50) + &"a".repeat(300);
+    let p = s.push(&word);
+    assert!(word.len() - p.emit.len() <= HOLD_MAX);
+    assert!(word.starts_with(&p.emit));
+    let mut s = StreamScanner::new();
+    let mut out = String::new();
+    let text = "ünïcödé wörds ".repeat(20);
+    for c in text.chars() {
+        out.push_str(&s.push(c.encode_utf8(&mut [0; 4])).emit);
+    }
+    out.push_str(&s.finish().emit);
+    assert_eq!(out, text);
+}
+
+#[test]
+fn pii_at_finish() {
+    let (out, mask) = stream(&["ssn: 123-45-6789"]);
+    assert_eq!((out.as_str(), mask), ("ssn: ", PiiKind::Ssn.bit()));
+    let (out, mask) = stream(&["call 415-555-2671"]);
+    assert_eq!((out.as_str(), mask), ("call ", PiiKind::Phone.bit()));
+}
+
+/// Splits `text` at the given byte positions (moved to char boundaries).
+fn split_at<'a>(text: &'a str, cuts: &[usize]) -> Vec<&'a str> {
+    let mut cuts: Vec<usize> = cuts
+        .iter()
+        .map(|&c| floor_boundary(text, c % (text.len() + 1)))
+        .collect();
+    cuts.sort_unstable();
+    let mut out = Vec::new();
+    let mut from = 0;
+    for c in cuts {
+        out.push(&text[from..c]);
+        from = c;
+    }
+    out.push(&text[from..]);
+    out
+}
+
+fn words() -> impl Strategy<Value = Vec<String>> {
+    prop::collection::vec("[a-zé]{1,8}", 0..20)
+}
+
+proptest! {
+    #[test]
+    fn streamed_email_never_leaks(
+        before in words(),
+        after in words(),
+        local in "[a-z][a-z0-9._+-]{0,12}",
+        domain in "[a-z][a-z0-9-]{0,8}\\.[a-z]{2,4}",
+        sep in prop::sample::select(vec![" ", "\n", " (", ", "]),
+        cuts in prop::collection::vec(0usize..400, 0..12),
+    ) {
+        let email = format!("{local}@{domain}");
+        let head = if before.is_empty() { String::new() } else { before.join(" ") + sep };
+        let text = format!("{head}{email}. {}", after.join(" "));
+        let (out, mask) = stream(&split_at(&text, &cuts));
+        prop_assert!(!out.contains(&email));
+        prop_assert!(mask & PiiKind::Email.bit() != 0);
+        prop_assert_eq!(out, head);
+    }
+
+    #[test]
+    fn clean_text_passes_unchanged(
+        text in "([a-z]{1,9}|é|—|[ ,.!?\n]{1,2}){0,60}",
+        cuts in prop::collection::vec(0usize..600, 0..20),
+    ) {
+        let (out, mask) = stream(&split_at(&text, &cuts));
+        prop_assert_eq!(mask, 0);
+        prop_assert_eq!(out, text);
+    }
+
+    #[test]
+    fn stream_agrees_with_scan(
+        text in "([a-zA-Z]{1,3}|[0-9]{1,5}|[ ().+@-]){0,40}",
+        cuts in prop::collection::vec(0usize..200, 0..10),
+    ) {
+        let whole = scan(&text);
+        let (out, mask) = stream(&split_at(&text, &cuts));
+        prop_assert!(text.starts_with(&out));
+        prop_assert_eq!(mask != 0, !whole.is_empty());
+        match whole.first() {
+            Some(h) => prop_assert!(out.len() <= h.start),
+            None => prop_assert_eq!(out, text),
+        }
+    }
+}

@@ -1,0 +1,360 @@
+//! The admin port (DESIGN §2, §8): health, readiness, metrics, modes, approvals, runs.
+//!
+//! Reading is open; changing anything (mode, approvals, reload) needs the admin bearer token,
+//! and every change is written to the evidence spool as an audit record (who, why, when,
+//! before/after).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::runs::Approval;
+use super::state::Shared;
+use crate::connectors::{body_of, json_reply};
+use crate::decide::Mode;
+use crate::evidence::record::{Kind, Record};
+use crate::spine::Reply;
+
+#[derive(Clone)]
+pub struct Admin {
+    pub shared: Arc<Shared>,
+}
+
+fn text(status: StatusCode, body: String, content_type: &'static str) -> Reply {
+    let mut r = http::Response::new(body_of(Full::new(Bytes::from(body))));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    r
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Reply {
+    json_reply(
+        status,
+        &json!({ "error": { "type": "warden_error", "code": code, "message": message.into() } }),
+    )
+}
+
+/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn authorized(shared: &Shared, parts: &http::request::Parts) -> bool {
+    let Some(token) = &shared.admin_token else {
+        return false;
+    };
+    parts
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|given| same(given.trim().as_bytes(), token.as_bytes()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModeChange {
+    mode: Mode,
+    reason: String,
+    #[serde(default)]
+    tenant: Option<String>,
+    #[serde(default)]
+    actor: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApprovalChange {
+    decision: String,
+    reason: String,
+    #[serde(default)]
+    actor: Option<String>,
+}
+
+/// Write an audit record; an operator action that cannot be recorded is not taken.
+async fn audit(shared: &Shared, what: serde_json::Value) -> Result<(), Reply> {
+    let mut r = Record::new(
+        Kind::Audit,
+        uuid::Uuid::now_v7().to_string(),
+        Shared::now_ms(),
+    );
+    r.tenant = Some(shared.cfg.identity.tenant.clone());
+    r.agent = Some(shared.cfg.identity.agent.clone());
+    r.mode = shared.mode_for(&shared.cfg.identity.tenant);
+    r.audit = Some(what);
+    shared.spool.append(r).await.map(|_| ()).map_err(|e| {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "internal_error",
+            format!("audit record could not be written, nothing changed: {e}"),
+        )
+    })
+}
+
+/// Apply a mode change (also used by `warden dev` and tests).
+pub async fn set_mode(
+    shared: &Shared,
+    mode: Mode,
+    tenant: Option<String>,
+    reason: &str,
+    actor: &str,
+) -> Result<serde_json::Value, Reply> {
+    let before = shared.modes.lock().map(|m| m.clone()).map_err(|_| {
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "mode lock poisoned",
+        )
+    })?;
+    let mut after = before.clone();
+    match &tenant {
+        Some(t) => {
+            after.tenants.insert(t.clone(), mode);
+        }
+        None => after.global = mode,
+    }
+    if mode == Mode::Bypass {
+        tracing::error!(%reason, %actor, tenant = ?tenant, "CRITICAL: governance bypass entered; calls pass unenforced");
+    }
+    audit(
+        shared,
+        json!({
+            "event": "mode_change",
+            "actor": actor,
+            "reason": reason,
+            "tenant": tenant,
+            "before": before,
+            "after": after,
+            "critical": mode == Mode::Bypass,
+        }),
+    )
+    .await?;
+    if let Ok(mut m) = shared.modes.lock() {
+        *m = after.clone();
+    }
+    let tenants: Vec<(String, Mode)> = after.tenants.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    shared.metrics.set_modes(after.global, &tenants);
+    shared.mode_epoch.send_modify(|e| *e += 1);
+    Ok(json!({ "before": before, "after": after }))
+}
+
+async fn body_json<T: serde::de::DeserializeOwned>(
+    body: hyper::body::Incoming,
+) -> Result<T, Reply> {
+    let bytes = Limited::new(body, 64 * 1024)
+        .collect()
+        .await
+        .map_err(|e| {
+            error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("cannot read body: {e}"),
+            )
+        })?
+        .to_bytes();
+    serde_json::from_slice(&bytes).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("invalid JSON: {e}"),
+        )
+    })
+}
+
+async fn route(shared: Arc<Shared>, req: http::Request<hyper::body::Incoming>) -> Reply {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_string();
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let mutating = parts.method != Method::GET && parts.method != Method::HEAD;
+    if mutating && !authorized(&shared, &parts) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this admin call needs `Authorization: Bearer <admin token>`",
+        );
+    }
+    match (parts.method.clone(), segs.as_slice()) {
+        (Method::GET, ["healthz"]) => text(StatusCode::OK, "ok\n".into(), "text/plain"),
+        (Method::GET, ["readyz"]) => {
+            let snap = shared.snapshot();
+            let poisoned = shared.spool.stats().poisoned.load(Ordering::Relaxed);
+            match (&snap, poisoned) {
+                (Some(s), false) => json_reply(
+                    StatusCode::OK,
+                    &json!({ "ready": true, "snapshot": s.hash().to_string() }),
+                ),
+                (None, _) => json_reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &json!({ "ready": false, "reason": "no verified snapshot" }),
+                ),
+                (Some(_), true) => json_reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &json!({ "ready": false, "reason": "evidence spool failed" }),
+                ),
+            }
+        }
+        (Method::GET, ["metrics"]) => {
+            let st = shared.spool.stats();
+            let body = shared.metrics.render(
+                st.bytes.load(Ordering::Relaxed),
+                st.records.load(Ordering::Relaxed),
+            );
+            text(
+                StatusCode::OK,
+                body,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )
+        }
+        (Method::GET, ["ops", "mode"]) => match shared.modes.lock() {
+            Ok(m) => json_reply(StatusCode::OK, &json!(*m)),
+            Err(_) => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "mode lock poisoned",
+            ),
+        },
+        (Method::POST, ["ops", "mode"]) => {
+            let change: ModeChange = match body_json(body).await {
+                Ok(c) => c,
+                Err(r) => return r,
+            };
+            if change.reason.trim().is_empty() {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "a mode change needs a reason",
+                );
+            }
+            let actor = change.actor.unwrap_or_else(|| "admin-token".into());
+            match set_mode(&shared, change.mode, change.tenant, &change.reason, &actor).await {
+                Ok(v) => json_reply(StatusCode::OK, &v),
+                Err(r) => r,
+            }
+        }
+        (Method::POST, ["ops", "approvals", id]) => {
+            let change: ApprovalChange = match body_json(body).await {
+                Ok(c) => c,
+                Err(r) => return r,
+            };
+            let verdict = match change.decision.as_str() {
+                "approve" => Approval::Approved,
+                "reject" => Approval::Rejected,
+                other => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        format!("decision must be approve or reject, not `{other}`"),
+                    )
+                }
+            };
+            let Some(run) = shared.runs.approval_run(id) else {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    format!("no pending approval `{id}`"),
+                );
+            };
+            let pending = run
+                .approvals
+                .lock()
+                .ok()
+                .and_then(|a| a.get(*id).map(|(_, s)| *s == Approval::Pending))
+                .unwrap_or(false);
+            if !pending {
+                return error(
+                    StatusCode::CONFLICT,
+                    "bad_request",
+                    format!("approval `{id}` is not pending"),
+                );
+            }
+            let actor = change.actor.unwrap_or_else(|| "admin-token".into());
+            if let Err(r) = audit(
+                &shared,
+                json!({ "event": "approval", "approval_id": id, "run_id": run.id, "decision": change.decision, "reason": change.reason, "actor": actor }),
+            )
+            .await
+            {
+                return r;
+            }
+            if let Ok(mut a) = run.approvals.lock() {
+                if let Some(entry) = a.get_mut(*id) {
+                    entry.1 = verdict.clone();
+                }
+            }
+            if verdict == Approval::Rejected {
+                run.end(
+                    crate::policy::model::Action::Stop,
+                    id,
+                    crate::codes::Code::PolicyDenied,
+                );
+            }
+            json_reply(
+                StatusCode::OK,
+                &json!({ "approval_id": id, "run_id": run.id, "state": verdict }),
+            )
+        }
+        (Method::GET, ["runs", id]) => match shared.runs.get(id) {
+            None => error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no run `{id}` in memory"),
+            ),
+            Some(run) => {
+                let recent: Vec<_> = run
+                    .recent
+                    .lock()
+                    .map(|r| r.iter().cloned().collect())
+                    .unwrap_or_default();
+                let approvals: Vec<_> = run
+                    .approvals
+                    .lock()
+                    .map(|a| {
+                        a.iter()
+                            .map(|(k, (_, s))| json!({ "id": k, "state": s }))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                json_reply(
+                    StatusCode::OK,
+                    &json!({ "run_id": run.id, "session_id": run.session_id, "status": run.status(), "recent": recent, "approvals": approvals }),
+                )
+            }
+        },
+        (Method::POST, ["ops", "reload"]) => match super::reload(&shared).await {
+            Ok(hash) => json_reply(StatusCode::OK, &json!({ "snapshot": hash })),
+            Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, "bad_request", e),
+        },
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no admin endpoint {} {path}", parts.method),
+        ),
+    }
+}
+
+impl tower::Service<http::Request<hyper::body::Incoming>> for Admin {
+    type Response = Reply;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Reply, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
+        let shared = self.shared.clone();
+        Box::pin(async move { Ok(route(shared, req).await) })
+    }
+}

@@ -1,0 +1,343 @@
+//! `sidecar.yaml` (DESIGN §9), with every field documented in `docs/sidecar.md`.
+//!
+//! Identity comes from here — or from the environment, which is how Kubernetes' downward API
+//! hands a pod its labels — and never from anything the agent sends.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::evidence::Durability;
+use crate::policy::{self, BundleError};
+
+/// Environment variables that override the identity (set them from pod labels).
+pub const ENV_TENANT: &str = "WARDEN_TENANT";
+pub const ENV_PROJECT: &str = "WARDEN_PROJECT";
+pub const ENV_AGENT: &str = "WARDEN_AGENT";
+/// The admin bearer token, when `admin.token` is not set.
+pub const ENV_ADMIN_TOKEN: &str = "WARDEN_ADMIN_TOKEN";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SidecarConfig {
+    pub identity: Identity,
+    #[serde(default)]
+    pub listen: Listen,
+    pub policy: PolicyConfig,
+    pub evidence: EvidenceConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub alerts: AlertsConfig,
+    #[serde(default)]
+    pub runs: RunsConfig,
+    /// The directory relative paths are resolved against (the config file's own).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    pub tenant: String,
+    pub project: String,
+    pub agent: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    #[serde(default = "default_agent_addr")]
+    pub agent: String,
+    #[serde(default = "default_admin_addr")]
+    pub admin: String,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            agent: default_agent_addr(),
+            admin: default_admin_addr(),
+        }
+    }
+}
+
+fn default_agent_addr() -> String {
+    "127.0.0.1:15001".into()
+}
+
+fn default_admin_addr() -> String {
+    "127.0.0.1:15000".into()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicySourceKind {
+    File,
+    Service,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    pub source: PolicySourceKind,
+    #[serde(default)]
+    pub files: Vec<PathBuf>,
+    #[serde(default)]
+    pub service: Option<String>,
+    #[serde(default = "default_cache_dir")]
+    pub cache_dir: PathBuf,
+}
+
+fn default_cache_dir() -> PathBuf {
+    ".warden/cache".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvidenceConfig {
+    pub spool_dir: PathBuf,
+    #[serde(default)]
+    pub durability: Durability,
+    #[serde(default = "default_segment_bytes")]
+    pub segment_bytes: u64,
+}
+
+fn default_segment_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+
+/// Caps on what passes through; each refusal is `body_too_large` or `upstream_timeout`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    #[serde(default = "default_request_bytes")]
+    pub max_request_bytes: u64,
+    #[serde(default = "default_response_bytes")]
+    pub max_response_bytes: u64,
+    #[serde(default = "default_upstream_timeout")]
+    pub upstream_timeout_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_request_bytes: default_request_bytes(),
+            max_response_bytes: default_response_bytes(),
+            upstream_timeout_ms: default_upstream_timeout(),
+        }
+    }
+}
+
+fn default_request_bytes() -> u64 {
+    1 << 20
+}
+
+fn default_response_bytes() -> u64 {
+    8 << 20
+}
+
+fn default_upstream_timeout() -> u64 {
+    60_000
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// A credential reference (`env:NAME`, `file:PATH`) for the admin bearer token; default
+    /// `env:WARDEN_ADMIN_TOKEN`. Without a token, mutating admin endpoints refuse everyone.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Webhook URLs (loopback or cluster-internal) that receive NEAR and BREACH alerts.
+    #[serde(default)]
+    pub webhooks: Vec<String>,
+    /// Alerts waiting to be sent; when full, new alerts are dropped (never the evidence).
+    #[serde(default = "default_alert_queue")]
+    pub queue: usize,
+    #[serde(default = "default_alert_timeout")]
+    pub timeout_ms: u64,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            webhooks: Vec::new(),
+            queue: default_alert_queue(),
+            timeout_ms: default_alert_timeout(),
+        }
+    }
+}
+
+fn default_alert_queue() -> usize {
+    1024
+}
+
+fn default_alert_timeout() -> u64 {
+    2_000
+}
+
+/// Bounds on run state kept in memory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunsConfig {
+    #[serde(default = "default_max_runs")]
+    pub max_runs: u64,
+    /// A run idle this long is forgotten (its usage windows with it).
+    #[serde(default = "default_idle")]
+    pub idle_ttl_s: u64,
+}
+
+impl Default for RunsConfig {
+    fn default() -> Self {
+        RunsConfig {
+            max_runs: default_max_runs(),
+            idle_ttl_s: default_idle(),
+        }
+    }
+}
+
+fn default_max_runs() -> u64 {
+    100_000
+}
+
+fn default_idle() -> u64 {
+    3_600
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(BundleError),
+    #[error("{0}")]
+    Semantic(String),
+}
+
+impl SidecarConfig {
+    /// Load and check a config file; relative paths become relative to its directory, and the
+    /// identity environment overrides apply.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Self::parse(&path.display().to_string(), &text, &base, |k| {
+            std::env::var(k).ok()
+        })
+    }
+
+    /// Parse config text; `env` looks up environment overrides (a parameter for tests).
+    pub fn parse(
+        name: &str,
+        text: &str,
+        base: &Path,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut cfg: SidecarConfig =
+            policy::from_yaml_str(name, text).map_err(ConfigError::Invalid)?;
+        cfg.base_dir = base.to_path_buf();
+        for (var, field) in [
+            (ENV_TENANT, &mut cfg.identity.tenant),
+            (ENV_PROJECT, &mut cfg.identity.project),
+            (ENV_AGENT, &mut cfg.identity.agent),
+        ] {
+            if let Some(v) = env(var).filter(|v| !v.is_empty()) {
+                *field = v;
+            }
+        }
+        let resolve = |p: &PathBuf| {
+            if p.is_absolute() {
+                p.clone()
+            } else {
+                base.join(p)
+            }
+        };
+        cfg.policy.files = cfg.policy.files.iter().map(resolve).collect();
+        cfg.policy.cache_dir = resolve(&cfg.policy.cache_dir);
+        cfg.evidence.spool_dir = resolve(&cfg.evidence.spool_dir);
+        if cfg.policy.source == PolicySourceKind::File && cfg.policy.files.is_empty() {
+            return Err(ConfigError::Semantic(format!(
+                "{name}: policy.source is file but policy.files is empty"
+            )));
+        }
+        for (what, v) in [
+            ("identity.tenant", &cfg.identity.tenant),
+            ("identity.project", &cfg.identity.project),
+            ("identity.agent", &cfg.identity.agent),
+        ] {
+            if v.is_empty() || v == "*" {
+                return Err(ConfigError::Semantic(format!(
+                    "{name}: {what} must name one tenant, project or agent"
+                )));
+            }
+        }
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONTRACT: &str = include_str!("../../examples/contract/sidecar.yaml");
+
+    #[test]
+    fn the_contract_config_parses_with_defaults_and_relative_paths() {
+        let cfg =
+            SidecarConfig::parse("sidecar.yaml", CONTRACT, Path::new("/etc/warden"), |_| None)
+                .unwrap();
+        assert_eq!(cfg.identity.agent, "support-bot");
+        assert_eq!(cfg.listen.agent, "127.0.0.1:15001");
+        assert_eq!(
+            cfg.policy.files,
+            vec![PathBuf::from("/etc/warden/bundle.yaml")]
+        );
+        assert_eq!(
+            cfg.policy.cache_dir,
+            PathBuf::from("/etc/warden/.warden/cache")
+        );
+        assert_eq!(cfg.evidence.durability, Durability::Sync);
+        assert_eq!(cfg.limits.max_request_bytes, 1 << 20);
+    }
+
+    #[test]
+    fn environment_overrides_identity() {
+        let cfg = SidecarConfig::parse("s.yaml", CONTRACT, Path::new("."), |k| {
+            (k == ENV_AGENT).then(|| "billing-bot".to_string())
+        })
+        .unwrap();
+        assert_eq!(cfg.identity.agent, "billing-bot");
+        assert_eq!(cfg.identity.tenant, "acme");
+    }
+
+    #[test]
+    fn bad_configs_say_where() {
+        let bad = CONTRACT.replace("durability: sync", "durability: maybe");
+        let e = SidecarConfig::parse("s.yaml", &bad, Path::new("."), |_| None).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("s.yaml:") && msg.contains("evidence.durability"),
+            "{msg}"
+        );
+        let bad = format!("{CONTRACT}surprise: 1\n");
+        let e = SidecarConfig::parse("s.yaml", &bad, Path::new("."), |_| None).unwrap_err();
+        assert!(e.to_string().contains("unknown field `surprise`"), "{e}");
+        let bad = CONTRACT.replace("agent: support-bot", "agent: \"*\"");
+        assert!(SidecarConfig::parse("s.yaml", &bad, Path::new("."), |_| None).is_err());
+    }
+}

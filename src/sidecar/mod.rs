@@ -1,0 +1,200 @@
+//! The sidecar: wiring of listeners, the admin port, run state and the snapshot source.
+//!
+//! Boot guard (INV-004, seed GAP-067): until a verified snapshot is loaded — from the policy
+//! files, or the last-known-good copy in `cache_dir` when the files are unreadable or invalid —
+//! the agent listener answers every call with 503 `not_ready` and `/readyz` fails.
+
+pub mod admin;
+pub mod alerts;
+pub mod config;
+pub mod metrics;
+pub mod runs;
+pub mod server;
+pub mod state;
+pub mod usage;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwapOption;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::connectors::creds;
+use crate::evidence::{Spool, SpoolConfig};
+use crate::policy::load::read_source;
+use crate::policy::store::SnapshotStore;
+use crate::policy::{compile_sources, Snapshot};
+use config::{PolicySourceKind, SidecarConfig, ENV_ADMIN_TOKEN};
+use state::{Modes, Shared};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SidecarError {
+    #[error("{0}")]
+    Config(String),
+    #[error("evidence spool: {0}")]
+    Evidence(#[from] crate::evidence::EvidenceError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A started sidecar.
+pub struct Running {
+    pub agent_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Compile the policy files; on failure fall back to the last-known-good snapshot.
+fn load_files(cfg: &SidecarConfig, store: &SnapshotStore) -> Result<Snapshot, String> {
+    let mut sources = Vec::new();
+    let mut problems = Vec::new();
+    for f in &cfg.policy.files {
+        match read_source(f) {
+            Ok(s) => sources.push(s),
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    if problems.is_empty() {
+        match compile_sources(&sources) {
+            Ok(snap) => {
+                if let Err(e) = store
+                    .save(&snap, &sources)
+                    .and_then(|_| store.set_last_known_good(snap.hash()))
+                {
+                    tracing::warn!(error = %e, "could not cache the snapshot as last-known-good");
+                }
+                return Ok(snap);
+            }
+            Err(errors) => problems.extend(errors.iter().map(|e| e.to_string())),
+        }
+    }
+    for p in &problems {
+        tracing::error!(problem = %p, "policy files unusable");
+    }
+    match store.last_known_good() {
+        Ok(Some(snap)) => {
+            tracing::warn!(snapshot = %snap.hash(), "serving the last-known-good snapshot");
+            Ok(snap)
+        }
+        Ok(None) => Err(format!(
+            "no usable policy files and no last-known-good snapshot: {}",
+            problems.join("; ")
+        )),
+        Err(e) => Err(format!(
+            "policy files unusable ({}) and last-known-good unusable ({e})",
+            problems.join("; ")
+        )),
+    }
+}
+
+/// Re-read the policy files (admin `POST /ops/reload`); keeps the current snapshot on failure.
+pub async fn reload(shared: &Shared) -> Result<String, String> {
+    let cfg = shared.cfg.clone();
+    let store = shared.store.clone();
+    let snap = tokio::task::spawn_blocking(move || load_files(&cfg, &store))
+        .await
+        .map_err(|e| e.to_string())??;
+    let hash = snap.hash().to_string();
+    shared.snapshot.store(Some(Arc::new(snap)));
+    shared.metrics.set_ready(true);
+    Ok(hash)
+}
+
+/// Start the sidecar: recover the evidence spool, load the snapshot, open both listeners.
+pub async fn start(cfg: SidecarConfig) -> Result<Running, SidecarError> {
+    if cfg.policy.source == PolicySourceKind::Service {
+        return Err(SidecarError::Config(
+            "policy.source: service needs the policy service, which this build does not include yet; use source: file".into(),
+        ));
+    }
+    let mut spool_cfg = SpoolConfig::new(&cfg.evidence.spool_dir, cfg.evidence.durability);
+    spool_cfg.segment_bytes = cfg.evidence.segment_bytes;
+    let (spool, recovery) = Spool::open(spool_cfg)?;
+    if let Some((seg, offset, len, why)) = &recovery.cut {
+        tracing::warn!(segment = %seg.display(), offset, len, %why, "cut a torn evidence tail");
+    }
+    let store = SnapshotStore::new(&cfg.policy.cache_dir);
+    let admin_token = match &cfg.admin.token {
+        Some(r) => Some(
+            creds::resolve(r, &cfg.base_dir)
+                .map_err(|e| SidecarError::Config(format!("admin.token: {e}")))?,
+        ),
+        None => std::env::var(ENV_ADMIN_TOKEN)
+            .ok()
+            .filter(|t| !t.is_empty()),
+    };
+    if admin_token.is_none() {
+        tracing::warn!("no admin token: mutating admin calls are refused");
+    }
+    let client: state::UpstreamClient = Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(std::time::Duration::from_secs(30))
+        .build_http();
+    let metrics = metrics::Metrics::new();
+    let alerts = alerts::Alerts::start(
+        cfg.alerts.webhooks.clone(),
+        cfg.alerts.queue,
+        cfg.alerts.timeout_ms,
+        client.clone(),
+    );
+    let snapshot = {
+        let (c, s) = (cfg.clone(), store.clone());
+        tokio::task::spawn_blocking(move || load_files(&c, &s))
+            .await
+            .map_err(|e| SidecarError::Config(e.to_string()))?
+    };
+    let snapshot = match snapshot {
+        Ok(s) => {
+            tracing::info!(snapshot = %s.hash(), "policy snapshot loaded");
+            Some(Arc::new(s))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "starting without a snapshot: refusing traffic (not_ready)");
+            None
+        }
+    };
+    metrics.set_ready(snapshot.is_some());
+    metrics.set_modes(crate::decide::Mode::Enforcing, &[]);
+    let shared = Arc::new(Shared {
+        runs: runs::Runs::new(cfg.runs.max_runs, cfg.runs.idle_ttl_s),
+        cfg,
+        snapshot: ArcSwapOption::new(snapshot),
+        modes: Mutex::new(Modes::default()),
+        mode_epoch: tokio::sync::watch::channel(0).0,
+        spool,
+        store,
+        metrics,
+        alerts,
+        client,
+        admin_token,
+    });
+    let (agent_l, agent_addr) = server::bind(&shared.cfg.listen.agent).await?;
+    let (admin_l, admin_addr) = server::bind(&shared.cfg.listen.admin).await?;
+    let agent = crate::spine::identity::Identity {
+        shared: shared.clone(),
+        spine: crate::spine::stack(),
+    };
+    let admin = admin::Admin {
+        shared: shared.clone(),
+    };
+    let tasks = vec![
+        tokio::spawn(server::serve(agent_l, agent)),
+        tokio::spawn(server::serve(admin_l, admin)),
+    ];
+    tracing::info!(%agent_addr, %admin_addr, "sidecar listening");
+    Ok(Running {
+        agent_addr,
+        admin_addr,
+        shared,
+        tasks,
+    })
+}

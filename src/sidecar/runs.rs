@@ -1,0 +1,218 @@
+//! Run state: status (active, stopped, killed), the snapshot binding, usage per step, run and
+//! session, pending approvals, and the signal that cuts a run's in-flight calls.
+//!
+//! Bounded in memory: runs and sessions live in moka caches with a size cap and an idle TTL
+//! (`runs.max_runs`, `runs.idle_ttl_s`). A forgotten run that comes back starts afresh — its
+//! stopped/killed status included — so the TTL should exceed any run's lifetime.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use moka::sync::Cache;
+use serde::Serialize;
+
+use super::usage::{Counters, SlidingCounters};
+use crate::codes::Code;
+use crate::decide::bind::Binding;
+use crate::policy::model::Action;
+use crate::policy::Snapshot;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum RunStatus {
+    Active,
+    Stopped { decision_id: String, code: Code },
+    Killed { decision_id: String, code: Code },
+}
+
+/// One recent decision, for `/runs/{id}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Brief {
+    pub decision_id: String,
+    pub at_ms: u64,
+    pub action: Action,
+    pub code: Option<Code>,
+    pub policy: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Approval {
+    Pending,
+    Approved,
+    Rejected,
+}
+
+pub struct RunState {
+    pub id: String,
+    pub session_id: String,
+    pub status: Mutex<RunStatus>,
+    pub binding: Mutex<Option<Binding<Arc<Snapshot>>>>,
+    /// The current step's id and counters (older steps are over).
+    pub step: Mutex<(String, Arc<Counters>)>,
+    pub usage: Counters,
+    /// Flips to true when the run is killed: every in-flight call of the run watches it.
+    pub kill: tokio::sync::watch::Sender<bool>,
+    pub recent: Mutex<VecDeque<Brief>>,
+    /// Approvals by id, with the fingerprint of the call they were asked for.
+    pub approvals: Mutex<HashMap<String, (String, Approval)>>,
+}
+
+const RECENT: usize = 16;
+
+impl RunState {
+    fn new(id: &str, session_id: &str) -> Self {
+        RunState {
+            id: id.to_string(),
+            session_id: session_id.to_string(),
+            status: Mutex::new(RunStatus::Active),
+            binding: Mutex::new(None),
+            step: Mutex::new((String::new(), Arc::new(Counters::default()))),
+            usage: Counters::default(),
+            kill: tokio::sync::watch::channel(false).0,
+            recent: Mutex::new(VecDeque::new()),
+            approvals: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn status(&self) -> RunStatus {
+        self.status
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or(RunStatus::Killed {
+                decision_id: String::new(),
+                code: Code::InternalError,
+            })
+    }
+
+    /// End the run; STOP keeps in-flight calls, KILL cuts them.
+    pub fn end(&self, action: Action, decision_id: &str, code: Code) {
+        if let Ok(mut s) = self.status.lock() {
+            if matches!(*s, RunStatus::Killed { .. }) {
+                return;
+            }
+            *s = if action >= Action::Kill {
+                RunStatus::Killed {
+                    decision_id: decision_id.to_string(),
+                    code,
+                }
+            } else {
+                RunStatus::Stopped {
+                    decision_id: decision_id.to_string(),
+                    code,
+                }
+            };
+        }
+        if action >= Action::Kill {
+            self.kill.send_replace(true);
+        }
+    }
+
+    /// The counters of `step`, starting a new step (and returning true) if it changed.
+    pub fn step(&self, step: &str) -> (Arc<Counters>, bool) {
+        match self.step.lock() {
+            Ok(mut cur) => {
+                if cur.0 != step {
+                    *cur = (step.to_string(), Arc::new(Counters::default()));
+                    (cur.1.clone(), true)
+                } else {
+                    (cur.1.clone(), false)
+                }
+            }
+            Err(_) => (Arc::new(Counters::default()), true),
+        }
+    }
+
+    pub fn remember(&self, b: Brief) {
+        if let Ok(mut r) = self.recent.lock() {
+            if r.len() == RECENT {
+                r.pop_front();
+            }
+            r.push_back(b);
+        }
+    }
+}
+
+/// All runs and sessions of this sidecar.
+pub struct Runs {
+    runs: Cache<String, Arc<RunState>>,
+    sessions: Cache<String, Arc<Counters>>,
+    /// Approval id → run id.
+    approvals: Cache<String, String>,
+    pub sliding: SlidingCounters,
+}
+
+impl Runs {
+    pub fn new(max_runs: u64, idle_ttl_s: u64) -> Self {
+        let ttl = Duration::from_secs(idle_ttl_s.max(1));
+        Runs {
+            runs: Cache::builder()
+                .max_capacity(max_runs)
+                .time_to_idle(ttl)
+                .build(),
+            sessions: Cache::builder()
+                .max_capacity(max_runs)
+                .time_to_idle(ttl)
+                .build(),
+            approvals: Cache::builder()
+                .max_capacity(max_runs)
+                .time_to_idle(ttl)
+                .build(),
+            sliding: SlidingCounters::default(),
+        }
+    }
+
+    /// The run, and whether this call created it (a new run).
+    pub fn get_or_create(&self, run_id: &str, session_id: &str) -> (Arc<RunState>, bool) {
+        let mut created = false;
+        let run = self.runs.get_with(run_id.to_string(), || {
+            created = true;
+            Arc::new(RunState::new(run_id, session_id))
+        });
+        (run, created)
+    }
+
+    pub fn get(&self, run_id: &str) -> Option<Arc<RunState>> {
+        self.runs.get(run_id)
+    }
+
+    pub fn session(&self, session_id: &str) -> Arc<Counters> {
+        self.sessions
+            .get_with(session_id.to_string(), || Arc::new(Counters::default()))
+    }
+
+    /// Every live run (for the kill switch).
+    pub fn all(&self) -> Vec<Arc<RunState>> {
+        self.runs.iter().map(|(_, v)| v).collect()
+    }
+
+    pub fn add_approval(&self, run: &RunState, approval_id: &str, fingerprint: &str) {
+        if let Ok(mut a) = run.approvals.lock() {
+            a.insert(
+                approval_id.to_string(),
+                (fingerprint.to_string(), Approval::Pending),
+            );
+        }
+        self.approvals
+            .insert(approval_id.to_string(), run.id.clone());
+    }
+
+    /// The run an approval belongs to.
+    pub fn approval_run(&self, approval_id: &str) -> Option<Arc<RunState>> {
+        self.approvals
+            .get(approval_id)
+            .and_then(|run| self.runs.get(&run))
+    }
+}
+
+/// Take an approved approval for `fingerprint` (single use).
+pub fn take_approved(run: &RunState, fingerprint: &str) -> Option<String> {
+    let mut a = run.approvals.lock().ok()?;
+    let id = a
+        .iter()
+        .find(|(_, (f, s))| f == fingerprint && *s == Approval::Approved)
+        .map(|(id, _)| id.clone())?;
+    a.remove(&id);
+    Some(id)
+}

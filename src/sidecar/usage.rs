@@ -1,0 +1,222 @@
+//! Usage windows: what each (policy, limit) has used, per step, run, session or sliding
+//! duration. Pure data structures; the clock is an argument.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use crate::decide::{Meter, Usage, UsageView};
+use crate::policy::model::{Metric, Window};
+use crate::policy::Snapshot;
+
+/// Amounts one finished call used.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Amounts {
+    pub input_tokens: f64,
+    pub output_tokens: f64,
+    pub cost_usd: f64,
+    pub bytes: f64,
+    pub queries: f64,
+}
+
+impl Amounts {
+    pub fn get(&self, m: Metric) -> f64 {
+        match m {
+            Metric::InputTokens => self.input_tokens,
+            Metric::OutputTokens => self.output_tokens,
+            Metric::TotalTokens => self.input_tokens + self.output_tokens,
+            Metric::CostUsd => self.cost_usd,
+            Metric::Requests => 1.0,
+            Metric::Queries => self.queries,
+            Metric::Bytes => self.bytes,
+        }
+    }
+}
+
+type Key = (String, usize);
+
+/// Counters for one scope (a step, a run or a session).
+#[derive(Debug, Default)]
+pub struct Counters(Mutex<HashMap<Key, f64>>);
+
+impl Counters {
+    pub fn get(&self, policy: &str, limit: usize) -> f64 {
+        self.0
+            .lock()
+            .map(|m| m.get(&(policy.to_string(), limit)).copied().unwrap_or(0.0))
+            .unwrap_or(0.0)
+    }
+
+    pub fn add(&self, policy: &str, limit: usize, v: f64) {
+        if let Ok(mut m) = self.0.lock() {
+            *m.entry((policy.to_string(), limit)).or_insert(0.0) += v;
+        }
+    }
+}
+
+/// A sliding window of `window_ms`, in 60 buckets: memory stays bounded whatever the rate.
+#[derive(Debug)]
+struct Sliding {
+    window_ms: u64,
+    bucket_ms: u64,
+    buckets: VecDeque<(u64, f64)>,
+}
+
+impl Sliding {
+    fn new(window_ms: u64) -> Self {
+        Sliding {
+            window_ms,
+            bucket_ms: (window_ms / 60).max(1),
+            buckets: VecDeque::new(),
+        }
+    }
+
+    fn prune(&mut self, now_ms: u64) {
+        while let Some((start, _)) = self.buckets.front() {
+            if start + self.bucket_ms + self.window_ms <= now_ms {
+                self.buckets.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn sum(&mut self, now_ms: u64) -> f64 {
+        self.prune(now_ms);
+        self.buckets.iter().map(|(_, v)| v).sum()
+    }
+
+    fn add(&mut self, now_ms: u64, v: f64) {
+        self.prune(now_ms);
+        let start = now_ms - now_ms % self.bucket_ms;
+        match self.buckets.back_mut() {
+            Some((s, sum)) if *s == start => *sum += v,
+            _ => self.buckets.push_back((start, v)),
+        }
+    }
+}
+
+/// Sliding windows of the whole sidecar (one agent), by (policy, limit).
+#[derive(Debug, Default)]
+pub struct SlidingCounters(Mutex<HashMap<Key, Sliding>>);
+
+impl SlidingCounters {
+    pub fn get(&self, policy: &str, limit: usize, window_ms: u64, now_ms: u64) -> f64 {
+        self.0
+            .lock()
+            .map(|mut m| {
+                m.get_mut(&(policy.to_string(), limit))
+                    .filter(|s| s.window_ms == window_ms)
+                    .map_or(0.0, |s| s.sum(now_ms))
+            })
+            .unwrap_or(0.0)
+    }
+
+    pub fn add(&self, policy: &str, limit: usize, window_ms: u64, now_ms: u64, v: f64) {
+        if let Ok(mut m) = self.0.lock() {
+            let s = m
+                .entry((policy.to_string(), limit))
+                .or_insert_with(|| Sliding::new(window_ms));
+            if s.window_ms != window_ms {
+                // The limit's window changed with a new snapshot: start over.
+                *s = Sliding::new(window_ms);
+            }
+            s.add(now_ms, v);
+        }
+    }
+}
+
+/// Where a call's usage lives.
+pub struct Scopes<'a> {
+    pub step: &'a Counters,
+    pub run: &'a Counters,
+    pub session: &'a Counters,
+    pub sliding: &'a SlidingCounters,
+    pub now_ms: u64,
+}
+
+impl Scopes<'_> {
+    fn read(&self, window: Window, policy: &str, limit: usize) -> f64 {
+        match window {
+            Window::Step => self.step.get(policy, limit),
+            Window::Run => self.run.get(policy, limit),
+            Window::Session => self.session.get(policy, limit),
+            Window::Duration(s) => self.sliding.get(policy, limit, s * 1000, self.now_ms),
+        }
+    }
+
+    /// Count a finished call against every limit the decision metered.
+    pub fn record(&self, meters: &[Meter], amounts: &Amounts) {
+        for m in meters {
+            let v = amounts.get(m.metric);
+            if v == 0.0 {
+                continue;
+            }
+            match m.window {
+                Window::Step => self.step.add(&m.policy, m.limit, v),
+                Window::Run => self.run.add(&m.policy, m.limit, v),
+                Window::Session => self.session.add(&m.policy, m.limit, v),
+                Window::Duration(s) => {
+                    self.sliding
+                        .add(&m.policy, m.limit, s * 1000, self.now_ms, v)
+                }
+            }
+        }
+    }
+}
+
+/// The usage view `decide` reads, which also records every value it handed out, so the
+/// evidence holds exactly the usage the decision saw (for replay).
+pub struct Recording<'a> {
+    pub scopes: Scopes<'a>,
+    pub snapshot: &'a Snapshot,
+    pub seen: std::cell::RefCell<Usage>,
+}
+
+impl UsageView for Recording<'_> {
+    fn used(&self, policy: &str, limit: usize) -> f64 {
+        let Some(window) = self
+            .snapshot
+            .policy_by_id(policy)
+            .and_then(|p| p.limits.get(limit))
+            .map(|l| l.window)
+        else {
+            return 0.0;
+        };
+        let v = self.scopes.read(window, policy, limit);
+        let mut seen = self.seen.borrow_mut();
+        let slot = seen.0.entry(policy.to_string()).or_default();
+        if slot.len() <= limit {
+            slot.resize(limit + 1, 0.0);
+        }
+        slot[limit] = v;
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sliding_windows_forget_old_usage() {
+        let s = SlidingCounters::default();
+        s.add("p", 0, 60_000, 1_000, 5.0);
+        s.add("p", 0, 60_000, 30_000, 5.0);
+        assert_eq!(s.get("p", 0, 60_000, 30_000), 10.0);
+        assert_eq!(s.get("p", 0, 60_000, 62_000), 5.0);
+        assert_eq!(s.get("p", 0, 60_000, 95_000), 0.0);
+        assert_eq!(s.get("q", 0, 60_000, 95_000), 0.0);
+    }
+
+    #[test]
+    fn counters_add_per_policy_and_limit() {
+        let c = Counters::default();
+        c.add("p", 0, 2.0);
+        c.add("p", 0, 3.0);
+        c.add("p", 1, 7.0);
+        assert_eq!(
+            (c.get("p", 0), c.get("p", 1), c.get("x", 0)),
+            (5.0, 7.0, 0.0)
+        );
+    }
+}

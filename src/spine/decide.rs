@@ -1,0 +1,197 @@
+//! Decide: run the pure decision function on the call's facts, the run's usage and the mode,
+//! and enforce its outcome — refuse, stop or kill the run, or ask for approval (PAUSE).
+//! NEAR and BREACH alerts go to the event path and never wait.
+
+use std::cell::RefCell;
+
+use super::{next, BoxFut, Call, Next, Refusal, Step, Target};
+use crate::codes::Code;
+use crate::decide::{decide, Decision, Request, Usage};
+use crate::policy::model::Action;
+use crate::sidecar::alerts::Alert;
+use crate::sidecar::runs::{take_approved, Brief, RunState};
+use crate::sidecar::state::Shared;
+use crate::sidecar::usage::{Recording, Scopes};
+
+#[derive(Clone)]
+pub struct Decide;
+
+/// What identifies "the same call" for an approval: retried in the same run, it passes.
+pub fn fingerprint(r: &Request) -> String {
+    format!(
+        "{}|{}|{}|{}|{}",
+        r.channel.as_str(),
+        r.connector.as_deref().unwrap_or(""),
+        r.model.as_deref().unwrap_or(""),
+        r.tool.as_deref().unwrap_or(""),
+        r.template.as_deref().unwrap_or("")
+    )
+}
+
+/// Decide `req` for this call now, reading the run's usage; returns the decision and the usage
+/// it saw. Used before the call and again when a streamed answer grows (same-step checks).
+pub fn decide_now(call: &Call, req: &Request) -> Result<(Decision, Usage), Refusal> {
+    let snap = call
+        .snapshot
+        .as_ref()
+        .ok_or_else(|| Refusal::internal("no snapshot bound"))?;
+    let run = call
+        .run
+        .as_ref()
+        .ok_or_else(|| Refusal::internal("no run"))?;
+    let shared = &call.shared;
+    let (step, _) = run.step(&call.ctx.step_id);
+    let session = shared.runs.session(&call.ctx.session_id);
+    let now = Shared::now_ms();
+    let view = Recording {
+        scopes: Scopes {
+            step: &step,
+            run: &run.usage,
+            session: &session,
+            sliding: &shared.runs.sliding,
+            now_ms: now,
+        },
+        snapshot: snap,
+        seen: RefCell::new(Usage::default()),
+    };
+    let t0 = std::time::Instant::now();
+    let d = decide(
+        snap,
+        req,
+        &view,
+        shared.mode_for(&call.ctx.tenant),
+        call.ctx.at_ms,
+        &call.ctx.decision_id,
+    );
+    shared.metrics.decision(t0.elapsed().as_secs_f64());
+    Ok((d, view.seen.into_inner()))
+}
+
+/// The refusal a refusing decision becomes, with its run-state effects applied.
+pub fn enforce(shared: &Shared, run: &RunState, d: &Decision) -> Refusal {
+    let code = d.code.unwrap_or(Code::PolicyDenied);
+    if d.ends_run() {
+        run.end(d.action, &d.decision_id, code);
+    }
+    let why = d
+        .reasons
+        .first()
+        .map(|r| {
+            if r.detail.is_empty() {
+                r.code.as_str().to_string()
+            } else {
+                format!("{} ({})", r.code.as_str(), r.detail)
+            }
+        })
+        .unwrap_or_default();
+    let message = match &d.policy {
+        Some(p) => format!("{} by policy {p}: {why}", d.action.as_str()),
+        None if code == Code::NoAllowPolicy => {
+            "no active policy allows this call (deny by default)".to_string()
+        }
+        None => format!("{}: {why}", d.action.as_str()),
+    };
+    let _ = shared;
+    Refusal::new(code, message).by_policy(d.policy.as_deref())
+}
+
+/// Send NEAR and BREACH alerts to the event path.
+pub fn alert(call: &Call, d: &Decision) {
+    let shared = &call.shared;
+    let base = |kind: &'static str,
+                policy: &str,
+                limit: usize,
+                metric: &str,
+                tier: f64,
+                used: f64,
+                max: f64| Alert {
+        kind,
+        run_id: call.ctx.run_id.clone(),
+        decision_id: d.decision_id.clone(),
+        tenant: call.ctx.tenant.clone(),
+        agent: call.ctx.agent.clone(),
+        policy: policy.to_string(),
+        limit,
+        metric: metric.to_string(),
+        tier,
+        used,
+        max,
+        at_ms: d.at_ms,
+    };
+    for n in d.near.iter().filter(|n| !n.shadow) {
+        if !shared.alerts.send(base(
+            "near",
+            &n.policy,
+            n.limit,
+            n.metric.as_str(),
+            n.tier,
+            n.used,
+            n.max,
+        )) {
+            shared.metrics.alert_dropped();
+        }
+    }
+    for r in &d.reasons {
+        if matches!(r.code.as_str(), "budget_exceeded" | "rate_limited") {
+            let policy = r.policy.as_deref().unwrap_or("");
+            if !shared
+                .alerts
+                .send(base("breach", policy, 0, r.code.as_str(), 1.0, 0.0, 0.0))
+            {
+                shared.metrics.alert_dropped();
+            }
+        }
+    }
+}
+
+impl Step for Decide {
+    fn call(&self, mut call: Call, rest: Next) -> BoxFut {
+        Box::pin(async move {
+            if matches!(call.target, Some(Target::Models)) {
+                // A local answer computed from the policies themselves; nothing upstream.
+                return next(rest, call).await;
+            }
+            let req = call
+                .request
+                .clone()
+                .ok_or_else(|| Refusal::internal("no request facts"))?;
+            let run = call
+                .run
+                .clone()
+                .ok_or_else(|| Refusal::internal("no run"))?;
+            let (d, usage) = decide_now(&call, &req)?;
+            let hash = d.snapshot.to_string();
+            call.trace(|t| {
+                t.request = Some(req.clone());
+                t.usage = Some(usage);
+                t.decision = Some(d.clone());
+                t.snapshot = Some(hash);
+            });
+            run.remember(Brief {
+                decision_id: d.decision_id.clone(),
+                at_ms: d.at_ms,
+                action: d.action,
+                code: d.code,
+                policy: d.policy.as_deref().map(str::to_string),
+            });
+            alert(&call, &d);
+            if d.action == Action::Pause {
+                let fp = fingerprint(&req);
+                if let Some(id) = take_approved(&run, &fp) {
+                    call.trace(|t| t.approval_id = Some(id));
+                } else {
+                    let id = format!("apr-{}", uuid::Uuid::new_v4());
+                    call.shared.runs.add_approval(&run, &id, &fp);
+                    call.trace(|t| t.approval_id = Some(id.clone()));
+                    let mut r = enforce(&call.shared, &run, &d);
+                    r.approval_id = Some(id);
+                    return Err(r);
+                }
+            } else if d.refused() {
+                return Err(enforce(&call.shared, &run, &d));
+            }
+            call.decision = Some(d);
+            next(rest, call).await
+        })
+    }
+}

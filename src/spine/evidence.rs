@@ -1,0 +1,182 @@
+//! Evidence: one record per call, whatever happened (DESIGN §7), durable before the response
+//! completes. Also the spine's panic boundary: a panic below ends as an `internal_error`
+//! refusal with its record, never as a pass.
+
+use std::sync::{Arc, Mutex};
+
+use super::{next, BoxFut, Call, Ctx, Next, Refusal, Step, Trace};
+use crate::codes::Code;
+use crate::evidence::record::{Kind, Outcome, Record};
+use crate::sidecar::state::Shared;
+
+#[derive(Clone)]
+pub struct Evidence;
+
+/// Writes the call's record once, from its trace. The stream of a streamed answer holds one
+/// and seals before sending its last event.
+#[derive(Clone)]
+pub struct Sealer {
+    inner: Arc<SealerInner>,
+}
+
+struct SealerInner {
+    shared: Arc<Shared>,
+    ctx: Ctx,
+    trace: Arc<Mutex<Trace>>,
+    done: tokio::sync::Mutex<Option<Result<(), Refusal>>>,
+}
+
+impl Sealer {
+    pub fn new(shared: Arc<Shared>, ctx: Ctx, trace: Arc<Mutex<Trace>>) -> Self {
+        Sealer {
+            inner: Arc::new(SealerInner {
+                shared,
+                ctx,
+                trace,
+                done: tokio::sync::Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Meter the call and append its record; later calls return the first result.
+    pub async fn seal(&self) -> Result<(), Refusal> {
+        let mut done = self.inner.done.lock().await;
+        if let Some(r) = done.as_ref() {
+            return r.clone();
+        }
+        let record = {
+            let mut t = match self.inner.trace.lock() {
+                Ok(t) => t,
+                Err(p) => p.into_inner(),
+            };
+            if let Some(m) = t.pending_meter.take() {
+                m.apply(&t);
+            }
+            build(&self.inner.shared, &self.inner.ctx, &t)
+        };
+        let channel = record
+            .channel
+            .map(|c| c.as_str())
+            .unwrap_or("none")
+            .to_string();
+        let action = record.action.map(|a| a.as_str()).unwrap_or("none");
+        self.inner
+            .shared
+            .metrics
+            .call(&channel, action, record.code);
+        let r = self
+            .inner
+            .shared
+            .spool
+            .append(record)
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                tracing::error!(error = %e, "evidence append failed; refusing");
+                Refusal::internal("evidence could not be recorded")
+            });
+        *done = Some(r.clone());
+        r
+    }
+}
+
+fn build(shared: &Shared, ctx: &Ctx, t: &Trace) -> Record {
+    let mut r = Record::new(Kind::Call, ctx.evidence_id.clone(), ctx.at_ms);
+    r.latency_us = ctx.started.elapsed().as_micros() as u64;
+    r.decision_id = Some(ctx.decision_id.clone());
+    r.run_id = Some(ctx.run_id.clone());
+    r.step_id = Some(ctx.step_id.clone());
+    r.session_id = Some(ctx.session_id.clone());
+    r.tenant = Some(ctx.tenant.clone());
+    r.project = Some(ctx.project.clone());
+    r.agent = Some(ctx.agent.clone());
+    r.actor = ctx.actor.clone();
+    if let Some(req) = &t.request {
+        r.channel = Some(req.channel);
+        r.connector = req.connector.clone();
+        r.model = req.model.clone();
+        r.tool = req.tool.clone();
+        r.template = req.template.clone();
+    }
+    r.plane = t.plane.clone();
+    r.query_hash = t.query_hash.clone();
+    r.input_tokens = t.input_tokens;
+    r.output_tokens = t.output_tokens;
+    r.cost_usd = t.cost_usd;
+    r.bytes_in = t.bytes_in;
+    r.bytes_out = t.bytes_out;
+    r.prompt_hash = t.prompt_hash.clone();
+    r.response_hash = t.response_hash.clone();
+    r.snapshot = t.snapshot.clone();
+    r.mode = shared.mode_for(&ctx.tenant);
+    if let Some(d) = &t.decision {
+        r.mode = d.mode;
+        r.action = Some(d.action);
+        r.code = d.code;
+        r.policy = d.policy.as_deref().map(str::to_string);
+        r.reasons = d.reasons.clone();
+    }
+    if let Some(refused) = &t.refused {
+        r.code = Some(refused.code);
+        if r.policy.is_none() {
+            r.policy = refused.policy_id.clone();
+        }
+    }
+    r.outcome = Some(t.outcome.unwrap_or(match (&t.refused, &t.decision) {
+        (Some(f), _)
+            if matches!(
+                f.code,
+                Code::InternalError | Code::UpstreamError | Code::UpstreamTimeout
+            ) =>
+        {
+            Outcome::Errored
+        }
+        (Some(_), _) => Outcome::Refused,
+        (None, Some(d)) if d.downgraded_from.is_some() && d.mode == crate::decide::Mode::Bypass => {
+            Outcome::Bypassed
+        }
+        _ => Outcome::Allowed,
+    }));
+    r.cut = t.cut.clone();
+    r.request = t.request.clone();
+    r.usage = t.usage.clone();
+    r.content = t.content.clone();
+    if let Some(a) = &t.approval_id {
+        r.audit = Some(serde_json::json!({ "approval_id": a }));
+    }
+    r
+}
+
+impl Step for Evidence {
+    fn call(&self, mut call: Call, rest: Next) -> BoxFut {
+        let sealer = Sealer::new(call.shared.clone(), call.ctx.clone(), call.trace.clone());
+        call.sealer = Some(sealer.clone());
+        let trace = call.trace.clone();
+        Box::pin(async move {
+            // The layers below run in their own task: a panic there is caught here.
+            let result = match tokio::spawn(next(rest, call)).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "panic on the request path; refusing");
+                    Err(Refusal::internal("internal error"))
+                }
+            };
+            match result {
+                Err(refusal) => {
+                    if let Ok(mut t) = trace.lock() {
+                        t.refused = Some(refusal.clone());
+                    }
+                    sealer.seal().await?;
+                    Err(refusal)
+                }
+                Ok(reply) => {
+                    let streaming = trace.lock().map(|t| t.streaming).unwrap_or(false);
+                    if !streaming {
+                        sealer.seal().await?;
+                    }
+                    Ok(reply)
+                }
+            }
+        })
+    }
+}

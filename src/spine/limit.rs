@@ -1,0 +1,54 @@
+//! Body limit: read the request body, refusing anything over `limits.max_request_bytes` with
+//! `body_too_large` before it is buffered.
+
+use http_body_util::{BodyExt, Limited};
+
+use super::{next, BoxFut, Call, Next, Refusal, Step};
+use crate::codes::Code;
+
+#[derive(Clone)]
+pub struct BodyLimit;
+
+impl Step for BodyLimit {
+    fn call(&self, mut call: Call, rest: Next) -> BoxFut {
+        Box::pin(async move {
+            let max = call.shared.cfg.limits.max_request_bytes;
+            let too_large = || {
+                Refusal::new(
+                    Code::BodyTooLarge,
+                    format!("request body is larger than {max} bytes"),
+                )
+            };
+            let declared = call
+                .parts
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if declared.is_some_and(|n| n > max) {
+                return Err(too_large());
+            }
+            if let Some(incoming) = call.incoming.take() {
+                let limited = Limited::new(incoming, usize::try_from(max).unwrap_or(usize::MAX));
+                match limited.collect().await {
+                    Ok(c) => call.body = c.to_bytes(),
+                    Err(e)
+                        if e.downcast_ref::<http_body_util::LengthLimitError>()
+                            .is_some() =>
+                    {
+                        return Err(too_large())
+                    }
+                    Err(e) => {
+                        return Err(Refusal::new(
+                            Code::BadRequest,
+                            format!("could not read the request body: {e}"),
+                        ))
+                    }
+                }
+            }
+            let n = call.body.len() as u64;
+            call.trace(|t| t.bytes_in = n);
+            next(rest, call).await
+        })
+    }
+}

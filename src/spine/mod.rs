@@ -1,0 +1,220 @@
+//! The mediation spine: every agent call goes through one stack of tower layers, each with one
+//! job (STYLE; seed GAP-065), in this fixed order:
+//!
+//! ```text
+//! identity → rescue → evidence → mode → body limit → parse → detect → decide → meter → connector
+//! ```
+//!
+//! - `identity` fixes who is calling (from config, never from the agent) and the run, step,
+//!   session and decision ids;
+//! - `rescue` is the one place a [`Refusal`] becomes a response (DESIGN §10);
+//! - `evidence` writes one record per call, whatever happened — and catches panics of the
+//!   layers below, which end as an `internal_error` refusal with a record, never as a pass;
+//! - `mode` is the boot guard and the run-state gate (stopped, killed runs);
+//! - the rest parse the call, run detectors, decide, meter usage and reach the connector.
+//!
+//! Enforcement here is synchronous with the call; alerts go to the event path (INV-001).
+
+pub mod decide;
+pub mod detect;
+pub mod evidence;
+pub mod identity;
+pub mod limit;
+pub mod meter;
+pub mod mode;
+pub mod parse;
+pub mod refusal;
+pub mod rescue;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use tower::util::BoxCloneService;
+use tower::{Layer, Service, ServiceExt};
+
+use crate::decide::{Decision, Request, Usage};
+use crate::evidence::record::{Content, Cut, Outcome};
+use crate::policy::Snapshot;
+use crate::sidecar::runs::RunState;
+use crate::sidecar::state::Shared;
+
+pub use refusal::Refusal;
+
+/// Response bodies: buffered or streamed.
+pub type Body = BoxBody<Bytes, std::io::Error>;
+pub type Reply = http::Response<Body>;
+pub type BoxFut = Pin<Box<dyn Future<Output = Result<Reply, Refusal>> + Send>>;
+/// The rest of the stack, as seen by a layer.
+pub type Next = BoxCloneService<Call, Reply, Refusal>;
+
+/// Who is calling and which run, step and decision this is.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub tenant: String,
+    pub project: String,
+    pub agent: String,
+    pub actor: Option<String>,
+    pub api_key: Option<String>,
+    pub run_id: String,
+    /// True when the agent sent no run id and one was assigned.
+    pub run_assigned: bool,
+    pub step_id: String,
+    pub session_id: String,
+    pub decision_id: String,
+    pub evidence_id: String,
+    pub started: std::time::Instant,
+    pub at_ms: u64,
+}
+
+/// What the target of a call is, once parsed.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// An OpenAI-style chat completion.
+    Chat(crate::connectors::llm::ChatCall),
+    /// The list of models this agent may use.
+    Models,
+}
+
+/// What the evidence layer needs, filled in by the layers as the call proceeds.
+#[derive(Debug, Default)]
+pub struct Trace {
+    pub request: Option<Request>,
+    pub usage: Option<Usage>,
+    pub decision: Option<Decision>,
+    pub snapshot: Option<String>,
+    pub plane: Option<String>,
+    pub outcome: Option<Outcome>,
+    pub cut: Option<Cut>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_usd: f64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub prompt_hash: Option<String>,
+    pub response_hash: Option<String>,
+    pub query_hash: Option<String>,
+    pub content: Option<Content>,
+    pub approval_id: Option<String>,
+    /// The response streams; the stream seals the evidence at its end.
+    pub streaming: bool,
+    pub upstream_status: Option<u16>,
+    /// A refusal found before the spine could act on it (a bad identity header).
+    pub refusal: Option<Refusal>,
+    /// The refusal the call ended with, for the record.
+    pub refused: Option<Refusal>,
+    /// Usage to count once the call's amounts are final (set by the meter layer).
+    pub pending_meter: Option<meter::Pending>,
+}
+
+/// One call on its way through the spine.
+pub struct Call {
+    pub ctx: Ctx,
+    pub parts: http::request::Parts,
+    pub incoming: Option<hyper::body::Incoming>,
+    pub body: Bytes,
+    pub target: Option<Target>,
+    pub run: Option<Arc<RunState>>,
+    pub new_run: bool,
+    pub snapshot: Option<Arc<Snapshot>>,
+    pub request: Option<Request>,
+    pub decision: Option<Decision>,
+    pub trace: Arc<Mutex<Trace>>,
+    pub sealer: Option<evidence::Sealer>,
+    pub shared: Arc<Shared>,
+}
+
+impl Call {
+    /// Update the trace (a poisoned lock means a panic elsewhere; the record is then
+    /// written from what is there).
+    pub fn trace(&self, f: impl FnOnce(&mut Trace)) {
+        if let Ok(mut t) = self.trace.lock() {
+            f(&mut t);
+        }
+    }
+}
+
+/// One step of the spine. Implemented by each layer; [`StepLayer`] makes it a tower layer.
+pub trait Step: Clone + Send + Sync + 'static {
+    fn call(&self, call: Call, next: Next) -> BoxFut;
+}
+
+/// A tower layer around a [`Step`].
+#[derive(Clone)]
+pub struct StepLayer<T>(pub T);
+
+impl<T: Step, S> Layer<S> for StepLayer<T>
+where
+    S: Service<Call, Response = Reply, Error = Refusal> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Service = StepService<T>;
+
+    fn layer(&self, inner: S) -> StepService<T> {
+        StepService {
+            step: self.0.clone(),
+            next: BoxCloneService::new(inner),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct StepService<T> {
+    step: T,
+    next: Next,
+}
+
+impl<T: Step> Service<Call> for StepService<T> {
+    type Response = Reply;
+    type Error = Refusal;
+    type Future = BoxFut;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Refusal>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, call: Call) -> BoxFut {
+        self.step.call(call, self.next.clone())
+    }
+}
+
+/// Call the rest of the stack.
+pub fn next(next: Next, call: Call) -> BoxFut {
+    Box::pin(next.oneshot(call))
+}
+
+/// The innermost service: hands the call to its connector.
+#[derive(Clone)]
+pub struct Dispatch;
+
+impl Service<Call> for Dispatch {
+    type Response = Reply;
+    type Error = Refusal;
+    type Future = BoxFut;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Refusal>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, call: Call) -> BoxFut {
+        Box::pin(crate::connectors::dispatch(call))
+    }
+}
+
+/// The whole spine, from the outside in.
+pub fn stack() -> Next {
+    let svc = tower::ServiceBuilder::new()
+        .layer(StepLayer(rescue::Rescue))
+        .layer(StepLayer(evidence::Evidence))
+        .layer(StepLayer(mode::ModeGate))
+        .layer(StepLayer(limit::BodyLimit))
+        .layer(StepLayer(parse::Parse))
+        .layer(StepLayer(detect::Detect))
+        .layer(StepLayer(decide::Decide))
+        .layer(StepLayer(meter::Meter))
+        .service(Dispatch);
+    BoxCloneService::new(svc)
+}

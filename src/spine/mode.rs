@@ -1,0 +1,92 @@
+//! The gate before any work: the boot guard (no verified snapshot → `not_ready`), bad identity
+//! headers, and the run's state (stopped → `run_stopped`, killed → `run_killed`). Also binds the
+//! call to the snapshot that judges its run (`bind_at`, DESIGN §4).
+
+use super::{next, BoxFut, Call, Next, Refusal, Step};
+use crate::codes::Code;
+use crate::decide::bind::{self, BindEvent};
+use crate::sidecar::runs::RunStatus;
+
+#[derive(Clone)]
+pub struct ModeGate;
+
+impl Step for ModeGate {
+    fn call(&self, mut call: Call, rest: Next) -> BoxFut {
+        Box::pin(async move {
+            let Some(current) = call.shared.snapshot() else {
+                return Err(Refusal::new(
+                    Code::NotReady,
+                    "no verified policy snapshot yet; refusing all traffic",
+                ));
+            };
+            let early = call.trace.lock().ok().and_then(|mut t| t.refusal.take());
+            if let Some(r) = early {
+                return Err(r);
+            }
+            let (run, created) = call
+                .shared
+                .runs
+                .get_or_create(&call.ctx.run_id, &call.ctx.session_id);
+            match run.status() {
+                RunStatus::Active => {}
+                RunStatus::Stopped { decision_id, code } => {
+                    return Err(Refusal::new(
+                        Code::RunStopped,
+                        format!(
+                            "run {} was stopped ({code}) by decision {decision_id}",
+                            run.id
+                        ),
+                    ))
+                }
+                RunStatus::Killed { decision_id, code } => {
+                    return Err(Refusal::new(
+                        Code::RunKilled,
+                        format!(
+                            "run {} was killed ({code}) by decision {decision_id}",
+                            run.id
+                        ),
+                    ))
+                }
+            }
+            // Which snapshot judges this run now.
+            let (_, new_step) = run.step(&call.ctx.step_id);
+            let snapshot = {
+                let mut b = match run.binding.lock() {
+                    Ok(b) => b,
+                    Err(p) => p.into_inner(),
+                };
+                let binding = match b.take() {
+                    None => {
+                        let probe = crate::decide::Request {
+                            tenant: call.ctx.tenant.clone(),
+                            project: call.ctx.project.clone(),
+                            agent: call.ctx.agent.clone(),
+                            api_key: call.ctx.api_key.clone(),
+                            actor: call.ctx.actor.clone(),
+                            channel: crate::policy::model::Channel::Llm,
+                            connector: None,
+                            model: None,
+                            tool: None,
+                            template: None,
+                            new_run: true,
+                            facts: Default::default(),
+                            delta: Default::default(),
+                        };
+                        bind::start(bind::run_bind_at(&current, &probe), &current)
+                    }
+                    Some(existing) if new_step => {
+                        bind::on_event(&existing, &current, BindEvent::StepStart)
+                    }
+                    Some(existing) => existing,
+                };
+                let judged = bind::judged_by(&binding, &current).clone();
+                *b = Some(binding);
+                judged
+            };
+            call.new_run = created;
+            call.run = Some(run);
+            call.snapshot = Some(snapshot);
+            next(rest, call).await
+        })
+    }
+}

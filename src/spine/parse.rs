@@ -1,0 +1,77 @@
+//! Parse: route the call and read its body into a typed target and the facts `decide` needs.
+
+use super::{next, BoxFut, Call, Next, Refusal, Step, Target};
+use crate::codes::Code;
+use crate::connectors::llm;
+use crate::decide::Request;
+use crate::policy::model::Channel;
+
+#[derive(Clone)]
+pub struct Parse;
+
+impl Step for Parse {
+    fn call(&self, mut call: Call, rest: Next) -> BoxFut {
+        Box::pin(async move {
+            let snap = call
+                .snapshot
+                .clone()
+                .ok_or_else(|| Refusal::internal("no snapshot bound"))?;
+            let path = call.parts.uri.path().to_string();
+            let method = call.parts.method.clone();
+            let mut request = Request {
+                tenant: call.ctx.tenant.clone(),
+                project: call.ctx.project.clone(),
+                agent: call.ctx.agent.clone(),
+                api_key: call.ctx.api_key.clone(),
+                actor: call.ctx.actor.clone(),
+                channel: Channel::Llm,
+                connector: None,
+                model: None,
+                tool: None,
+                template: None,
+                new_run: call.new_run,
+                facts: Default::default(),
+                delta: Default::default(),
+            };
+            let target = match (method.as_str(), path.as_str()) {
+                ("POST", "/v1/chat/completions") => {
+                    let wanted = call
+                        .parts
+                        .headers
+                        .get("x-warden-connector")
+                        .and_then(|v| v.to_str().ok());
+                    let chat = llm::parse_chat(&call.body, &snap, &call.ctx.tenant, wanted)?;
+                    request.connector = chat.connector.clone();
+                    request.model = Some(chat.model.clone());
+                    request.delta.input_tokens = chat.prompt_tokens as f64;
+                    Target::Chat(chat)
+                }
+                ("GET", "/v1/models") => Target::Models,
+                (_, "/v1/chat/completions") | (_, "/v1/models") => {
+                    return Err(Refusal::new(
+                        Code::BadRequest,
+                        format!("method {method} is not supported on {path}"),
+                    ))
+                }
+                _ => {
+                    return Err(Refusal::new(
+                        Code::BadRequest,
+                        format!("unknown endpoint {path}"),
+                    ))
+                }
+            };
+            request.delta.bytes = call.body.len() as f64;
+            if let Some(c) = request
+                .connector
+                .as_deref()
+                .and_then(|c| snap.connector(&call.ctx.tenant, c))
+            {
+                let plane = c.plane.to_string();
+                call.trace(|t| t.plane = Some(plane));
+            }
+            call.target = Some(target);
+            call.request = Some(request);
+            next(rest, call).await
+        })
+    }
+}

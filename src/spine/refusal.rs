@@ -1,0 +1,54 @@
+//! A refusal: a stable code, a message, and the ids that explain it. `rescue` turns it into the
+//! wire format of DESIGN §10.
+
+use crate::codes::Code;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    pub code: Code,
+    pub message: String,
+    pub policy_id: Option<String>,
+    /// For `approval_required`: the id an operator approves.
+    pub approval_id: Option<String>,
+}
+
+impl Refusal {
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        Refusal {
+            code,
+            message: message.into(),
+            policy_id: None,
+            approval_id: None,
+        }
+    }
+
+    pub fn by_policy(mut self, policy: Option<&str>) -> Self {
+        self.policy_id = policy.map(str::to_string);
+        self
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Refusal::new(Code::InternalError, message)
+    }
+
+    /// The OpenAI-shaped error object (also the data of a cut stream's last event).
+    pub fn error_json(&self, decision_id: &str) -> serde_json::Value {
+        let mut err = serde_json::json!({
+            "type": "warden_error",
+            "code": self.code.as_str(),
+            "message": self.message,
+            "decision_id": decision_id,
+            "policy_id": self.policy_id,
+        });
+        if let (Some(id), Some(obj)) = (&self.approval_id, err.as_object_mut()) {
+            obj.insert("approval_id".into(), serde_json::Value::String(id.clone()));
+        }
+        serde_json::json!({ "error": err })
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}

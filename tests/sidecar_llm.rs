@@ -1,0 +1,385 @@
+//! The sidecar over real sockets: the LLM channel against the mock upstream, modes, the admin
+//! port and evidence.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::Full;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_call_injects_the_key_clamps_and_records() {
+    let env = start("allowed").await;
+    let r = env
+        .chat(
+            None,
+            chat_body("gpt-4o-mini", "hello there", false, Some(5000)),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["choices"][0]["message"]["role"], "assistant");
+    let run = r.header("x-warden-run-id").expect("a run id is assigned");
+    assert!(run.starts_with("run-"));
+    assert!(r.header("x-warden-decision-id").is_some());
+    let seen = env.llm.last_request().unwrap();
+    assert_eq!(
+        seen.header("authorization"),
+        Some(format!("Bearer {UPSTREAM_KEY}").as_str())
+    );
+    assert!(
+        !format!("{:?}", seen.headers).contains(AGENT_KEY),
+        "agent credential must not reach the upstream"
+    );
+    assert_eq!(
+        seen.json().unwrap()["max_tokens"],
+        1024,
+        "clamped by p100-llm"
+    );
+    // Mock replies with max_tokens tokens: usage is reconciled from the upstream.
+    let ev = env.evidence();
+    assert_eq!(ev.len(), 1);
+    let rec = &ev[0];
+    assert_eq!(rec.run_id.as_deref(), Some(run.as_str()));
+    assert_eq!(rec.output_tokens, 1024);
+    assert!(rec.input_tokens > 0);
+    assert!(rec.cost_usd > 0.0);
+    assert_eq!(rec.policy.as_deref(), Some("p100-llm"));
+    assert!(
+        rec.content.is_none(),
+        "inspection defaults to hashes and counts"
+    );
+    assert!(rec.prompt_hash.is_some() && rec.response_hash.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_never_reach_the_upstream() {
+    let env = start("refusals").await;
+    let r = env.chat(None, chat_body("gpt-4o", "hi", false, None)).await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (403, "no_allow_policy"),
+        "{}",
+        r.text()
+    );
+    let r = env
+        .chat(
+            None,
+            chat_body(
+                "gpt-4o-mini",
+                "mail jane.doe@example.com please",
+                false,
+                None,
+            ),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (403, "pii_detected"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(r.json()["error"]["policy_id"], "p100-llm");
+    assert!(r.json()["error"]["decision_id"].is_string());
+    let r = env.chat(None, "{not json".into()).await;
+    assert_eq!((r.status, r.code().as_str()), (400, "bad_request"));
+    let r = env
+        .chat(None, r#"{"model": 5, "messages": []}"#.into())
+        .await;
+    assert_eq!((r.status, r.code().as_str()), (400, "invalid_params"));
+    let big = "x".repeat(2 << 20);
+    let r = env
+        .chat(None, chat_body("gpt-4o-mini", &big, false, None))
+        .await;
+    assert_eq!((r.status, r.code().as_str()), (413, "body_too_large"));
+    assert_eq!(env.llm.request_count(), 0);
+    let ev = env.evidence();
+    assert_eq!(ev.len(), 5, "every refusal has its record");
+    assert!(ev
+        .iter()
+        .all(|r| r.outcome == Some(warden::evidence::Outcome::Refused)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_is_cut_at_the_run_budget_and_the_run_stops() {
+    let env = start_with(
+        "budget",
+        |b| b.replace("max: 2000, near: [0.8]", "max: 10, near: [0.5]"),
+        |c| c,
+    )
+    .await;
+    let body = chat_body("gpt-4o-mini", "tell me [[reply:30]]", true, None);
+    let req = http::Request::post(env.agent_url("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .header("x-warden-run-id", "run-budget")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let resp = client().request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let events = stream_events(resp).await;
+    let text = stream_text(&events);
+    let tokens = warden::connectors::llm::count_tokens("gpt-4o-mini", &text);
+    assert!(tokens <= 10, "received {tokens} tokens: {text:?}");
+    assert!(tokens >= 9, "the budget is used up to the limit: {text:?}");
+    let last: serde_json::Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "budget_exceeded", "{events:?}");
+    assert!(!events.iter().any(|e| e == "[DONE]"));
+    // The run is over.
+    let r = env
+        .chat(
+            Some("run-budget"),
+            chat_body("gpt-4o-mini", "again", false, None),
+        )
+        .await;
+    assert_eq!((r.status, r.code().as_str()), (403, "run_stopped"));
+    let ev = env.evidence();
+    let cut = ev
+        .iter()
+        .find(|r| r.cut.is_some())
+        .expect("the cut is recorded");
+    assert_eq!(cut.cut.as_ref().unwrap().after_tokens, tokens);
+    assert_eq!(cut.outcome, Some(warden::evidence::Outcome::Cut));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pii_in_a_streamed_reply_never_reaches_the_agent() {
+    let env = start("leak").await;
+    let body = chat_body("gpt-4o-mini", "summarise [[leak]] [[reply:40]]", true, None);
+    let req = http::Request::post(env.agent_url("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let resp = client().request(req).await.unwrap();
+    let events = stream_events(resp).await;
+    let all = events.join("\n");
+    assert!(!all.contains("jane.doe@example.com"), "{all}");
+    assert!(!all.contains("jane.doe"), "not even a prefix: {all}");
+    let last: serde_json::Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "pii_detected");
+    assert!(
+        stream_text(&events).split_whitespace().count() >= 19,
+        "text before the address passes"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_streams_end_with_done_and_usage_when_asked() {
+    let env = start("stream-ok").await;
+    let mut v: serde_json::Value =
+        serde_json::from_str(&chat_body("gpt-4o-mini", "hi [[reply:5]]", true, None)).unwrap();
+    v["stream_options"] = serde_json::json!({ "include_usage": true });
+    let req = http::Request::post(env.agent_url("/v1/chat/completions"))
+        .body(Full::new(Bytes::from(v.to_string())))
+        .unwrap();
+    let events = stream_events(client().request(req).await.unwrap()).await;
+    assert_eq!(events.last().unwrap(), "[DONE]");
+    assert_eq!(stream_text(&events).split_whitespace().count(), 5);
+    let usage: serde_json::Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    assert_eq!(usage["usage"]["completion_tokens"], 5);
+    let ev = env.evidence();
+    assert_eq!(ev[0].output_tokens, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_switch_cuts_a_stream_mid_way() {
+    let env = start("kill").await;
+    let body = chat_body("gpt-4o-mini", "go [[reply:200]] [[slow:20]]", true, None);
+    let req = http::Request::post(env.agent_url("/v1/chat/completions"))
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let resp = client().request(req).await.unwrap();
+    let reader = tokio::spawn(stream_events(resp));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let r = env.set_mode("halted").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let events = tokio::time::timeout(std::time::Duration::from_secs(5), reader)
+        .await
+        .unwrap()
+        .unwrap();
+    let last: serde_json::Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "governance_halted");
+    let n = stream_text(&events).split_whitespace().count();
+    assert!(n > 0 && n < 200, "cut mid-way after {n} tokens");
+    let r = env
+        .chat(None, chat_body("gpt-4o-mini", "hi", false, None))
+        .await;
+    assert_eq!((r.status, r.code().as_str()), (503, "governance_halted"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn degraded_refuses_new_runs_and_warns_running_ones() {
+    let env = start("degraded").await;
+    let r = env
+        .chat(
+            Some("run-old"),
+            chat_body("gpt-4o-mini", "hi", false, Some(3)),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(env.set_mode("degraded").await.status, 200);
+    let r = env
+        .chat(
+            Some("run-new"),
+            chat_body("gpt-4o-mini", "hi", false, Some(3)),
+        )
+        .await;
+    assert_eq!((r.status, r.code().as_str()), (503, "governance_degraded"));
+    // A running run continues, even where a policy would refuse (downgraded to WARN).
+    let r = env
+        .chat(
+            Some("run-old"),
+            chat_body("gpt-4o-mini", "mail jane.doe@example.com", false, Some(3)),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let ev = env.evidence();
+    let last = ev
+        .iter()
+        .rev()
+        .find(|r| r.kind == warden::evidence::Kind::Call)
+        .unwrap();
+    assert_eq!(last.mode, warden::decide::Mode::Degraded);
+    assert_eq!(last.action, Some(warden::policy::model::Action::Warn));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bypass_passes_and_marks_the_evidence() {
+    let env = start("bypass").await;
+    assert_eq!(env.set_mode("bypass").await.status, 200);
+    let r = env
+        .chat(
+            None,
+            chat_body("gpt-4o-mini", "mail jane.doe@example.com", false, Some(3)),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let ev = env.evidence();
+    let audit = ev
+        .iter()
+        .find(|r| r.kind == warden::evidence::Kind::Audit)
+        .unwrap();
+    assert_eq!(audit.audit.as_ref().unwrap()["critical"], true);
+    let call = ev
+        .iter()
+        .find(|r| r.kind == warden::evidence::Kind::Call)
+        .unwrap();
+    assert_eq!(call.outcome, Some(warden::evidence::Outcome::Bypassed));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_needs_the_token_and_reports_health() {
+    let env = start("admin").await;
+    let r = env
+        .admin_post(
+            "/ops/mode",
+            serde_json::json!({"mode": "halted", "reason": "x"}),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 401);
+    let r = env
+        .admin_post(
+            "/ops/mode",
+            serde_json::json!({"mode": "halted", "reason": "x"}),
+            Some("wrong"),
+        )
+        .await;
+    assert_eq!(r.status, 401);
+    assert_eq!(env.admin_get("/healthz").await.status, 200);
+    let r = env.admin_get("/readyz").await;
+    assert_eq!(r.status, 200);
+    assert!(r.json()["snapshot"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
+    let _ = env
+        .chat(None, chat_body("gpt-4o-mini", "hi", false, Some(2)))
+        .await;
+    let m = env.admin_get("/metrics").await.text();
+    assert!(m.contains("warden_calls_total"), "{m}");
+    assert!(m.contains("warden_evidence_spool_bytes"), "{m}");
+    assert!(m.contains("warden_decision_seconds"), "{m}");
+    let r = env
+        .chat(
+            Some("run-x"),
+            chat_body("gpt-4o-mini", "hi", false, Some(2)),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let run = env.admin_get("/runs/run-x").await.json();
+    assert_eq!(run["status"]["state"], "active");
+    assert_eq!(run["recent"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_failures_are_refusals() {
+    let env = start_with(
+        "upstream",
+        |b| {
+            b.replace(
+                "api_key: env:WARDEN_IT_OPENAI_KEY",
+                "api_key: env:WARDEN_IT_OPENAI_KEY\n    timeout_ms: 300",
+            )
+        },
+        |c| c,
+    )
+    .await;
+    let r = env
+        .chat(
+            None,
+            chat_body("gpt-4o-mini", "x [[fail:500]]", false, None),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (502, "upstream_error"),
+        "{}",
+        r.text()
+    );
+    let r = env
+        .chat(
+            None,
+            chat_body("gpt-4o-mini", "x [[slow:1000]]", false, Some(2)),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (504, "upstream_timeout"),
+        "{}",
+        r.text()
+    );
+    let ev = env.evidence();
+    assert!(ev
+        .iter()
+        .all(|r| r.outcome == Some(warden::evidence::Outcome::Errored)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boot_guard_refuses_without_a_verified_snapshot() {
+    let env = start_with("notready", |_| "apiVersion: nope\n".into(), |c| c).await;
+    let r = env
+        .chat(None, chat_body("gpt-4o-mini", "hi", false, None))
+        .await;
+    assert_eq!((r.status, r.code().as_str()), (503, "not_ready"));
+    assert_eq!(env.admin_get("/readyz").await.status, 503);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_lists_only_what_policies_allow() {
+    let env = start("models").await;
+    let r = send(
+        http::Request::get(env.agent_url("/v1/models"))
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let ids: Vec<String> = r.json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["gpt-4o-mini"]);
+}
