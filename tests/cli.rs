@@ -189,13 +189,26 @@ fn eval_refuses_bad_requests_clearly() {
 }
 
 #[test]
-fn dev_shows_an_allowed_and_a_refused_decision() {
-    let out = warden(&["dev"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+fn dev_smoke_makes_the_two_calls_of_the_quick_start() {
+    // Uses the fixed dev ports (15000/15001/18080/18081); no other test binds them.
+    let dir = std::env::temp_dir().join(format!("warden-dev-{}", std::process::id()));
+    let out = warden(&["dev", "--smoke", "--dir", dir.to_str().unwrap()]);
     let s = text(&out.stdout);
-    assert!(s.contains("snapshot sha256:"), "{s}");
-    assert!(s.contains("decision: CONTINUE"), "{s}");
-    assert!(s.contains("decision: STOP (pii_detected)"), "{s}");
+    assert!(out.status.success(), "{s}\n{}", text(&out.stderr));
+    assert!(s.contains("admin token"), "{s}");
+    assert!(s.contains("snapshot         sha256:"), "{s}");
+    assert!(s.contains("\n200 {"), "{s}");
+    assert!(s.contains("\n403 {") && s.contains("pii_detected"), "{s}");
+    let token = std::fs::read_to_string(dir.join("admin-token")).unwrap();
+    assert_eq!(token.trim().len(), 32);
+    let out = warden(&["evidence", "verify", dir.join("evidence").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("ok: 2 records"),
+        "{}",
+        text(&out.stdout)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -19,8 +19,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// A first try: the contract example through the policy core.
-    Dev,
+    /// A first try: mock upstreams and a sidecar on the contract example (DESIGN §11).
+    Dev(dev::DevArgs),
     /// Validate, inspect and dry-run policy bundles.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -51,7 +51,7 @@ pub enum CliError {
 /// Run a parsed command line.
 pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
-        Command::Dev => Ok(dev::run()),
+        Command::Dev(args) => dev::run(args),
         Command::Policy(cmd) => policy::run(cmd),
         Command::Evidence(cmd) => evidence::run(cmd),
         Command::Sidecar(args) => sidecar::run(args),
