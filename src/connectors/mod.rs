@@ -3,6 +3,7 @@
 //! environment (DESIGN §6) and applies the connector's limits.
 
 pub mod creds;
+pub mod http;
 pub mod llm;
 
 use std::pin::Pin;
@@ -21,6 +22,7 @@ pub async fn dispatch(mut call: Call) -> Result<Reply, Refusal> {
     match call.target.take() {
         Some(Target::Chat(chat)) => llm::chat(call, chat).await,
         Some(Target::Models) => llm::models(&call),
+        Some(Target::Http(hc)) => http::forward(call, hc).await,
         None => Err(Refusal::internal("call reached dispatch without a target")),
     }
 }
@@ -31,13 +33,13 @@ pub fn body_of(full: Full<Bytes>) -> Body {
 }
 
 /// A JSON response.
-pub fn json_reply(status: http::StatusCode, v: &serde_json::Value) -> Reply {
+pub fn json_reply(status: ::http::StatusCode, v: &serde_json::Value) -> Reply {
     let bytes = serde_json::to_vec(v).unwrap_or_default();
-    let mut r = http::Response::new(body_of(Full::new(Bytes::from(bytes))));
+    let mut r = ::http::Response::new(body_of(Full::new(Bytes::from(bytes))));
     *r.status_mut() = status;
     r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
+        ::http::header::CONTENT_TYPE,
+        ::http::HeaderValue::from_static("application/json"),
     );
     r
 }

@@ -24,6 +24,9 @@ impl Step for Detect {
         Box::pin(async move {
             let mask = match &call.target {
                 Some(Target::Chat(chat)) => Some(pii::kinds(&chat.prompt_text)),
+                Some(Target::Http(_)) => {
+                    Some(std::str::from_utf8(&call.body).map(pii::kinds).unwrap_or(0))
+                }
                 Some(Target::Models) | None => None,
             };
             if let (Some(mask), Some(req)) = (mask, call.request.as_mut()) {

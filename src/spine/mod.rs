@@ -77,6 +77,8 @@ pub enum Target {
     Chat(crate::connectors::llm::ChatCall),
     /// The list of models this agent may use.
     Models,
+    /// `/http/{connector}/{path…}`.
+    Http(crate::connectors::http::HttpCall),
 }
 
 /// What the evidence layer needs, filled in by the layers as the call proceeds.

@@ -47,6 +47,12 @@ impl Step for Parse {
                     Target::Chat(chat)
                 }
                 ("GET", "/v1/models") => Target::Models,
+                (_, p) if p.starts_with("/http/") => {
+                    let hc = crate::connectors::http::parse(&call, &snap)?;
+                    request.channel = Channel::Http;
+                    request.connector = Some(hc.connector.clone());
+                    Target::Http(hc)
+                }
                 (_, "/v1/chat/completions") | (_, "/v1/models") => {
                     return Err(Refusal::new(
                         Code::BadRequest,

@@ -1,0 +1,135 @@
+//! The HTTP channel over real sockets against the weather mock.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::Full;
+
+async fn get(env: &Env, path: &str) -> Resp {
+    send(
+        http::Request::get(env.agent_url(path))
+            .header("authorization", format!("Bearer {AGENT_KEY}"))
+            .header("connection", "keep-alive, x-hop")
+            .header("x-hop", "must-not-pass")
+            .header("x-custom", "passes")
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_get_injects_the_connector_credential_only() {
+    let env = start("http-ok").await;
+    let r = get(&env, "/http/weather/v1/forecast/paris?days=2").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["city"], "paris");
+    assert_eq!(v["authorization_header"], true);
+    let seen = env.weather.last_request().unwrap();
+    assert_eq!(seen.header("authorization"), Some("Bearer weather-token"));
+    assert_eq!(seen.uri.query(), Some("days=2"));
+    assert_eq!(seen.header("x-custom"), Some("passes"));
+    assert_eq!(
+        seen.header("x-hop"),
+        None,
+        "headers named in Connection are hop-by-hop"
+    );
+    assert!(!format!("{:?}", seen.headers).contains(AGENT_KEY));
+    assert!(
+        !r.text().contains("weather-token"),
+        "the credential never reaches the agent"
+    );
+    let ev = env.evidence();
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0].channel, Some(warden::policy::model::Channel::Http));
+    assert_eq!(ev[0].connector.as_deref(), Some("weather"));
+    assert_eq!(ev[0].policy.as_deref(), Some("p300-weather"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_methods_paths_and_tricks_never_reach_the_upstream() {
+    let env = start("http-tricks").await;
+    let post = send(
+        http::Request::post(env.agent_url("/http/weather/v1/forecast/paris"))
+            .body(Full::new(Bytes::from_static(b"{}")))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (post.status, post.code().as_str()),
+        (403, "method_not_allowed")
+    );
+    for path in [
+        "/http/weather/v1/admin",
+        "/http/weather/v1/forecast",
+        "/http/weather/v1/forecast/../../admin",
+        "/http/weather/v1/forecast/%2e%2e/%2e%2e/admin",
+        "/http/weather/v1/forecast/%2E%2E/admin",
+        "/http/weather/v1//forecast/paris",
+        "/http/weather/v1/forecast%2fparis",
+        "/http/weather/V1/forecast/paris",
+        "/http/weather/v1/forecast/paris%00",
+        "/http/weather/v1/forecast/%252e%252e/admin",
+        "/http/weather/v1/forecast/a%5c..%5cadmin",
+    ] {
+        let r = get(&env, path).await;
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (403, "path_not_allowed"),
+            "{path}: {}",
+            r.text()
+        );
+    }
+    let r = get(&env, "/http/nope/v1/forecast/paris").await;
+    assert_eq!((r.status, r.code().as_str()), (404, "unknown_connector"));
+    let r = get(&env, "/http/crm-db/anything").await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (404, "unknown_connector"),
+        "a SQL connector is not reachable over /http"
+    );
+    assert_eq!(env.weather.request_count(), 0);
+    let ev = env.evidence();
+    assert_eq!(ev.len(), 14, "each refusal recorded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_tenant_connectors_fail_hard() {
+    let env = start_with(
+        "http-xt",
+        |b| {
+            format!(
+                "{b}---\napiVersion: warden/v1\nkind: Connector\nmetadata: {{ id: globex-api, tenant: globex }}\nspec:\n  type: http\n  plane: web\n  http: {{ base_url: \"http://127.0.0.1:9\", allow: [ {{ methods: [GET], paths: [\"/*\"] }} ] }}\n"
+            )
+        },
+        |c| c,
+    )
+    .await;
+    let r = get(&env, "/http/globex-api/x").await;
+    assert_eq!((r.status, r.code().as_str()), (403, "cross_tenant"));
+    assert_eq!(
+        env.evidence()[0].code,
+        Some(warden::codes::Code::CrossTenant)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_allow_policy_for_a_connector_without_one() {
+    let env = start_with(
+        "http-deny",
+        |b| b.replace("  scope: { all_runs: true }\n  match: { channel: http, connectors: [weather] }", "  scope: { agents: [someone-else] }\n  match: { channel: http, connectors: [weather] }"),
+        |c| c,
+    )
+    .await;
+    let r = get(&env, "/http/weather/v1/forecast/paris").await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (403, "no_allow_policy"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(env.weather.request_count(), 0);
+}
