@@ -146,6 +146,13 @@ pub async fn start(cfg: SidecarConfig) -> Result<Running, SidecarError> {
         cfg.alerts.timeout_ms,
         client.clone(),
     );
+    // Tokenizer tables take a while to build; do it now, not on the first call's worker thread.
+    tokio::task::spawn_blocking(|| {
+        let _ = tiktoken_rs::o200k_base_singleton();
+        let _ = tiktoken_rs::cl100k_base_singleton();
+    })
+    .await
+    .map_err(|e| SidecarError::Config(e.to_string()))?;
     let snapshot = {
         let (c, s) = (cfg.clone(), store.clone());
         tokio::task::spawn_blocking(move || load_files(&c, &s))
