@@ -332,14 +332,12 @@ pub async fn forward(call: Call, hc: HttpCall) -> Result<Reply, Refusal> {
     if mask != 0 {
         if let Some(mut req) = call.request.clone() {
             req.facts.pii = Some(crate::spine::detect::fact(mask));
-            let (d, _) = crate::spine::decide::decide_now(&call, &req)?;
-            if d.refused() {
+            if let Some(d) = crate::spine::decide::recheck(&call, req)? {
                 let run = call
                     .run
                     .clone()
                     .ok_or_else(|| Refusal::internal("no run"))?;
                 let r = crate::spine::decide::enforce(&call.shared, &run, &d);
-                call.trace(|t| t.decision = Some(d));
                 return Err(r);
             }
         }

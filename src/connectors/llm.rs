@@ -403,8 +403,7 @@ fn recheck(call: &Call, output_tokens: u64, pii: Option<u8>) -> Result<Option<De
     if let Some(mask) = pii {
         req.facts.pii = Some(crate::spine::detect::fact(mask));
     }
-    let (d, _) = crate::spine::decide::decide_now(call, &req)?;
-    Ok(d.refused().then_some(d))
+    crate::spine::decide::recheck(call, req)
 }
 
 async fn plain(
@@ -461,7 +460,6 @@ async fn plain(
                 code: refusal.code,
                 detail: "answer withheld: it breached a policy once complete".into(),
             });
-            t.decision = Some(d);
         });
         return Err(refusal);
     }
@@ -657,7 +655,6 @@ mod stream {
                 Some(run) => crate::spine::decide::enforce(&self.call.shared, &run, &d),
                 None => Refusal::new(fallback, "refused mid-stream"),
             };
-            self.call.trace(|t| t.decision = Some(d));
             self.cut(r)
         }
 

@@ -67,6 +67,22 @@ pub fn decide_now(call: &Call, req: &Request) -> Result<(Decision, Usage), Refus
     Ok((d, view.seen.into_inner()))
 }
 
+/// Decide again mid-call, with facts the call revealed (a longer answer, PII in a reply). A
+/// refusing decision replaces the call's recorded decision — with the request and usage it was
+/// taken on, so `evidence replay` reproduces it. Same-step enforcement rests on this.
+pub fn recheck(call: &Call, req: Request) -> Result<Option<Decision>, Refusal> {
+    let (d, usage) = decide_now(call, &req)?;
+    if !d.refused() {
+        return Ok(None);
+    }
+    call.trace(|t| {
+        t.request = Some(req);
+        t.usage = Some(usage);
+        t.decision = Some(d.clone());
+    });
+    Ok(Some(d))
+}
+
 /// The refusal a refusing decision becomes, with its run-state effects applied.
 pub fn enforce(shared: &Shared, run: &RunState, d: &Decision) -> Refusal {
     let code = d.code.unwrap_or(Code::PolicyDenied);

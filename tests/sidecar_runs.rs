@@ -1,0 +1,293 @@
+//! Run state and the spine's guarantees over real sockets: PAUSE and approvals, KILL cutting
+//! in-flight calls, inspection, alerts that never slow a call, panics that end as refusals,
+//! and replay of what the sidecar recorded.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::Full;
+use warden::policy::store::SnapshotStore;
+
+const PAUSE_WEATHER: &str = "---\napiVersion: warden/v1\nkind: Policy\nmetadata: { id: p050-hold-weather, tenant: acme }\nspec:\n  status: active\n  scope: { all_runs: true }\n  match: { channel: http, connectors: [weather] }\n  effect: deny\n  action: pause\n";
+
+async fn weather(env: &Env, run: &str) -> Resp {
+    send(
+        http::Request::get(env.agent_url("/http/weather/v1/forecast/oslo"))
+            .header("x-warden-run-id", run)
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_asks_for_approval_and_an_approved_retry_passes() {
+    let env = start_with("pause", |b| format!("{b}{PAUSE_WEATHER}"), |c| c).await;
+    let r = weather(&env, "run-p").await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (403, "approval_required"),
+        "{}",
+        r.text()
+    );
+    let id = r.header("x-warden-approval-id").unwrap();
+    assert_eq!(r.json()["error"]["approval_id"], id.as_str());
+    assert_eq!(env.weather.request_count(), 0);
+    let a = env
+        .admin_post(
+            &format!("/ops/approvals/{id}"),
+            serde_json::json!({"decision": "approve", "reason": "ok'd by on-call"}),
+            Some(&env.admin_token),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let r = weather(&env, "run-p").await;
+    assert_eq!(
+        r.status,
+        200,
+        "the same call, retried in the same run, passes: {}",
+        r.text()
+    );
+    assert_eq!(env.weather.request_count(), 1);
+    // Approvals are single-use.
+    let r = weather(&env, "run-p").await;
+    assert_eq!(r.code(), "approval_required");
+    // A rejection stops the run.
+    let id = r.header("x-warden-approval-id").unwrap();
+    let a = env
+        .admin_post(
+            &format!("/ops/approvals/{id}"),
+            serde_json::json!({"decision": "reject", "reason": "no"}),
+            Some(&env.admin_token),
+        )
+        .await;
+    assert_eq!(a.status, 200);
+    let r = weather(&env, "run-p").await;
+    assert_eq!(r.code(), "run_stopped");
+    let audits = env
+        .evidence()
+        .into_iter()
+        .filter(|r| r.kind == warden::evidence::Kind::Audit)
+        .count();
+    assert_eq!(audits, 2, "both approval decisions are audited");
+    let a = env
+        .admin_post(
+            "/ops/approvals/apr-unknown",
+            serde_json::json!({"decision": "approve", "reason": "x"}),
+            Some(&env.admin_token),
+        )
+        .await;
+    assert_eq!(a.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_cuts_every_in_flight_call_of_the_run() {
+    let kill = PAUSE_WEATHER
+        .replace("action: pause", "action: kill")
+        .replace("p050-hold-weather", "p050-kill-weather");
+    let env = start_with("killrun", |b| format!("{b}{kill}"), |c| c).await;
+    let req = http::Request::post(env.agent_url("/v1/chat/completions"))
+        .header("x-warden-run-id", "run-k")
+        .body(Full::new(Bytes::from(chat_body(
+            "gpt-4o-mini",
+            "go [[reply:100]] [[slow:20]]",
+            true,
+            None,
+        ))))
+        .unwrap();
+    let resp = client().request(req).await.unwrap();
+    let reader = tokio::spawn(stream_events(resp));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = weather(&env, "run-k").await;
+    assert_eq!((r.status, r.code().as_str()), (403, "policy_denied"));
+    let events = tokio::time::timeout(Duration::from_secs(5), reader)
+        .await
+        .unwrap()
+        .unwrap();
+    let last: serde_json::Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "run_killed", "{events:?}");
+    let r = env
+        .chat(Some("run-k"), chat_body("gpt-4o-mini", "hi", false, None))
+        .await;
+    assert_eq!(r.code(), "run_killed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspection_lets_a_policy_keep_content() {
+    let env = start_with(
+        "inspect",
+        |b| {
+            b.replace(
+                "  max_tokens: 1024                # clamp\n",
+                "  max_tokens: 1024\n  inspection: { prompts: true, responses: true }\n",
+            )
+        },
+        |c| c,
+    )
+    .await;
+    let r = env
+        .chat(
+            None,
+            chat_body("gpt-4o-mini", "remember this [[reply:3]]", false, None),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let ev = env.evidence();
+    let content = ev[0].content.clone().expect("content kept");
+    assert_eq!(content.prompt.as_deref(), Some("remember this [[reply:3]]"));
+    assert_eq!(content.response.unwrap().split_whitespace().count(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_webhook_never_slows_a_call() {
+    // A webhook that accepts connections and never answers.
+    let hook = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_addr = hook.local_addr().unwrap();
+    let accepted = Arc::new(Mutex::new(0usize));
+    let held: Arc<Mutex<Vec<tokio::net::TcpStream>>> = Arc::default();
+    {
+        let (accepted, held) = (accepted.clone(), held.clone());
+        tokio::spawn(async move {
+            while let Ok((s, _)) = hook.accept().await {
+                *accepted.lock().unwrap() += 1;
+                held.lock().unwrap().push(s);
+            }
+        });
+    }
+    let env = start_with(
+        "alerts",
+        |b| b.replace("max: 2000, near: [0.8]", "max: 100, near: [0.1, 0.2, 0.3, 0.4, 0.5]"),
+        move |c| format!("{c}alerts: {{ webhooks: [\"http://{hook_addr}/hook\"], timeout_ms: 30000, queue: 4 }}\n"),
+    )
+    .await;
+    let started = Instant::now();
+    for i in 0..8 {
+        // Each call uses 12 more output tokens of the run: a new NEAR tier almost every time.
+        let r = env
+            .chat(
+                Some("run-alert"),
+                chat_body("gpt-4o-mini", &format!("n{i} [[reply:12]]"), false, None),
+            )
+            .await;
+        assert!(r.status == 200 || r.status == 429, "{}", r.text());
+    }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "calls were held up by the webhook: {took:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        *accepted.lock().unwrap() >= 1,
+        "alerts were sent to the webhook"
+    );
+    let m = env.admin_get("/metrics").await.text();
+    assert!(m.contains("warden_alerts_dropped_total"), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_on_the_path_ends_as_a_refusal_with_evidence() {
+    use tower::{Layer, ServiceExt};
+    use warden::spine::{evidence::Evidence, rescue::Rescue, Call, Ctx, StepLayer, Trace};
+    let env = start("panic").await;
+    let boom = tower::service_fn(|_c: Call| async move {
+        if std::hint::black_box(true) {
+            panic!("forced panic below the evidence layer");
+        }
+        Err::<warden::spine::Reply, _>(warden::spine::Refusal::internal("unreachable"))
+    });
+    let stack = StepLayer(Rescue).layer(StepLayer(Evidence).layer(boom));
+    let (parts, ()) = http::Request::new(()).into_parts();
+    let ctx = Ctx {
+        tenant: "acme".into(),
+        project: "support".into(),
+        agent: "support-bot".into(),
+        actor: None,
+        api_key: None,
+        run_id: "run-panic".into(),
+        run_assigned: false,
+        step_id: "s".into(),
+        session_id: "run-panic".into(),
+        decision_id: "d-panic".into(),
+        evidence_id: "e-panic".into(),
+        started: Instant::now(),
+        at_ms: 1,
+    };
+    let call = Call {
+        ctx,
+        parts,
+        incoming: None,
+        body: Bytes::new(),
+        target: None,
+        run: None,
+        new_run: false,
+        snapshot: None,
+        request: None,
+        decision: None,
+        trace: Arc::new(Mutex::new(Trace::default())),
+        sealer: None,
+        shared: env.sidecar.shared.clone(),
+    };
+    let reply = stack.oneshot(call).await.unwrap();
+    assert_eq!(reply.status(), 500);
+    assert_eq!(reply.headers()["x-warden-decision-id"], "d-panic");
+    let ev = env.evidence();
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0].code, Some(warden::codes::Code::InternalError));
+    assert_eq!(ev[0].outcome, Some(warden::evidence::Outcome::Errored));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_decisions_replay_identically() {
+    let env = start_with(
+        "replay",
+        |b| b.replace("max: 2000, near: [0.8]", "max: 10, near: [0.5]"),
+        |c| c,
+    )
+    .await;
+    let _ = env
+        .chat(
+            Some("r1"),
+            chat_body("gpt-4o-mini", "a [[reply:4]]", false, None),
+        )
+        .await;
+    let _ = env
+        .chat(
+            None,
+            chat_body("gpt-4o-mini", "mail jane.doe@example.com", false, None),
+        )
+        .await;
+    let _ = env.chat(None, chat_body("gpt-4o", "x", false, None)).await;
+    // A streamed answer cut at the budget: the recorded decision is the mid-stream one.
+    let req = http::Request::post(env.agent_url("/v1/chat/completions"))
+        .header("x-warden-run-id", "r1")
+        .body(Full::new(Bytes::from(chat_body(
+            "gpt-4o-mini",
+            "b [[reply:30]]",
+            true,
+            None,
+        ))))
+        .unwrap();
+    let _ = stream_events(client().request(req).await.unwrap()).await;
+    let _ = env
+        .chat(Some("r1"), chat_body("gpt-4o-mini", "c", false, None))
+        .await;
+    let _ = send(
+        http::Request::get(env.agent_url("/http/weather/v1/forecast/rome"))
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    let records = warden::evidence::read_all(&env.dir.join("evidence")).unwrap();
+    let report =
+        warden::evidence::replay::replay(&records, &SnapshotStore::new(env.dir.join("cache")))
+            .unwrap();
+    assert!(report.mismatches.is_empty(), "{:#?}", report.mismatches);
+    assert!(report.missing_snapshots.is_empty());
+    assert!(report.checked >= 5, "{report:?}");
+}
