@@ -3,6 +3,7 @@
 //! environment (DESIGN §6) and applies the connector's limits.
 
 pub mod creds;
+pub mod egress;
 pub mod http;
 pub mod llm;
 
@@ -23,6 +24,7 @@ pub async fn dispatch(mut call: Call) -> Result<Reply, Refusal> {
         Some(Target::Chat(chat)) => llm::chat(call, chat).await,
         Some(Target::Models) => llm::models(&call),
         Some(Target::Http(hc)) => http::forward(call, hc).await,
+        Some(Target::Tunnel(t)) => egress::tunnel(call, t).await,
         None => Err(Refusal::internal("call reached dispatch without a target")),
     }
 }

@@ -33,7 +33,10 @@ where
         let svc = TowerToHyperService::new(service.clone());
         tokio::spawn(async move {
             let conn = auto::Builder::new(TokioExecutor::new());
-            if let Err(e) = conn.serve_connection(TokioIo::new(stream), svc).await {
+            if let Err(e) = conn
+                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                .await
+            {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });

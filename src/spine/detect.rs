@@ -27,7 +27,7 @@ impl Step for Detect {
                 Some(Target::Http(_)) => {
                     Some(std::str::from_utf8(&call.body).map(pii::kinds).unwrap_or(0))
                 }
-                Some(Target::Models) | None => None,
+                Some(Target::Models) | Some(Target::Tunnel(_)) | None => None,
             };
             if let (Some(mask), Some(req)) = (mask, call.request.as_mut()) {
                 req.facts.pii = Some(fact(mask));

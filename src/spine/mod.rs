@@ -77,8 +77,10 @@ pub enum Target {
     Chat(crate::connectors::llm::ChatCall),
     /// The list of models this agent may use.
     Models,
-    /// `/http/{connector}/{path…}`.
+    /// `/http/{connector}/{path…}`, or an absolute-form proxy request.
     Http(crate::connectors::http::HttpCall),
+    /// `CONNECT host:port` (egress proxy mode).
+    Tunnel(crate::connectors::egress::Tunnel),
 }
 
 /// What the evidence layer needs, filled in by the layers as the call proceeds.

@@ -33,7 +33,24 @@ impl Step for Parse {
                 facts: Default::default(),
                 delta: Default::default(),
             };
+            // Absolute-form is how an HTTP/1 client talks to a proxy; HTTP/2 always sends the
+            // scheme and authority, so there it is an ordinary request to us.
+            let absolute = call.parts.version < http::Version::HTTP_2
+                && call.parts.uri.scheme().is_some()
+                && call.parts.uri.authority().is_some();
             let target = match (method.as_str(), path.as_str()) {
+                ("CONNECT", _) => {
+                    let t = crate::connectors::egress::connect(&call, &snap)?;
+                    request.channel = Channel::Http;
+                    request.connector = Some(t.connector.clone());
+                    Target::Tunnel(t)
+                }
+                _ if absolute => {
+                    let hc = crate::connectors::egress::absolute(&call, &snap)?;
+                    request.channel = Channel::Http;
+                    request.connector = Some(hc.connector.clone());
+                    Target::Http(hc)
+                }
                 ("POST", "/v1/chat/completions") => {
                     let wanted = call
                         .parts

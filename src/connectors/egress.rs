@@ -1,0 +1,175 @@
+//! The egress forward-proxy mode, for mesh routing: with `HTTP_PROXY`/`HTTPS_PROXY` pointing
+//! at the sidecar, absolute-form requests (`GET http://host:port/path`) and `CONNECT host:port`
+//! pass only to hosts that an HTTP connector of this tenant names in its `base_url`.
+//!
+//! An absolute-form request is the HTTP channel under another name: it resolves to the
+//! connector and then meets the same path and method allow-lists, policies and evidence as
+//! `/http/{connector}/…`. `CONNECT` is checked at host:port level only — the tunnel carries
+//! TLS Warden does not open — and its record is written when the tunnel is granted.
+
+use bytes::Bytes;
+use http_body_util::Full;
+
+use super::body_of;
+use crate::codes::Code;
+use crate::policy::Snapshot;
+use crate::spine::{Call, Refusal, Reply};
+
+/// `host:port` of a URL, with the scheme's default port filled in.
+pub fn authority_of(url: &str) -> Option<(String, String)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let host_port = rest.split(['/', '?', '#']).next()?;
+    let default = match scheme {
+        "http" => "80",
+        "https" => "443",
+        _ => return None,
+    };
+    let hp = if host_port.contains(':') {
+        host_port.to_ascii_lowercase()
+    } else {
+        format!("{}:{default}", host_port.to_ascii_lowercase())
+    };
+    let base_path = rest[host_port.len()..].trim_end_matches('/').to_string();
+    Some((hp, base_path))
+}
+
+/// The tenant's HTTP connector whose base URL is on `authority` (lowest id first), with the
+/// base URL's path prefix.
+pub fn connector_for(snap: &Snapshot, tenant: &str, authority: &str) -> Option<(String, String)> {
+    let t = snap.tenant(tenant)?;
+    let mut hits: Vec<(String, String)> = t
+        .connectors
+        .values()
+        .filter_map(|c| {
+            let url = &c.spec.http.as_ref()?.base_url;
+            let (hp, base) = authority_of(url)?;
+            (hp == authority.to_ascii_lowercase()).then(|| (c.id.to_string(), base))
+        })
+        .collect();
+    hits.sort();
+    hits.into_iter().next()
+}
+
+fn no_egress(authority: &str) -> Refusal {
+    Refusal::new(
+        Code::UnknownConnector,
+        format!("egress to {authority} is not allowed: no HTTP connector of this agent names it"),
+    )
+}
+
+/// Resolve an absolute-form request to an HTTP call.
+pub fn absolute(call: &Call, snap: &Snapshot) -> Result<super::http::HttpCall, Refusal> {
+    let uri = &call.parts.uri;
+    let scheme = uri.scheme_str().unwrap_or("http");
+    let authority = uri
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .ok_or_else(|| Refusal::new(Code::BadRequest, "absolute-form request without a host"))?;
+    let (hp, _) = authority_of(&format!("{scheme}://{authority}"))
+        .ok_or_else(|| Refusal::new(Code::BadRequest, format!("unsupported scheme {scheme}")))?;
+    let (connector, base) =
+        connector_for(snap, &call.ctx.tenant, &hp).ok_or_else(|| no_egress(&hp))?;
+    let raw = uri.path();
+    let below = if base.is_empty() {
+        raw
+    } else {
+        raw.strip_prefix(base.as_str())
+            .filter(|r| r.is_empty() || r.starts_with('/'))
+            .ok_or_else(|| {
+                Refusal::new(
+                    Code::PathNotAllowed,
+                    format!("path {raw} is outside the connector's base path {base}"),
+                )
+            })?
+    };
+    let info = super::http::resolve(snap, &call.ctx.tenant, &connector)?;
+    let path = super::http::normalise(below)?;
+    if let Some(spec) = &info.spec.http {
+        super::http::allowed(spec, call.parts.method.as_str(), &path)?;
+    }
+    Ok(super::http::HttpCall {
+        connector,
+        path,
+        query: uri.query().map(str::to_string),
+    })
+}
+
+/// A `CONNECT host:port`: the connector it reaches.
+#[derive(Debug, Clone)]
+pub struct Tunnel {
+    pub connector: String,
+    pub authority: String,
+}
+
+pub fn connect(call: &Call, snap: &Snapshot) -> Result<Tunnel, Refusal> {
+    let authority = call
+        .parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().to_ascii_lowercase())
+        .ok_or_else(|| Refusal::new(Code::BadRequest, "CONNECT needs host:port"))?;
+    if !authority.contains(':') {
+        return Err(Refusal::new(Code::BadRequest, "CONNECT needs host:port"));
+    }
+    let (connector, _) =
+        connector_for(snap, &call.ctx.tenant, &authority).ok_or_else(|| no_egress(&authority))?;
+    Ok(Tunnel {
+        connector,
+        authority,
+    })
+}
+
+/// Grant an allowed tunnel: answer 200, then splice the agent's connection to the target.
+pub async fn tunnel(mut call: Call, t: Tunnel) -> Result<Reply, Refusal> {
+    let Some(on_upgrade) = call.parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
+        return Err(Refusal::new(
+            Code::BadRequest,
+            "this connection cannot be upgraded to a tunnel",
+        ));
+    };
+    let target = tokio::net::TcpStream::connect(&t.authority)
+        .await
+        .map_err(|e| {
+            Refusal::new(
+                Code::UpstreamError,
+                format!("cannot reach {}: {e}", t.authority),
+            )
+        })?;
+    let authority = t.authority.clone();
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let mut agent = hyper_util::rt::TokioIo::new(upgraded);
+                let mut target = target;
+                match tokio::io::copy_bidirectional(&mut agent, &mut target).await {
+                    Ok((up, down)) => tracing::debug!(%authority, up, down, "tunnel closed"),
+                    Err(e) => tracing::debug!(%authority, error = %e, "tunnel ended"),
+                }
+            }
+            Err(e) => tracing::warn!(%authority, error = %e, "tunnel upgrade failed"),
+        }
+    });
+    Ok(http::Response::new(body_of(Full::new(Bytes::new()))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authorities_get_default_ports_and_base_paths() {
+        assert_eq!(
+            authority_of("http://127.0.0.1:18081"),
+            Some(("127.0.0.1:18081".into(), String::new()))
+        );
+        assert_eq!(
+            authority_of("https://API.example.com/v1/"),
+            Some(("api.example.com:443".into(), "/v1".into()))
+        );
+        assert_eq!(
+            authority_of("http://h/x"),
+            Some(("h:80".into(), "/x".into()))
+        );
+        assert_eq!(authority_of("ftp://h"), None);
+    }
+}
