@@ -291,3 +291,65 @@ async fn recorded_decisions_replay_identically() {
     assert!(report.missing_snapshots.is_empty());
     assert!(report.checked >= 5, "{report:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_known_good_serves_when_the_files_are_unusable() {
+    let env = start("lkg").await;
+    let hash = env.admin_get("/readyz").await.json()["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Break the bundle, then start a second sidecar on the same cache.
+    std::fs::write(env.dir.join("bundle.yaml"), "apiVersion: [broken\n").unwrap();
+    let cfg = warden::sidecar::config::SidecarConfig::parse(
+        "second.yaml",
+        "identity: { tenant: acme, project: support, agent: support-bot }\n\
+         listen: { agent: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }\n\
+         policy: { source: file, files: [bundle.yaml], cache_dir: cache }\n\
+         evidence: { spool_dir: evidence2, durability: os }\n",
+        &env.dir,
+        |_| None,
+    )
+    .unwrap();
+    let second = warden::sidecar::start(cfg).await.unwrap();
+    let snap = second.shared.snapshot().expect("last-known-good loaded");
+    assert_eq!(snap.hash().as_ref(), hash.as_str());
+    // A reload with broken files keeps the current snapshot.
+    let r = env
+        .admin_post("/ops/reload", serde_json::json!({}), Some(&env.admin_token))
+        .await;
+    assert_eq!(r.status, 200, "falls back to last-known-good: {}", r.text());
+    assert_eq!(r.json()["snapshot"], hash.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_mode_applies_to_that_tenant_only() {
+    let env = start("tenantmode").await;
+    let r = env
+        .admin_post(
+            "/ops/mode",
+            serde_json::json!({"mode": "halted", "reason": "globex incident", "tenant": "globex"}),
+            Some(&env.admin_token),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let ok = env
+        .chat(None, chat_body("gpt-4o-mini", "hi", false, Some(2)))
+        .await;
+    assert_eq!(ok.status, 200, "acme is not halted: {}", ok.text());
+    let r = env
+        .admin_post(
+            "/ops/mode",
+            serde_json::json!({"mode": "halted", "reason": "acme incident", "tenant": "acme"}),
+            Some(&env.admin_token),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let r = env
+        .chat(None, chat_body("gpt-4o-mini", "hi", false, Some(2)))
+        .await;
+    assert_eq!(r.code(), "governance_halted");
+    let modes = env.admin_get("/ops/mode").await.json();
+    assert_eq!(modes["global"], "enforcing");
+    assert_eq!(modes["tenants"]["acme"], "halted");
+}
