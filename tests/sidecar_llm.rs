@@ -383,3 +383,31 @@ async fn models_lists_only_what_policies_allow() {
         .collect();
     assert_eq!(ids, ["gpt-4o-mini"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_upstreams_are_verified_and_fail_closed() {
+    // The mock speaks plain HTTP: an https:// base URL must fail the TLS handshake, never fall
+    // back to plaintext.
+    let env = start_with(
+        "tls",
+        |b| {
+            b.replacen(
+                "base_url: \"http://127.0.0.1",
+                "base_url: \"https://127.0.0.1",
+                1,
+            )
+        },
+        |c| c,
+    )
+    .await;
+    let r = env
+        .chat(None, chat_body("gpt-4o-mini", "hi", false, Some(2)))
+        .await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (502, "upstream_error"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(env.llm.request_count(), 0);
+}

@@ -97,6 +97,24 @@ fn load_files(cfg: &SidecarConfig, store: &SnapshotStore) -> Result<Snapshot, St
     }
 }
 
+/// Upstream connections: plain HTTP, or HTTPS verified against the system's trust store (for
+/// private CAs mounted into the pod), falling back to the Mozilla roots when it has none.
+fn https_connector() -> state::Connector {
+    let builder = hyper_rustls::HttpsConnectorBuilder::new();
+    let builder = match builder.with_native_roots() {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(error = %e, "no system trust store; using the bundled Mozilla roots");
+            hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots()
+        }
+    };
+    builder
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .build()
+}
+
 /// Re-read the policy files (admin `POST /ops/reload`); keeps the current snapshot on failure.
 pub async fn reload(shared: &Shared) -> Result<String, String> {
     let cfg = shared.cfg.clone();
@@ -138,7 +156,7 @@ pub async fn start(cfg: SidecarConfig) -> Result<Running, SidecarError> {
     }
     let client: state::UpstreamClient = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(std::time::Duration::from_secs(30))
-        .build_http();
+        .build(https_connector());
     let metrics = metrics::Metrics::new();
     let alerts = alerts::Alerts::start(
         cfg.alerts.webhooks.clone(),

@@ -31,7 +31,8 @@ impl Modes {
     }
 }
 
-pub type UpstreamClient = Client<HttpConnector, Body>;
+pub type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+pub type UpstreamClient = Client<Connector, Body>;
 
 pub struct Shared {
     pub cfg: SidecarConfig,
