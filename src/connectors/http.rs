@@ -337,7 +337,7 @@ pub async fn forward(call: Call, hc: HttpCall) -> Result<Reply, Refusal> {
                     .run
                     .clone()
                     .ok_or_else(|| Refusal::internal("no run"))?;
-                let r = crate::spine::decide::enforce(&call.shared, &run, &d);
+                let r = crate::spine::decide::enforce(&run, &d);
                 return Err(r);
             }
         }

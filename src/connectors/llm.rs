@@ -38,7 +38,33 @@ pub struct ChatCall {
     pub connector: Option<String>,
     /// All message text, for detectors and hashing.
     pub prompt_text: String,
-    pub prompt_tokens: u64,
+    /// Counted before the call only when a limit needs it (input, total tokens or cost);
+    /// otherwise the upstream's reported usage is used, and counted after as a fallback.
+    pub prompt_tokens: Option<u64>,
+    /// Per-message framing tokens, added to a count of `prompt_text`.
+    pub overhead: u64,
+}
+
+impl ChatCall {
+    /// The prompt's tokens, counting them now if they were not counted before the call.
+    pub fn prompt_count(&self) -> u64 {
+        self.prompt_tokens
+            .unwrap_or_else(|| count_tokens(&self.model, &self.prompt_text) + self.overhead)
+    }
+}
+
+/// Whether any evaluated LLM policy of `tenant` limits input tokens, total tokens or cost —
+/// the only reasons to tokenize a prompt before the call.
+pub fn prompt_metered(snap: &Snapshot, tenant: &str) -> bool {
+    let (own, platform) = snap.candidates(tenant, crate::policy::model::Channel::Llm);
+    own.iter().chain(platform).any(|&i| {
+        snap.policy(i).limits.iter().any(|l| {
+            matches!(
+                l.metric,
+                Metric::InputTokens | Metric::TotalTokens | Metric::CostUsd
+            )
+        })
+    })
 }
 
 fn invalid(msg: impl Into<String>) -> Refusal {
@@ -150,7 +176,8 @@ pub fn parse_chat(
         }
         None => serving(snap, tenant, &model).map(|c| c.id.to_string()),
     };
-    let prompt_tokens = count_tokens(&model, &prompt_text) + overhead;
+    let prompt_tokens =
+        prompt_metered(snap, tenant).then(|| count_tokens(&model, &prompt_text) + overhead);
     Ok(ChatCall {
         body: obj,
         model,
@@ -159,6 +186,7 @@ pub fn parse_chat(
         connector,
         prompt_text,
         prompt_tokens,
+        overhead,
     })
 }
 
@@ -323,7 +351,7 @@ pub async fn chat(call: Call, chat: ChatCall) -> Result<Reply, Refusal> {
 
     let prices = price(&info, &chat.model);
     let inspection = decision.inspection;
-    let input = chat.prompt_tokens;
+    let input = chat.prompt_tokens.unwrap_or(0);
     call.trace(|t| {
         t.input_tokens = input;
         t.cost_usd = cost(&prices, input, 0);
@@ -433,7 +461,7 @@ async fn plain(
     let reported_out = value
         .pointer("/usage/completion_tokens")
         .and_then(Value::as_u64);
-    let input = reported_in.unwrap_or(chat.prompt_tokens);
+    let input = reported_in.unwrap_or_else(|| chat.prompt_count());
     let output = reported_out.unwrap_or(counted);
     let n = bytes.len() as u64;
     call.trace(|t| {
@@ -452,7 +480,7 @@ async fn plain(
             .run
             .clone()
             .ok_or_else(|| Refusal::internal("no run"))?;
-        let refusal = crate::spine::decide::enforce(&call.shared, &run, &d);
+        let refusal = crate::spine::decide::enforce(&run, &d);
         call.trace(|t| {
             t.outcome = Some(Outcome::Cut);
             t.cut = Some(Cut {
@@ -629,10 +657,11 @@ mod stream {
     }
 
     impl Pump<'_> {
-        fn record(&self, out: u64) {
+        /// Record what the agent received: `out` output tokens, on a prompt of `input` tokens.
+        fn record(&self, input: u64, out: u64) {
             let (text, prices, decision) = (&self.text[..self.sent], self.prices, self.decision);
-            let input = self.chat.prompt_tokens;
             self.call.trace(|t| {
+                t.input_tokens = input;
                 t.output_tokens = out;
                 t.cost_usd = cost(prices, input, out);
                 t.response_hash = Some(content_hash(text.as_bytes()));
@@ -645,14 +674,14 @@ mod stream {
 
         /// End the stream with a refusal, recording what the agent received.
         fn cut(&self, r: Refusal) -> End {
-            self.record(self.out_tokens);
+            self.record(self.chat.prompt_count(), self.out_tokens);
             End::Cut(r, self.out_tokens)
         }
 
         /// A refusing decision taken mid-stream: apply it to the run and cut.
         fn enforce(&self, d: Decision, fallback: Code) -> End {
             let r = match self.call.run.clone() {
-                Some(run) => crate::spine::decide::enforce(&self.call.shared, &run, &d),
+                Some(run) => crate::spine::decide::enforce(&run, &d),
                 None => Refusal::new(fallback, "refused mid-stream"),
             };
             self.cut(r)
@@ -672,7 +701,7 @@ mod stream {
 
         async fn send(&self, v: &Value) -> Result<(), End> {
             if self.tx.send(event(v)).await.is_err() {
-                self.record(self.out_tokens);
+                self.record(self.chat.prompt_count(), self.out_tokens);
                 return Err(End::Gone);
             }
             Ok(())
@@ -707,7 +736,8 @@ mod stream {
                 let d = self.decision;
                 let room = |m: Metric| d.headroom_for(m).unwrap_or(f64::INFINITY);
                 if next_out as f64 > room(Metric::OutputTokens)
-                    || (self.chat.prompt_tokens + next_out) as f64 > room(Metric::TotalTokens)
+                    || (self.chat.prompt_tokens.unwrap_or(0) + next_out) as f64
+                        > room(Metric::TotalTokens)
                     || cost(self.prices, 0, next_out) > room(Metric::CostUsd)
                 {
                     // Same-step: the agent gets nothing past the limit.
@@ -879,13 +909,59 @@ mod stream {
             p.release().await?;
         }
         let out = reported.map(|(_, c)| c).unwrap_or(p.out_tokens);
-        p.record(out);
-        if let Some((pt, _)) = reported {
-            call.trace(|t| {
-                t.input_tokens = pt;
-                t.cost_usd = cost(prices, pt, out);
-            });
-        }
+        let input = reported
+            .map(|(i, _)| i)
+            .unwrap_or_else(|| chat.prompt_count());
+        p.record(input, out);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONTRACT: &str = include_str!("../../examples/contract/bundle.yaml");
+    const BODY: &[u8] =
+        br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello there"}]}"#;
+
+    #[test]
+    fn prompts_are_tokenized_before_the_call_only_when_a_limit_needs_it() {
+        let snap = crate::policy::compile_str("b.yaml", CONTRACT).unwrap();
+        let chat = parse_chat(BODY, &snap, "acme", None).unwrap();
+        assert_eq!(
+            chat.prompt_tokens, None,
+            "p100-llm limits output tokens only"
+        );
+        assert!(chat.prompt_count() > 2);
+        let metered = CONTRACT.replace("metric: output_tokens", "metric: total_tokens");
+        let snap = crate::policy::compile_str("b.yaml", &metered).unwrap();
+        let chat = parse_chat(BODY, &snap, "acme", None).unwrap();
+        assert_eq!(chat.prompt_tokens, Some(chat.prompt_count()));
+        assert_eq!(chat.connector.as_deref(), Some("openai"));
+    }
+
+    #[test]
+    fn bad_chat_requests_are_invalid_params() {
+        let snap = crate::policy::compile_str("b.yaml", CONTRACT).unwrap();
+        for body in [
+            &br#"[]"#[..],
+            br#"{"messages":[{"role":"user","content":"x"}]}"#,
+            br#"{"model":"gpt-4o-mini","messages":"x"}"#,
+            br#"{"model":"gpt-4o-mini","messages":[]}"#,
+            br#"{"model":"gpt-4o-mini","messages":[{"content":"x"}]}"#,
+            br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":5}]}"#,
+            br#"{"model":"gpt-4o-mini","stream":"yes","messages":[{"role":"user","content":"x"}]}"#,
+            br#"{"model":"gpt-4o-mini","max_tokens":-1,"messages":[{"role":"user","content":"x"}]}"#,
+        ] {
+            let e = parse_chat(body, &snap, "acme", None).unwrap_err();
+            assert_eq!(e.code, Code::InvalidParams, "{}", String::from_utf8_lossy(body));
+        }
+        let e = parse_chat(b"{oops", &snap, "acme", None).unwrap_err();
+        assert_eq!(e.code, Code::BadRequest);
+        let e = parse_chat(BODY, &snap, "acme", Some("weather")).unwrap_err();
+        assert_eq!(e.code, Code::UnknownConnector);
+        let e = parse_chat(BODY, &snap, "acme", Some("nope")).unwrap_err();
+        assert_eq!(e.code, Code::UnknownConnector);
     }
 }

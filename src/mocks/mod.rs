@@ -191,6 +191,8 @@ where
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
+                    // Small SSE events must not wait for Nagle (time-to-first-token benches).
+                    let _ = stream.set_nodelay(true);
                     let handler = handler.clone();
                     conns.spawn(async move {
                         let service = service_fn(move |req| {

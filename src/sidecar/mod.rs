@@ -164,10 +164,10 @@ pub async fn start(cfg: SidecarConfig) -> Result<Running, SidecarError> {
         cfg.alerts.timeout_ms,
         client.clone(),
     );
-    // Tokenizer tables take a while to build; do it now, not on the first call's worker thread.
+    // The tokenizer table of current models takes a while to build: do it now, not on the
+    // first call's worker thread. (Older models' cl100k table loads on first use.)
     tokio::task::spawn_blocking(|| {
         let _ = tiktoken_rs::o200k_base_singleton();
-        let _ = tiktoken_rs::cl100k_base_singleton();
     })
     .await
     .map_err(|e| SidecarError::Config(e.to_string()))?;

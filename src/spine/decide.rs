@@ -84,7 +84,7 @@ pub fn recheck(call: &Call, req: Request) -> Result<Option<Decision>, Refusal> {
 }
 
 /// The refusal a refusing decision becomes, with its run-state effects applied.
-pub fn enforce(shared: &Shared, run: &RunState, d: &Decision) -> Refusal {
+pub fn enforce(run: &RunState, d: &Decision) -> Refusal {
     let code = d.code.unwrap_or(Code::PolicyDenied);
     if d.ends_run() {
         run.end(d.action, &d.decision_id, code);
@@ -107,7 +107,6 @@ pub fn enforce(shared: &Shared, run: &RunState, d: &Decision) -> Refusal {
         }
         None => format!("{}: {why}", d.action.as_str()),
     };
-    let _ = shared;
     Refusal::new(code, message).by_policy(d.policy.as_deref())
 }
 
@@ -199,12 +198,12 @@ impl Step for Decide {
                     let id = format!("apr-{}", uuid::Uuid::new_v4());
                     call.shared.runs.add_approval(&run, &id, &fp);
                     call.trace(|t| t.approval_id = Some(id.clone()));
-                    let mut r = enforce(&call.shared, &run, &d);
+                    let mut r = enforce(&run, &d);
                     r.approval_id = Some(id);
                     return Err(r);
                 }
             } else if d.refused() {
-                return Err(enforce(&call.shared, &run, &d));
+                return Err(enforce(&run, &d));
             }
             call.decision = Some(d);
             next(rest, call).await

@@ -60,7 +60,7 @@ impl Step for Parse {
                     let chat = llm::parse_chat(&call.body, &snap, &call.ctx.tenant, wanted)?;
                     request.connector = chat.connector.clone();
                     request.model = Some(chat.model.clone());
-                    request.delta.input_tokens = chat.prompt_tokens as f64;
+                    request.delta.input_tokens = chat.prompt_tokens.unwrap_or(0) as f64;
                     Target::Chat(chat)
                 }
                 ("GET", "/v1/models") => Target::Models,
