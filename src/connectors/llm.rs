@@ -454,7 +454,6 @@ async fn plain(
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
-    let counted = count_tokens(&chat.model, &text);
     let reported_in = value
         .pointer("/usage/prompt_tokens")
         .and_then(Value::as_u64);
@@ -462,7 +461,8 @@ async fn plain(
         .pointer("/usage/completion_tokens")
         .and_then(Value::as_u64);
     let input = reported_in.unwrap_or_else(|| chat.prompt_count());
-    let output = reported_out.unwrap_or(counted);
+    // The upstream's own count is authoritative; count ourselves only when it gives none.
+    let output = reported_out.unwrap_or_else(|| count_tokens(&chat.model, &text));
     let n = bytes.len() as u64;
     call.trace(|t| {
         t.input_tokens = input;
