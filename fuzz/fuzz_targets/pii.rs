@@ -17,12 +17,19 @@ fuzz_target!(|data: &[u8]| {
     }
     let end = scanner.finish();
     emitted.push_str(&end.emit);
-    assert!(whole.starts_with(&emitted), "emitted text is not a prefix of the input");
+    assert!(
+        whole.starts_with(&emitted),
+        "emitted text is not a prefix of the input"
+    );
     if end.found == 0 {
         assert_eq!(emitted, whole, "nothing found but text was held back");
     }
     let hits = scan(&whole);
-    assert_eq!(end.found == 0, hits.is_empty(), "stream and whole-text scan disagree");
+    assert_eq!(
+        end.found == 0,
+        hits.is_empty(),
+        "stream and whole-text scan disagree"
+    );
     // Only matches that fit the hold-back are promised never to leak.
     if let Some(first) = hits.first().filter(|h| h.end - h.start <= 64) {
         assert!(emitted.len() <= first.start, "a match leaked: {first:?}");

@@ -49,6 +49,9 @@ fn mask(hits: &[Hit]) -> u8 {
 struct Scan {
     hits: Vec<Hit>,
     open: usize,
+    /// The same for email addresses whose `@` has arrived, the one kind that may outgrow
+    /// [`HOLD_MAX`].
+    open_email: usize,
 }
 
 /// The text being scanned, and whether an attempt looked past its end.
@@ -98,9 +101,19 @@ fn scan_bytes(t: &[u8], last: bool) -> Scan {
         last,
         touched: false,
     };
-    let mut open = t.len();
+    let mut open_email = t.len();
     // Most specific first: a later kind only keeps hits that overlap none already kept.
-    let mut hits = emails(&mut src, &mut open);
+    let mut hits = emails(&mut src, &mut open_email);
+    let mut open = open_email;
+    if !last {
+        // A trailing word may be the local part of an address whose `@` has not arrived.
+        let floor = hits.last().map_or(0, |h| h.end);
+        let mut r = t.len();
+        while r > floor && t.len() - r < LOCAL_MAX && is_local(t[r - 1]) {
+            r -= 1;
+        }
+        open = open.min(r);
+    }
     let others: [(PiiKind, Attempt); 4] = [
         (PiiKind::Iban, iban_at),
         (PiiKind::CreditCard, card_at),
@@ -121,7 +134,11 @@ fn scan_bytes(t: &[u8], last: bool) -> Scan {
         }
         hits.sort_unstable_by_key(|h| h.start);
     }
-    Scan { hits, open }
+    Scan {
+        hits,
+        open,
+        open_email,
+    }
 }
 
 /// Runs `attempt` at every byte; a hit resumes the search at its end.
@@ -155,6 +172,8 @@ fn attempts(src: &mut Src<'_>, kind: PiiKind, attempt: Attempt, open: &mut usize
 // === email ===
 
 const LOCAL_MAX: usize = 64;
+/// RFC 1035's limit; it also bounds how long an address can stay undecided.
+const DOMAIN_MAX: usize = 253;
 
 fn is_local(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'%' | b'+' | b'-')
@@ -166,7 +185,7 @@ fn is_domain(b: u8) -> bool {
 
 /// `local@domain.tld`: the local part is the run of local characters before the `@` (its last
 /// 64 at most, RFC 5321's limit, which also bounds the look-back), the domain is the longest
-/// prefix of the run after it that ends in `.` and two or more letters.
+/// prefix of the run after it (of its first 253 bytes) that ends in `.` and two or more letters.
 fn emails(src: &mut Src<'_>, open: &mut usize) -> Vec<Hit> {
     let t = src.t;
     let mut out = Vec::new();
@@ -193,7 +212,10 @@ fn emails(src: &mut Src<'_>, open: &mut usize) -> Vec<Hit> {
         let mut tld = false;
         let mut letters = 0;
         let mut d = a + 1;
-        while let Some(b) = src.at(d).filter(|&b| is_domain(b)) {
+        while d - a <= DOMAIN_MAX {
+            let Some(b) = src.at(d).filter(|&b| is_domain(b)) else {
+                break;
+            };
             if b == b'.' {
                 tld = d > a + 1;
                 letters = 0;
@@ -225,14 +247,6 @@ fn emails(src: &mut Src<'_>, open: &mut usize) -> Vec<Hit> {
                 a = d;
             }
         }
-    }
-    if !src.last {
-        // A trailing word may be the local part of an address whose `@` has not arrived.
-        let mut r = t.len();
-        while r > floor && t.len() - r < LOCAL_MAX && is_local(t[r - 1]) {
-            r -= 1;
-        }
-        *open = (*open).min(r);
     }
     out
 }
@@ -622,7 +636,9 @@ impl StreamScanner {
             self.ctx = 0;
             return Pushed { emit, found };
         }
-        let keep = ceil_boundary(&self.buf, hold.saturating_sub(CONTEXT));
+        // An address longer than the hold-back has had its start emitted, but keeping it in
+        // view (at most 64 + 1 + 253 bytes) still finds it, as a whole-text scan would.
+        let keep = ceil_boundary(&self.buf, hold.saturating_sub(CONTEXT)).min(scan.open_email);
         self.buf.drain(..keep);
         self.ctx = hold - keep;
         Pushed { emit, found: 0 }

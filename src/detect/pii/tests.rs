@@ -388,6 +388,20 @@ fn not_pii_after_all_is_released() {
 }
 
 #[test]
+fn address_longer_than_the_holdback_is_still_found() {
+    let email = format!("jane@{}com", "a1.".repeat(80));
+    let text = format!("write to {email} now");
+    assert_eq!(only(&text, PiiKind::Email), [email.as_str()]);
+    let chunks: Vec<&str> = split_at(&text, &(5..text.len()).step_by(5).collect::<Vec<_>>());
+    let (out, mask) = stream(&chunks);
+    assert_eq!(mask, PiiKind::Email.bit());
+    assert!(text.starts_with(&out) && out.len() < text.find("com now").unwrap_or_default());
+    // Past 253 bytes a domain is not a domain.
+    let text = format!("jane@{}com", "a1.".repeat(90));
+    assert_eq!(scan(&text), []);
+}
+
+#[test]
 fn holdback_is_bounded_and_utf8_safe() {
     let mut s = StreamScanner::new();
     let word = "é".repeat(50) + &"a".repeat(300);
