@@ -75,6 +75,15 @@ pub fn recheck(call: &Call, req: Request) -> Result<Option<Decision>, Refusal> {
     if !d.refused() {
         return Ok(None);
     }
+    if let Some(run) = &call.run {
+        run.remember(Brief {
+            decision_id: d.decision_id.clone(),
+            at_ms: d.at_ms,
+            action: d.action,
+            code: d.code,
+            policy: d.policy.as_deref().map(str::to_string),
+        });
+    }
     call.trace(|t| {
         t.request = Some(req);
         t.usage = Some(usage);
