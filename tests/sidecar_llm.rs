@@ -411,3 +411,39 @@ async fn https_upstreams_are_verified_and_fail_closed() {
     );
     assert_eq!(env.llm.request_count(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_answer_over_the_budget_is_withheld() {
+    let env = start_with(
+        "plain-budget",
+        |b| b.replace("max: 2000, near: [0.8]", "max: 10, near: [0.5]"),
+        |c| c,
+    )
+    .await;
+    let r = env
+        .chat(
+            Some("run-pb"),
+            chat_body("gpt-4o-mini", "x [[reply:30]]", false, None),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (429, "budget_exceeded"),
+        "{}",
+        r.text()
+    );
+    assert!(
+        !r.text().contains("choices"),
+        "no part of the answer reaches the agent"
+    );
+    let ev = env.evidence();
+    assert_eq!(ev[0].outcome, Some(warden::evidence::Outcome::Cut));
+    assert_eq!(
+        ev[0].output_tokens, 30,
+        "the upstream's tokens are still metered"
+    );
+    let r = env
+        .chat(Some("run-pb"), chat_body("gpt-4o-mini", "y", false, None))
+        .await;
+    assert_eq!(r.code(), "run_stopped");
+}

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body_util::{BodyExt, Full, Limited};
 
-use super::{body_of, creds, upstream_failure};
+use super::{body_of, upstream_failure};
 use crate::codes::Code;
 use crate::evidence::record::content_hash;
 use crate::policy::compile::ConnectorInfo;
@@ -242,7 +242,7 @@ pub async fn forward(call: Call, hc: HttpCall) -> Result<Reply, Refusal> {
         }
     }
     for (name, reference) in &spec.inject_headers {
-        let value = creds::resolve(reference, &call.shared.cfg.base_dir).map_err(|e| {
+        let value = call.shared.credential(reference).map_err(|e| {
             tracing::error!(connector = %hc.connector, header = %name, error = %e, "credential unavailable");
             Refusal::new(Code::UpstreamError, format!("connector `{}` has no usable credential", hc.connector))
         })?;

@@ -17,7 +17,6 @@ use serde_json::{Map, Value};
 
 use super::{body_of, json_reply, upstream_failure};
 use crate::codes::Code;
-use crate::connectors::creds;
 use crate::decide::{Decision, PiiFact};
 use crate::detect::pii::StreamScanner;
 use crate::evidence::record::{content_hash, Content, Cut, Outcome};
@@ -274,7 +273,7 @@ pub fn models(call: &Call) -> Result<Reply, Refusal> {
 }
 
 /// Forward a chat completion.
-pub async fn chat(call: Call, chat: ChatCall) -> Result<Reply, Refusal> {
+pub async fn chat(call: Call, mut chat: ChatCall) -> Result<Reply, Refusal> {
     let snap = call
         .snapshot
         .clone()
@@ -302,7 +301,7 @@ pub async fn chat(call: Call, chat: ChatCall) -> Result<Reply, Refusal> {
             format!("`{conn_id}` is not an LLM connector"),
         )
     })?;
-    let key = creds::resolve(&llm.api_key, &call.shared.cfg.base_dir).map_err(|e| {
+    let key = call.shared.credential(&llm.api_key).map_err(|e| {
         tracing::error!(connector = %conn_id, error = %e, "credential unavailable");
         Refusal::new(
             Code::UpstreamError,
@@ -311,7 +310,7 @@ pub async fn chat(call: Call, chat: ChatCall) -> Result<Reply, Refusal> {
     })?;
 
     // The upstream request: the agent's body, clamped, streamed with usage.
-    let mut body = chat.body.clone();
+    let mut body = std::mem::take(&mut chat.body);
     if let Some(clamp) = decision.max_tokens {
         let clamp = u64::from(clamp);
         let mut clamped = false;
@@ -475,7 +474,18 @@ async fn plain(
         }
     });
     let mask = crate::detect::pii::kinds(&text);
-    if let Some(d) = recheck(&call, output, (mask != 0).then_some(mask))? {
+    // Decide again only when the answer revealed something the first decision did not cover:
+    // PII, or more output than the headroom of a blocking limit.
+    let room = |m: Metric| decision.headroom_for(m).unwrap_or(f64::INFINITY);
+    let over = output as f64 > room(Metric::OutputTokens)
+        || (input + output) as f64 > room(Metric::TotalTokens)
+        || cost(&prices, input, output) > room(Metric::CostUsd);
+    let revised = if mask != 0 || over {
+        recheck(&call, output, (mask != 0).then_some(mask))?
+    } else {
+        None
+    };
+    if let Some(d) = revised {
         let run = call
             .run
             .clone()

@@ -201,6 +201,10 @@ pub async fn start(cfg: SidecarConfig) -> Result<Running, SidecarError> {
         alerts,
         client,
         admin_token,
+        credentials: moka::sync::Cache::builder()
+            .max_capacity(1024)
+            .time_to_live(state::CREDENTIAL_TTL)
+            .build(),
     });
     let (agent_l, agent_addr) = server::bind(&shared.cfg.listen.agent).await?;
     let (admin_l, admin_addr) = server::bind(&shared.cfg.listen.admin).await?;

@@ -49,9 +49,28 @@ pub struct Shared {
     pub client: UpstreamClient,
     /// The admin bearer token; `None` refuses every mutating admin call.
     pub admin_token: Option<String>,
+    /// Resolved credentials, kept briefly so a call does not read a secret file each time;
+    /// rotated secrets are picked up within the TTL.
+    pub credentials: moka::sync::Cache<String, String>,
 }
 
+/// How long a resolved credential is reused.
+pub const CREDENTIAL_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl Shared {
+    /// Resolve a credential reference (`env:`, `file:`), cached for [`CREDENTIAL_TTL`].
+    pub fn credential(
+        &self,
+        reference: &str,
+    ) -> Result<String, crate::connectors::creds::CredError> {
+        if let Some(v) = self.credentials.get(reference) {
+            return Ok(v);
+        }
+        let v = crate::connectors::creds::resolve(reference, &self.cfg.base_dir)?;
+        self.credentials.insert(reference.to_string(), v.clone());
+        Ok(v)
+    }
+
     pub fn mode_for(&self, tenant: &str) -> Mode {
         self.modes
             .lock()
