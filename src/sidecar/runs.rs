@@ -57,13 +57,16 @@ pub struct RunState {
     pub recent: Mutex<VecDeque<Brief>>,
     /// Approvals by id, with the fingerprint of the call they were asked for.
     pub approvals: Mutex<HashMap<String, (String, Approval)>>,
+    /// Where ended runs are remembered beyond the run table (see [`Runs`]).
+    ended: Cache<String, RunStatus>,
 }
 
 const RECENT: usize = 16;
 
 impl RunState {
-    fn new(id: &str, session_id: &str) -> Self {
+    fn new(id: &str, session_id: &str, ended: Cache<String, RunStatus>) -> Self {
         RunState {
+            ended,
             id: id.to_string(),
             session_id: session_id.to_string(),
             status: Mutex::new(RunStatus::Active),
@@ -104,6 +107,8 @@ impl RunState {
                 }
             };
         }
+        let status = self.status();
+        self.ended.insert(self.id.clone(), status);
         if action >= Action::Kill {
             self.kill.send_replace(true);
         }
@@ -135,8 +140,13 @@ impl RunState {
 }
 
 /// All runs and sessions of this sidecar.
+///
+/// Ended runs are also remembered in a separate, larger table that only ending a run writes to:
+/// an agent that floods the run table with fresh run ids evicts active runs, but cannot bring a
+/// stopped or killed run back to life that way (it would have to end ten times `max_runs` runs).
 pub struct Runs {
     runs: Cache<String, Arc<RunState>>,
+    ended: Cache<String, RunStatus>,
     sessions: Cache<String, Arc<Counters>>,
     /// Approval id → run id.
     approvals: Cache<String, String>,
@@ -149,6 +159,10 @@ impl Runs {
         Runs {
             runs: Cache::builder()
                 .max_capacity(max_runs)
+                .time_to_idle(ttl)
+                .build(),
+            ended: Cache::builder()
+                .max_capacity(max_runs.saturating_mul(10))
                 .time_to_idle(ttl)
                 .build(),
             sessions: Cache::builder()
@@ -168,7 +182,14 @@ impl Runs {
         let mut created = false;
         let run = self.runs.get_with(run_id.to_string(), || {
             created = true;
-            Arc::new(RunState::new(run_id, session_id))
+            let run = RunState::new(run_id, session_id, self.ended.clone());
+            if let Some(status) = self.ended.get(run_id) {
+                // A run that ended and was evicted from the table stays ended.
+                if let Ok(mut s) = run.status.lock() {
+                    *s = status;
+                }
+            }
+            Arc::new(run)
         });
         (run, created)
     }
@@ -215,4 +236,32 @@ pub fn take_approved(run: &RunState, fingerprint: &str) -> Option<String> {
         .map(|(id, _)| id.clone())?;
     a.remove(&id);
     Some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ended_run_stays_ended_after_eviction() {
+        let runs = Runs::new(2, 3600);
+        let (a, created) = runs.get_or_create("a", "a");
+        assert!(created);
+        a.end(Action::Stop, "d1", Code::BudgetExceeded);
+        drop(a);
+        // Flood the table with fresh runs so that "a" is evicted.
+        for i in 0..200 {
+            let _ = runs.get_or_create(&format!("flood-{i}"), "s");
+        }
+        runs.runs.run_pending_tasks();
+        let (a, recreated) = runs.get_or_create("a", "a");
+        assert!(recreated, "the flood evicted the run from the table");
+        assert!(
+            matches!(a.status(), RunStatus::Stopped { .. }),
+            "{:?}",
+            a.status()
+        );
+        let (fresh, _) = runs.get_or_create("never-ended", "s");
+        assert_eq!(fresh.status(), RunStatus::Active);
+    }
 }
