@@ -7,13 +7,11 @@
 //! agent's credentials and hop-by-hop headers are dropped; the connector's headers are
 //! injected from credential references; request and response sizes are capped.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body_util::{BodyExt, Full, Limited};
 
-use super::{body_of, upstream_failure};
+use super::body_of;
 use crate::codes::Code;
 use crate::evidence::record::content_hash;
 use crate::policy::compile::ConnectorInfo;
@@ -265,25 +263,7 @@ pub async fn forward(call: Call, hc: HttpCall) -> Result<Reply, Refusal> {
             t.query_hash = Some(content_hash(&call.body));
         }
     });
-    let timeout = Duration::from_millis(
-        spec.timeout_ms
-            .min(call.shared.cfg.limits.upstream_timeout_ms),
-    );
-    let started = std::time::Instant::now();
-    let resp = match tokio::time::timeout(timeout, call.shared.client.request(req)).await {
-        Err(_) => {
-            return Err(Refusal::new(
-                Code::UpstreamTimeout,
-                format!(
-                    "{} did not answer within {} ms",
-                    hc.connector,
-                    timeout.as_millis()
-                ),
-            ))
-        }
-        Ok(Err(e)) => return Err(upstream_failure(&hc.connector, &e)),
-        Ok(Ok(r)) => r,
-    };
+    let (resp, timeout) = super::send(&call, req, &hc.connector, spec.timeout_ms, "http").await?;
     let (parts, body) = resp.into_parts();
     let max = usize::try_from(
         spec.max_response_bytes
@@ -315,9 +295,6 @@ pub async fn forward(call: Call, hc: HttpCall) -> Result<Reply, Refusal> {
             ))
         }
     };
-    call.shared
-        .metrics
-        .upstream("http", started.elapsed().as_secs_f64());
     let n = bytes.len() as u64;
     let status = parts.status.as_u16();
     call.trace(|t| {

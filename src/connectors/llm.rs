@@ -15,7 +15,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use serde_json::{Map, Value};
 
-use super::{body_of, json_reply, upstream_failure};
+use super::{body_of, json_reply};
 use crate::codes::Code;
 use crate::decide::{Decision, PiiFact};
 use crate::detect::pii::StreamScanner;
@@ -363,24 +363,7 @@ pub async fn chat(call: Call, mut chat: ChatCall) -> Result<Reply, Refusal> {
         }
     });
 
-    let timeout = Duration::from_millis(
-        llm.timeout_ms
-            .min(call.shared.cfg.limits.upstream_timeout_ms),
-    );
-    let started = std::time::Instant::now();
-    let resp = match tokio::time::timeout(timeout, call.shared.client.request(req)).await {
-        Err(_) => {
-            return Err(Refusal::new(
-                Code::UpstreamTimeout,
-                format!("{conn_id} did not answer within {} ms", timeout.as_millis()),
-            ))
-        }
-        Ok(Err(e)) => return Err(upstream_failure(&conn_id, &e)),
-        Ok(Ok(r)) => r,
-    };
-    call.shared
-        .metrics
-        .upstream("llm", started.elapsed().as_secs_f64());
+    let (resp, timeout) = super::send(&call, req, &conn_id, llm.timeout_ms, "llm").await?;
     let status = resp.status();
     call.trace(|t| t.upstream_status = Some(status.as_u16()));
     if !status.is_success() {
@@ -542,7 +525,8 @@ mod stream {
         // Supervise: whatever happens to the pump (even a panic), seal and end the stream.
         tokio::spawn(async move {
             let end = match worker.await {
-                Ok(end) => end,
+                Ok(Ok(())) => End::Done,
+                Ok(Err(end)) => end,
                 Err(_) => End::Cut(Refusal::internal("internal error while streaming"), 0),
             };
             let last = match end {
@@ -774,23 +758,8 @@ mod stream {
         }
     }
 
-    async fn pump(
-        call: &Call,
-        chat: &ChatCall,
-        decision: &Decision,
-        prices: &ModelPrice,
-        body: hyper::body::Incoming,
-        idle: Duration,
-        tx: &mpsc::Sender<Bytes>,
-    ) -> End {
-        match pump_inner(call, chat, decision, prices, body, idle, tx).await {
-            Ok(()) => End::Done,
-            Err(end) => end,
-        }
-    }
-
     #[allow(clippy::too_many_arguments)]
-    async fn pump_inner(
+    async fn pump(
         call: &Call,
         chat: &ChatCall,
         decision: &Decision,

@@ -46,12 +46,43 @@ pub fn json_reply(status: ::http::StatusCode, v: &serde_json::Value) -> Reply {
     r
 }
 
-/// A failed upstream request: refused connections and resets are `upstream_error`.
-pub fn upstream_failure(connector: &str, e: &hyper_util::client::legacy::Error) -> Refusal {
-    Refusal::new(
-        Code::UpstreamError,
-        format!("upstream of connector `{connector}` failed: {e}"),
-    )
+/// Send a request upstream within the connector's timeout (capped by the sidecar's
+/// `limits.upstream_timeout_ms`), recording the latency. Returns the response head and the
+/// timeout in force, for reading the body. Refused connections and resets are `upstream_error`,
+/// no answer in time is `upstream_timeout`.
+pub async fn send(
+    call: &Call,
+    req: ::http::Request<Body>,
+    connector: &str,
+    connector_timeout_ms: u64,
+    channel: &str,
+) -> Result<(::http::Response<hyper::body::Incoming>, std::time::Duration), Refusal> {
+    let timeout = std::time::Duration::from_millis(
+        connector_timeout_ms.min(call.shared.cfg.limits.upstream_timeout_ms),
+    );
+    let started = std::time::Instant::now();
+    let resp = match tokio::time::timeout(timeout, call.shared.client.request(req)).await {
+        Err(_) => {
+            return Err(Refusal::new(
+                Code::UpstreamTimeout,
+                format!(
+                    "{connector} did not answer within {} ms",
+                    timeout.as_millis()
+                ),
+            ))
+        }
+        Ok(Err(e)) => {
+            return Err(Refusal::new(
+                Code::UpstreamError,
+                format!("upstream of connector `{connector}` failed: {e}"),
+            ))
+        }
+        Ok(Ok(r)) => r,
+    };
+    call.shared
+        .metrics
+        .upstream(channel, started.elapsed().as_secs_f64());
+    Ok((resp, timeout))
 }
 
 /// A response body fed by a channel (streamed answers).
