@@ -133,3 +133,41 @@ async fn no_allow_policy_for_a_connector_without_one() {
     );
     assert_eq!(env.weather.request_count(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_requests_and_responses_are_refused() {
+    let env = start_with(
+        "http-caps",
+        |b| b.replace("inject_headers: { authorization: \"env:WARDEN_IT_WEATHER_AUTH\" }", "inject_headers: { authorization: \"env:WARDEN_IT_WEATHER_AUTH\" }\n    max_response_bytes: 16\n    max_request_bytes: 8"),
+        |c| c,
+    )
+    .await;
+    let r = get(&env, "/http/weather/v1/forecast/paris").await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (413, "body_too_large"),
+        "{}",
+        r.text()
+    );
+    assert!(
+        !r.text().contains("forecast"),
+        "no part of the oversized answer passes"
+    );
+    let big = send(
+        http::Request::get(env.agent_url("/http/weather/v1/forecast/paris"))
+            .body(Full::new(Bytes::from_static(b"0123456789abcdef")))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (big.status, big.code().as_str()),
+        (413, "body_too_large"),
+        "{}",
+        big.text()
+    );
+    assert_eq!(
+        env.weather.request_count(),
+        1,
+        "the oversized request never left"
+    );
+}
