@@ -209,6 +209,50 @@ fn dev_smoke_makes_the_two_calls_of_the_quick_start() {
         text(&out.stdout)
     );
     std::fs::remove_dir_all(&dir).unwrap();
+
+    // DESIGN §9: the contract sidecar.yaml starts as it is (same fixed ports, so in this test).
+    contract_sidecar_starts();
+}
+
+fn contract_sidecar_starts() {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["sidecar", "--config", "examples/contract/sidecar.yaml"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("OPENAI_API_KEY", "k")
+        .env("WEATHER_AUTH", "w")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut seen = Vec::new();
+    let started = loop {
+        match rx.recv_timeout(std::time::Duration::from_secs(1)) {
+            Ok(line)
+                if line.contains(
+                    "warden sidecar: agent http://127.0.0.1:15001 admin http://127.0.0.1:15000",
+                ) =>
+            {
+                break true
+            }
+            Ok(line) => seen.push(line),
+            Err(_) if std::time::Instant::now() > deadline => break false,
+            Err(_) => {}
+        }
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        started,
+        "the contract sidecar.yaml did not start: {seen:#?}"
+    );
 }
 
 #[test]
