@@ -127,6 +127,15 @@ pub fn compile_files<P: AsRef<Path>>(paths: &[P]) -> Result<Snapshot, Vec<Bundle
 }
 
 /// Parse and compile one in-memory bundle (tests, fuzzing, the policy service).
+///
+/// ```
+/// let bundle = "apiVersion: warden/v1\nkind: Policy\nmetadata: { id: p1, tenant: acme }\n\
+///               spec: { status: active, scope: { all_runs: true }, match: { channel: http }, effect: allow }\n";
+/// let snap = warden::policy::compile_str("bundle.yaml", bundle).unwrap();
+/// assert!(snap.hash().starts_with("sha256:"));
+/// let errors = warden::policy::compile_str("bad.yaml", "kind: Nope\n").unwrap_err();
+/// assert!(errors[0].to_string().starts_with("bad.yaml:1:1:"));
+/// ```
 pub fn compile_str(name: &str, text: &str) -> Result<Snapshot, Vec<BundleError>> {
     compile_sources(&[Source {
         name: name.into(),
