@@ -36,6 +36,18 @@ pub struct Brief {
     pub policy: Option<String>,
 }
 
+impl Brief {
+    pub fn of(d: &crate::decide::Decision) -> Self {
+        Brief {
+            decision_id: d.decision_id.clone(),
+            at_ms: d.at_ms,
+            action: d.action,
+            code: d.code,
+            policy: d.policy.as_deref().map(str::to_string),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Approval {

@@ -76,13 +76,7 @@ pub fn recheck(call: &Call, req: Request) -> Result<Option<Decision>, Refusal> {
         return Ok(None);
     }
     if let Some(run) = &call.run {
-        run.remember(Brief {
-            decision_id: d.decision_id.clone(),
-            at_ms: d.at_ms,
-            action: d.action,
-            code: d.code,
-            policy: d.policy.as_deref().map(str::to_string),
-        });
+        run.remember(Brief::of(&d));
     }
     call.trace(|t| {
         t.request = Some(req);
@@ -191,13 +185,7 @@ impl Step for Decide {
                 t.decision = Some(d.clone());
                 t.snapshot = Some(hash);
             });
-            run.remember(Brief {
-                decision_id: d.decision_id.clone(),
-                at_ms: d.at_ms,
-                action: d.action,
-                code: d.code,
-                policy: d.policy.as_deref().map(str::to_string),
-            });
+            run.remember(Brief::of(&d));
             alert(&call, &d);
             if d.action == Action::Pause {
                 let fp = fingerprint(&req);
