@@ -20,6 +20,7 @@
 //!
 //! `WARDEN_LOAD_PERF=DIR` also records `perf record -g` of each sidecar process during its
 //! closed-loop phase into `DIR/perf-<durability>.data` (perf perturbs the figures of that run).
+//! `WARDEN_LOAD_QUICK=1` stops after the closed loop (a quick look while tuning).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
@@ -598,6 +599,11 @@ fn main() {
             fmt_us(cpu)
         );
         closed.push((s, cpu));
+    }
+
+    if std::env::var_os("WARDEN_LOAD_QUICK").is_some() {
+        // A quick look while working on the sidecar: the closed loop only.
+        return;
     }
 
     // 1. open loop at the fixed rate, then at a sustainable one if the fixed rate is not.

@@ -447,3 +447,45 @@ async fn a_plain_answer_over_the_budget_is_withheld() {
         .await;
     assert_eq!(r.code(), "run_stopped");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_the_agent_hangs_up_on_still_gets_its_record() {
+    use tokio::io::AsyncWriteExt;
+    let env = start("hangup").await;
+    let body = chat_body("gpt-4o-mini", "take your time [[slow:400]]", false, None);
+    let mut sock = tokio::net::TcpStream::connect(env.sidecar.agent_addr)
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: warden\r\ncontent-type: application/json\r\n\
+         x-warden-run-id: run-hangup\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    sock.write_all(body.as_bytes()).await.unwrap();
+    // Wait until the upstream has the call, then hang up before it answers.
+    for _ in 0..200 {
+        if env.llm.request_count() > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(env.llm.request_count(), 1, "the call reached the upstream");
+    drop(sock);
+    // The upstream answers after 400 ms; the record follows.
+    let mut ev = Vec::new();
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        ev = env.evidence();
+        if !ev.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(ev.len(), 1, "one record for the call");
+    assert_eq!(ev[0].run_id.as_deref(), Some("run-hangup"));
+    assert_eq!(
+        ev[0].outcome,
+        Some(warden::evidence::record::Outcome::Allowed)
+    );
+    assert!(ev[0].output_tokens > 0, "usage of the answer is recorded");
+}

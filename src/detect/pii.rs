@@ -114,14 +114,18 @@ fn scan_bytes(t: &[u8], last: bool) -> Scan {
         }
         open = open.min(r);
     }
-    let others: [(PiiKind, Attempt); 4] = [
-        (PiiKind::Iban, iban_at),
-        (PiiKind::CreditCard, card_at),
-        (PiiKind::Ssn, ssn_at),
-        (PiiKind::Phone, phone_at),
+    // Each attempt refuses at once, without looking further, when the byte it starts at cannot
+    // start its kind; `first` says which bytes can, so the scan skips the rest cheaply.
+    let others: [(PiiKind, Attempt, fn(u8) -> bool); 4] = [
+        (PiiKind::Iban, iban_at, |b| b.is_ascii_uppercase()),
+        (PiiKind::CreditCard, card_at, |b| matches!(b, b'1'..=b'9')),
+        (PiiKind::Ssn, ssn_at, |b| b.is_ascii_digit()),
+        (PiiKind::Phone, phone_at, |b| {
+            b.is_ascii_digit() || b == b'+' || b == b'('
+        }),
     ];
-    for (kind, attempt) in others {
-        let found = attempts(&mut src, kind, attempt, &mut open);
+    for (kind, attempt, first) in others {
+        let found = attempts(&mut src, kind, attempt, first, &mut open);
         if found.is_empty() {
             continue;
         }
@@ -141,11 +145,22 @@ fn scan_bytes(t: &[u8], last: bool) -> Scan {
     }
 }
 
-/// Runs `attempt` at every byte; a hit resumes the search at its end.
-fn attempts(src: &mut Src<'_>, kind: PiiKind, attempt: Attempt, open: &mut usize) -> Vec<Hit> {
+/// Runs `attempt` at every byte that can start its kind (`first`); a hit resumes the search at
+/// its end.
+fn attempts(
+    src: &mut Src<'_>,
+    kind: PiiKind,
+    attempt: Attempt,
+    first: fn(u8) -> bool,
+    open: &mut usize,
+) -> Vec<Hit> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < src.t.len() {
+        match src.t[i..].iter().position(|&b| first(b)) {
+            Some(skip) => i += skip,
+            None => break,
+        }
         src.touched = false;
         let end = attempt(src, i);
         if src.touched && !src.last {

@@ -2,7 +2,10 @@
 //! completes. Also the spine's panic boundary: a panic below ends as an `internal_error`
 //! refusal with its record, never as a pass.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
+
+use futures_util::FutureExt;
 
 use super::{next, BoxFut, Call, Ctx, Next, Refusal, Step, Trace};
 use crate::codes::Code;
@@ -152,12 +155,14 @@ impl Step for Evidence {
         let sealer = Sealer::new(call.shared.clone(), call.ctx.clone(), call.trace.clone());
         call.sealer = Some(sealer.clone());
         let trace = call.trace.clone();
-        Box::pin(async move {
-            // The layers below run in their own task: a panic there is caught here.
-            let result = match tokio::spawn(next(rest, call)).await {
+        // The call runs to its record in a task of its own: when the agent hangs up, hyper drops
+        // this future, but the task goes on, so the call (already sent upstream, perhaps) still
+        // gets its record. A panic below is caught inside the task and ends as a refusal.
+        let task = tokio::spawn(async move {
+            let result = match AssertUnwindSafe(next(rest, call)).catch_unwind().await {
                 Ok(r) => r,
-                Err(e) => {
-                    tracing::error!(error = %e, "panic on the request path; refusing");
+                Err(_) => {
+                    tracing::error!("panic on the request path; refusing");
                     Err(Refusal::internal("internal error"))
                 }
             };
@@ -175,6 +180,17 @@ impl Step for Evidence {
                         sealer.seal().await?;
                     }
                     Ok(reply)
+                }
+            }
+        });
+        Box::pin(async move {
+            match task.await {
+                Ok(r) => r,
+                Err(e) => {
+                    // Only a panic while sealing gets here; the record may be missing, so the
+                    // call is refused.
+                    tracing::error!(error = %e, "panic while recording evidence; refusing");
+                    Err(Refusal::internal("internal error"))
                 }
             }
         })
