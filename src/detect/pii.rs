@@ -94,6 +94,8 @@ impl Src<'_> {
 }
 
 type Attempt = fn(&mut Src<'_>, usize) -> Option<usize>;
+/// Whether a byte can start a hit of a kind.
+type Starts = fn(u8) -> bool;
 
 fn scan_bytes(t: &[u8], last: bool) -> Scan {
     let mut src = Src {
@@ -116,7 +118,7 @@ fn scan_bytes(t: &[u8], last: bool) -> Scan {
     }
     // Each attempt refuses at once, without looking further, when the byte it starts at cannot
     // start its kind; `first` says which bytes can, so the scan skips the rest cheaply.
-    let others: [(PiiKind, Attempt, fn(u8) -> bool); 4] = [
+    let others: [(PiiKind, Attempt, Starts); 4] = [
         (PiiKind::Iban, iban_at, |b| b.is_ascii_uppercase()),
         (PiiKind::CreditCard, card_at, |b| matches!(b, b'1'..=b'9')),
         (PiiKind::Ssn, ssn_at, |b| b.is_ascii_digit()),
@@ -151,7 +153,7 @@ fn attempts(
     src: &mut Src<'_>,
     kind: PiiKind,
     attempt: Attempt,
-    first: fn(u8) -> bool,
+    first: Starts,
     open: &mut usize,
 ) -> Vec<Hit> {
     let mut out = Vec::new();
