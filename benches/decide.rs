@@ -147,5 +147,25 @@ fn bench_compile(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_baseline, bench_decide, bench_compile);
+/// The PII scan of a 1 KB prompt of plain words (the load bench's request), per call.
+fn bench_pii(c: &mut Criterion) {
+    let filler = "the quick brown fox jumps over the lazy dog while the support agent reads \
+                  the ticket history and drafts a short polite answer for the customer ";
+    let mut text = String::from("Summarise the conversation below in one line. ");
+    while text.len() < 1000 {
+        text.push_str(filler);
+    }
+    text.push_str(" [[reply:16]] call +1 (415) 555-2671 or DE89 3704 0044 0532 0130 00");
+    c.bench_function("pii/kinds_1k_prompt", |b| {
+        b.iter(|| warden::detect::pii::kinds(std::hint::black_box(&text)))
+    });
+}
+
+criterion_group!(
+    benches,
+    bench_baseline,
+    bench_decide,
+    bench_compile,
+    bench_pii
+);
 criterion_main!(benches);

@@ -480,8 +480,11 @@ fn clock_ticks_per_sec() -> f64 {
 fn perf_record(pid: Option<u32>, name: &str, dur: Duration) -> Option<Child> {
     let dir = std::env::var_os("WARDEN_LOAD_PERF")?;
     let out = Path::new(&dir).join(format!("perf-{name}.data"));
+    // `WARDEN_LOAD_PERF_CALLGRAPH=dwarf` for full stacks (the binary has no frame pointers).
+    let graph = std::env::var("WARDEN_LOAD_PERF_CALLGRAPH").unwrap_or_else(|_| "fp".into());
     Command::new("perf")
-        .args(["record", "-g", "-q", "-p", &pid?.to_string(), "-o"])
+        .args(["record", "--call-graph", &graph, "-F", "499", "-q"])
+        .args(["-p", &pid?.to_string(), "-o"])
         .arg(out)
         .args(["--", "sleep", &dur.as_secs().to_string()])
         .stdout(Stdio::null())

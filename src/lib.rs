@@ -12,6 +12,7 @@ pub mod connectors;
 pub mod decide;
 pub mod detect;
 pub mod evidence;
+pub mod ids;
 pub mod mocks;
 pub mod policy;
 pub mod sidecar;

@@ -219,7 +219,7 @@ async fn a_panic_on_the_path_ends_as_a_refusal_with_evidence() {
         at_ms: 1,
     };
     let call = Call {
-        ctx,
+        ctx: Arc::new(ctx),
         parts,
         incoming: None,
         body: Bytes::new(),

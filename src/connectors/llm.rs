@@ -273,14 +273,15 @@ pub fn models(call: &Call) -> Result<Reply, Refusal> {
 }
 
 /// Forward a chat completion.
-pub async fn chat(call: Call, mut chat: ChatCall) -> Result<Reply, Refusal> {
+pub async fn chat(mut call: Call, mut chat: ChatCall) -> Result<Reply, Refusal> {
     let snap = call
         .snapshot
         .clone()
         .ok_or_else(|| Refusal::internal("no snapshot bound"))?;
+    // The connector reads the decision from here on; the record has its own copy.
     let decision = call
         .decision
-        .clone()
+        .take()
         .ok_or_else(|| Refusal::internal("no decision"))?;
     let Some(conn_id) = chat.connector.clone() else {
         return Err(Refusal::new(
@@ -293,9 +294,8 @@ pub async fn chat(call: Call, mut chat: ChatCall) -> Result<Reply, Refusal> {
     };
     let info = snap
         .connector(&call.ctx.tenant, &conn_id)
-        .ok_or_else(|| Refusal::new(Code::UnknownConnector, format!("no connector `{conn_id}`")))?
-        .clone();
-    let llm = info.spec.llm.clone().ok_or_else(|| {
+        .ok_or_else(|| Refusal::new(Code::UnknownConnector, format!("no connector `{conn_id}`")))?;
+    let llm = info.spec.llm.as_ref().ok_or_else(|| {
         Refusal::new(
             Code::UnknownConnector,
             format!("`{conn_id}` is not an LLM connector"),
@@ -348,7 +348,7 @@ pub async fn chat(call: Call, mut chat: ChatCall) -> Result<Reply, Refusal> {
         .body(body_of(Full::new(Bytes::from(bytes))))
         .map_err(|e| Refusal::new(Code::UpstreamError, format!("bad upstream URL {url}: {e}")))?;
 
-    let prices = price(&info, &chat.model);
+    let prices = price(info, &chat.model);
     let inspection = decision.inspection;
     let input = chat.prompt_tokens.unwrap_or(0);
     call.trace(|t| {

@@ -55,7 +55,7 @@ pub async fn send(
     req: ::http::Request<Body>,
     connector: &str,
     connector_timeout_ms: u64,
-    channel: &str,
+    channel: &'static str,
 ) -> Result<(::http::Response<hyper::body::Incoming>, std::time::Duration), Refusal> {
     let timeout = std::time::Duration::from_millis(
         connector_timeout_ms.min(call.shared.cfg.limits.upstream_timeout_ms),

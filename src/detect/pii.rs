@@ -94,8 +94,36 @@ impl Src<'_> {
 }
 
 type Attempt = fn(&mut Src<'_>, usize) -> Option<usize>;
-/// Whether a byte can start a hit of a kind.
-type Starts = fn(u8) -> bool;
+
+const S_IBAN: u8 = 1;
+const S_CARD: u8 = 2;
+const S_SSN: u8 = 4;
+const S_PHONE: u8 = 8;
+
+/// For each byte, the kinds (bits `S_*`) whose attempt can start at it: IBANs at upper-case
+/// letters, cards at 1–9, SSNs at digits, phone numbers at digits, `+` and `(`. A table
+/// lookup instead of a call per byte: the scan is mostly skipping plain text.
+static STARTS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_uppercase() {
+            t[b] |= S_IBAN;
+        }
+        if c.is_ascii_digit() {
+            t[b] |= S_SSN | S_PHONE;
+            if c != b'0' {
+                t[b] |= S_CARD;
+            }
+        }
+        if c == b'+' || c == b'(' {
+            t[b] |= S_PHONE;
+        }
+        b += 1;
+    }
+    t
+};
 
 fn scan_bytes(t: &[u8], last: bool) -> Scan {
     let mut src = Src {
@@ -117,14 +145,12 @@ fn scan_bytes(t: &[u8], last: bool) -> Scan {
         open = open.min(r);
     }
     // Each attempt refuses at once, without looking further, when the byte it starts at cannot
-    // start its kind; `first` says which bytes can, so the scan skips the rest cheaply.
-    let others: [(PiiKind, Attempt, Starts); 4] = [
-        (PiiKind::Iban, iban_at, |b| b.is_ascii_uppercase()),
-        (PiiKind::CreditCard, card_at, |b| matches!(b, b'1'..=b'9')),
-        (PiiKind::Ssn, ssn_at, |b| b.is_ascii_digit()),
-        (PiiKind::Phone, phone_at, |b| {
-            b.is_ascii_digit() || b == b'+' || b == b'('
-        }),
+    // start its kind; `STARTS` says which bytes can, so the scan skips the rest cheaply.
+    let others: [(PiiKind, Attempt, u8); 4] = [
+        (PiiKind::Iban, iban_at, S_IBAN),
+        (PiiKind::CreditCard, card_at, S_CARD),
+        (PiiKind::Ssn, ssn_at, S_SSN),
+        (PiiKind::Phone, phone_at, S_PHONE),
     ];
     for (kind, attempt, first) in others {
         let found = attempts(&mut src, kind, attempt, first, &mut open);
@@ -147,19 +173,22 @@ fn scan_bytes(t: &[u8], last: bool) -> Scan {
     }
 }
 
-/// Runs `attempt` at every byte that can start its kind (`first`); a hit resumes the search at
-/// its end.
+/// Runs `attempt` at every byte that can start its kind (`first`, a bit of [`STARTS`]); a hit
+/// resumes the search at its end.
 fn attempts(
     src: &mut Src<'_>,
     kind: PiiKind,
     attempt: Attempt,
-    first: Starts,
+    first: u8,
     open: &mut usize,
 ) -> Vec<Hit> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < src.t.len() {
-        match src.t[i..].iter().position(|&b| first(b)) {
+        match src.t[i..]
+            .iter()
+            .position(|&b| STARTS[usize::from(b)] & first != 0)
+        {
             Some(skip) => i += skip,
             None => break,
         }
@@ -210,9 +239,9 @@ fn emails(src: &mut Src<'_>, open: &mut usize) -> Vec<Hit> {
     let mut floor = 0;
     let mut a = 0;
     while a < t.len() {
-        if t[a] != b'@' {
-            a += 1;
-            continue;
+        match memchr::memchr(b'@', &t[a..]) {
+            Some(k) => a += k,
+            None => break,
         }
         let mut ls = a;
         while ls > floor && a - ls < LOCAL_MAX && is_local(t[ls - 1]) {

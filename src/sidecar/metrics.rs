@@ -11,14 +11,16 @@ use crate::codes::Code;
 use crate::decide::Mode;
 
 type Labels = Vec<(&'static str, String)>;
+/// Label sets of fixed names and values: no allocation to count a call.
+type Fixed<const N: usize> = [(&'static str, &'static str); N];
 
 pub struct Metrics {
     registry: Registry,
-    calls: Family<Labels, Counter>,
-    refusals: Family<Labels, Counter>,
+    calls: Family<Fixed<3>, Counter>,
+    refusals: Family<Fixed<1>, Counter>,
     decision_seconds: Histogram,
-    upstream_seconds: Family<Labels, Histogram>,
-    tokens: Family<Labels, Counter>,
+    upstream_seconds: Family<Fixed<1>, Histogram>,
+    tokens: Family<Fixed<1>, Counter>,
     cost_micro_usd: Counter,
     alerts_dropped: Counter,
     spool_bytes: Gauge<i64, std::sync::atomic::AtomicI64>,
@@ -34,12 +36,12 @@ fn upstream_hist() -> Histogram {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("warden");
-        let calls = Family::<Labels, Counter>::default();
-        let refusals = Family::<Labels, Counter>::default();
+        let calls = Family::<Fixed<3>, Counter>::default();
+        let refusals = Family::<Fixed<1>, Counter>::default();
         let decision_seconds = Histogram::new(exponential_buckets(0.000_000_5, 2.0, 16));
         let upstream_seconds =
-            Family::<Labels, Histogram>::new_with_constructor(upstream_hist as fn() -> Histogram);
-        let tokens = Family::<Labels, Counter>::default();
+            Family::<Fixed<1>, Histogram>::new_with_constructor(upstream_hist as fn() -> Histogram);
+        let tokens = Family::<Fixed<1>, Counter>::default();
         let cost_micro_usd = Counter::default();
         let alerts_dropped = Counter::default();
         let spool_bytes = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
@@ -109,22 +111,19 @@ impl Metrics {
         }
     }
 
-    pub fn call(&self, channel: &str, action: &str, code: Option<Code>) {
+    pub fn call(&self, channel: &'static str, action: &'static str, code: Option<Code>) {
         self.calls
-            .get_or_create(&vec![
-                ("channel", channel.to_string()),
-                ("action", action.to_string()),
-                (
-                    "code",
-                    code.map(|c| c.as_str().to_string()).unwrap_or_default(),
-                ),
+            .get_or_create(&[
+                ("channel", channel),
+                ("action", action),
+                ("code", code.map_or("", |c| c.as_str())),
             ])
             .inc();
     }
 
     pub fn refusal(&self, code: Code) {
         self.refusals
-            .get_or_create(&vec![("code", code.as_str().to_string())])
+            .get_or_create(&[("code", code.as_str())])
             .inc();
     }
 
@@ -132,18 +131,18 @@ impl Metrics {
         self.decision_seconds.observe(seconds);
     }
 
-    pub fn upstream(&self, channel: &str, seconds: f64) {
+    pub fn upstream(&self, channel: &'static str, seconds: f64) {
         self.upstream_seconds
-            .get_or_create(&vec![("channel", channel.to_string())])
+            .get_or_create(&[("channel", channel)])
             .observe(seconds);
     }
 
     pub fn tokens(&self, input: u64, output: u64, cost_usd: f64) {
         self.tokens
-            .get_or_create(&vec![("direction", "input".into())])
+            .get_or_create(&[("direction", "input")])
             .inc_by(input);
         self.tokens
-            .get_or_create(&vec![("direction", "output".into())])
+            .get_or_create(&[("direction", "output")])
             .inc_by(output);
         self.cost_micro_usd
             .inc_by((cost_usd * 1e6).round().max(0.0) as u64);

@@ -1,8 +1,11 @@
 //! Usage windows: what each (policy, limit) has used, per step, run, session or sliding
 //! duration. Pure data structures; the clock is an argument.
 
+use std::cell::OnceCell;
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use super::runs::Runs;
 
 use crate::decide::{Meter, Usage, UsageView};
 use crate::policy::model::{Metric, Window};
@@ -32,26 +35,39 @@ impl Amounts {
     }
 }
 
-type Key = (String, usize);
-
-/// Counters for one scope (a step, a run or a session).
+/// Counters for one scope (a step, a run or a session): by policy id, then by limit index.
+/// Looked up by `&str`, so reading or counting allocates only for a policy's first count.
 #[derive(Debug, Default)]
-pub struct Counters(Mutex<HashMap<Key, f64>>);
+pub struct Counters(Mutex<HashMap<String, Vec<f64>>>);
 
 impl Counters {
     pub fn get(&self, policy: &str, limit: usize) -> f64 {
         self.0
             .lock()
-            .map(|m| m.get(&(policy.to_string(), limit)).copied().unwrap_or(0.0))
+            .map(|m| {
+                m.get(policy)
+                    .and_then(|v| v.get(limit))
+                    .copied()
+                    .unwrap_or(0.0)
+            })
             .unwrap_or(0.0)
     }
 
     pub fn add(&self, policy: &str, limit: usize, v: f64) {
         if let Ok(mut m) = self.0.lock() {
-            *m.entry((policy.to_string(), limit)).or_insert(0.0) += v;
+            let slots = match m.get_mut(policy) {
+                Some(s) => s,
+                None => m.entry(policy.to_string()).or_default(),
+            };
+            if slots.len() <= limit {
+                slots.resize(limit + 1, 0.0);
+            }
+            slots[limit] += v;
         }
     }
 }
+
+type Key = (String, usize);
 
 /// A sliding window of `window_ms`, in 60 buckets: memory stays bounded whatever the rate.
 #[derive(Debug)]
@@ -125,11 +141,33 @@ impl SlidingCounters {
     }
 }
 
+/// The session's counters, looked up only when a limit with a session window needs them (the
+/// session table is a cache of its own; most snapshots have no session windows).
+pub struct Session<'a> {
+    runs: &'a Runs,
+    id: &'a str,
+    got: OnceCell<Arc<Counters>>,
+}
+
+impl<'a> Session<'a> {
+    pub fn new(runs: &'a Runs, id: &'a str) -> Self {
+        Session {
+            runs,
+            id,
+            got: OnceCell::new(),
+        }
+    }
+
+    fn counters(&self) -> &Counters {
+        self.got.get_or_init(|| self.runs.session(self.id))
+    }
+}
+
 /// Where a call's usage lives.
 pub struct Scopes<'a> {
     pub step: &'a Counters,
     pub run: &'a Counters,
-    pub session: &'a Counters,
+    pub session: Session<'a>,
     pub sliding: &'a SlidingCounters,
     pub now_ms: u64,
 }
@@ -139,7 +177,7 @@ impl Scopes<'_> {
         match window {
             Window::Step => self.step.get(policy, limit),
             Window::Run => self.run.get(policy, limit),
-            Window::Session => self.session.get(policy, limit),
+            Window::Session => self.session.counters().get(policy, limit),
             Window::Duration(s) => self.sliding.get(policy, limit, s * 1000, self.now_ms),
         }
     }
@@ -154,7 +192,7 @@ impl Scopes<'_> {
             match m.window {
                 Window::Step => self.step.add(&m.policy, m.limit, v),
                 Window::Run => self.run.add(&m.policy, m.limit, v),
-                Window::Session => self.session.add(&m.policy, m.limit, v),
+                Window::Session => self.session.counters().add(&m.policy, m.limit, v),
                 Window::Duration(s) => {
                     self.sliding
                         .add(&m.policy, m.limit, s * 1000, self.now_ms, v)

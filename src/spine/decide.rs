@@ -11,7 +11,7 @@ use crate::policy::model::Action;
 use crate::sidecar::alerts::Alert;
 use crate::sidecar::runs::{take_approved, Brief, RunState};
 use crate::sidecar::state::Shared;
-use crate::sidecar::usage::{Recording, Scopes};
+use crate::sidecar::usage::{Recording, Scopes, Session};
 
 #[derive(Clone)]
 pub struct Decide;
@@ -41,13 +41,12 @@ pub fn decide_now(call: &Call, req: &Request) -> Result<(Decision, Usage), Refus
         .ok_or_else(|| Refusal::internal("no run"))?;
     let shared = &call.shared;
     let (step, _) = run.step(&call.ctx.step_id);
-    let session = shared.runs.session(&call.ctx.session_id);
     let now = Shared::now_ms();
     let view = Recording {
         scopes: Scopes {
             step: &step,
             run: &run.usage,
-            session: &session,
+            session: Session::new(&shared.runs, &call.ctx.session_id),
             sliding: &shared.runs.sliding,
             now_ms: now,
         },

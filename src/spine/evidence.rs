@@ -24,13 +24,13 @@ pub struct Sealer {
 
 struct SealerInner {
     shared: Arc<Shared>,
-    ctx: Ctx,
+    ctx: Arc<Ctx>,
     trace: Arc<Mutex<Trace>>,
     done: tokio::sync::Mutex<Option<Result<(), Refusal>>>,
 }
 
 impl Sealer {
-    pub fn new(shared: Arc<Shared>, ctx: Ctx, trace: Arc<Mutex<Trace>>) -> Self {
+    pub fn new(shared: Arc<Shared>, ctx: Arc<Ctx>, trace: Arc<Mutex<Trace>>) -> Self {
         Sealer {
             inner: Arc::new(SealerInner {
                 shared,
@@ -55,18 +55,11 @@ impl Sealer {
             if let Some(m) = t.pending_meter.take() {
                 m.apply(&t);
             }
-            build(&self.inner.shared, &self.inner.ctx, &t)
+            build(&self.inner.shared, &self.inner.ctx, &mut t)
         };
-        let channel = record
-            .channel
-            .map(|c| c.as_str())
-            .unwrap_or("none")
-            .to_string();
-        let action = record.action.map(|a| a.as_str()).unwrap_or("none");
-        self.inner
-            .shared
-            .metrics
-            .call(&channel, action, record.code);
+        let channel = record.channel.map_or("none", |c| c.as_str());
+        let action = record.action.map_or("none", |a| a.as_str());
+        self.inner.shared.metrics.call(channel, action, record.code);
         let r = self
             .inner
             .shared
@@ -83,7 +76,8 @@ impl Sealer {
     }
 }
 
-fn build(shared: &Shared, ctx: &Ctx, t: &Trace) -> Record {
+/// The record of a call. Sealing happens once, so what the trace owns moves into the record.
+fn build(shared: &Shared, ctx: &Ctx, t: &mut Trace) -> Record {
     let mut r = Record::new(Kind::Call, ctx.evidence_id.clone(), ctx.at_ms);
     r.latency_us = ctx.started.elapsed().as_micros() as u64;
     r.decision_id = Some(ctx.decision_id.clone());
@@ -101,23 +95,23 @@ fn build(shared: &Shared, ctx: &Ctx, t: &Trace) -> Record {
         r.tool = req.tool.clone();
         r.template = req.template.clone();
     }
-    r.plane = t.plane.clone();
-    r.query_hash = t.query_hash.clone();
+    r.plane = t.plane.take();
+    r.query_hash = t.query_hash.take();
     r.input_tokens = t.input_tokens;
     r.output_tokens = t.output_tokens;
     r.cost_usd = t.cost_usd;
     r.bytes_in = t.bytes_in;
     r.bytes_out = t.bytes_out;
-    r.prompt_hash = t.prompt_hash.clone();
-    r.response_hash = t.response_hash.clone();
-    r.snapshot = t.snapshot.clone();
+    r.prompt_hash = t.prompt_hash.take();
+    r.response_hash = t.response_hash.take();
+    r.snapshot = t.snapshot.take();
     r.mode = shared.mode_for(&ctx.tenant);
-    if let Some(d) = &t.decision {
+    if let Some(d) = &mut t.decision {
         r.mode = d.mode;
         r.action = Some(d.action);
         r.code = d.code;
         r.policy = d.policy.as_deref().map(str::to_string);
-        r.reasons = d.reasons.clone();
+        r.reasons = std::mem::take(&mut d.reasons);
     }
     if let Some(refused) = &t.refused {
         r.code = Some(refused.code);
@@ -140,10 +134,10 @@ fn build(shared: &Shared, ctx: &Ctx, t: &Trace) -> Record {
         }
         _ => Outcome::Allowed,
     }));
-    r.cut = t.cut.clone();
-    r.request = t.request.clone();
-    r.usage = t.usage.clone();
-    r.content = t.content.clone();
+    r.cut = t.cut.take();
+    r.request = t.request.take();
+    r.usage = t.usage.take();
+    r.content = t.content.take();
     if let Some(a) = &t.approval_id {
         r.audit = Some(serde_json::json!({ "approval_id": a }));
     }

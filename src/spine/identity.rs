@@ -72,9 +72,9 @@ pub fn establish(shared: &Shared, parts: &http::request::Parts) -> (Ctx, Option<
     let session = get(SESSION);
     let actor = get(ACTOR);
     let api_key = get(API_KEY);
-    let decision_id = uuid::Uuid::now_v7().to_string();
+    let decision_id = crate::ids::v7().to_string();
     let run_assigned = run.is_none();
-    let run_id = run.unwrap_or_else(|| format!("run-{}", uuid::Uuid::new_v4()));
+    let run_id = run.unwrap_or_else(|| format!("run-{}", crate::ids::v4()));
     let ctx = Ctx {
         tenant: id.tenant.clone(),
         project: id.project.clone(),
@@ -85,7 +85,7 @@ pub fn establish(shared: &Shared, parts: &http::request::Parts) -> (Ctx, Option<
         step_id: step.unwrap_or_else(|| format!("step-{decision_id}")),
         run_id,
         run_assigned,
-        evidence_id: uuid::Uuid::now_v7().to_string(),
+        evidence_id: crate::ids::v7().to_string(),
         decision_id,
         started: std::time::Instant::now(),
         at_ms: Shared::now_ms(),
@@ -108,6 +108,7 @@ impl Service<http::Request<Incoming>> for Identity {
         Box::pin(async move {
             let (parts, incoming) = req.into_parts();
             let (ctx, problem) = establish(&shared, &parts);
+            let ctx = Arc::new(ctx);
             let span = tracing::info_span!(
                 "call",
                 run = %ctx.run_id,

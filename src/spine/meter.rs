@@ -9,7 +9,7 @@ use crate::decide::Meter as MeterKey;
 use crate::policy::model::Channel;
 use crate::sidecar::runs::RunState;
 use crate::sidecar::state::Shared;
-use crate::sidecar::usage::{Amounts, Counters, Scopes};
+use crate::sidecar::usage::{Amounts, Counters, Scopes, Session};
 
 #[derive(Clone)]
 pub struct Meter;
@@ -18,7 +18,7 @@ pub struct Meter;
 pub struct Pending {
     meters: Vec<MeterKey>,
     step: Arc<Counters>,
-    session: Arc<Counters>,
+    session_id: String,
     run: Arc<RunState>,
     shared: Arc<Shared>,
     channel: Channel,
@@ -44,7 +44,7 @@ impl Pending {
         let scopes = Scopes {
             step: &self.step,
             run: &self.run.usage,
-            session: &self.session,
+            session: Session::new(&self.shared.runs, &self.session_id),
             sliding: &self.shared.runs.sliding,
             now_ms: Shared::now_ms(),
         };
@@ -65,7 +65,7 @@ impl Step for Meter {
                 let pending = Pending {
                     meters: d.meters.clone(),
                     step,
-                    session: call.shared.runs.session(&call.ctx.session_id),
+                    session_id: call.ctx.session_id.clone(),
                     run: run.clone(),
                     shared: call.shared.clone(),
                     channel: req.channel,

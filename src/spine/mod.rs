@@ -116,7 +116,8 @@ pub struct Trace {
 
 /// One call on its way through the spine.
 pub struct Call {
-    pub ctx: Ctx,
+    /// Shared with the evidence sealer and the rescue layer (cloned by reference count).
+    pub ctx: Arc<Ctx>,
     pub parts: http::request::Parts,
     pub incoming: Option<hyper::body::Incoming>,
     pub body: Bytes,
