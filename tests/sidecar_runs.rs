@@ -193,7 +193,9 @@ async fn a_hanging_webhook_never_slows_a_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_on_the_path_ends_as_a_refusal_with_evidence() {
     use tower::{Layer, ServiceExt};
-    use warden::spine::{evidence::Evidence, rescue::Rescue, Call, Ctx, StepLayer, Trace};
+    use warden::spine::{
+        evidence::Evidence, rescue::Rescue, Call, CallState, Ctx, StepLayer, Trace,
+    };
     let env = start("panic").await;
     let boom = tower::service_fn(|_c: Call| async move {
         if std::hint::black_box(true) {
@@ -218,7 +220,7 @@ async fn a_panic_on_the_path_ends_as_a_refusal_with_evidence() {
         started: Instant::now(),
         at_ms: 1,
     };
-    let call = Call {
+    let call = Call::new(CallState {
         ctx: Arc::new(ctx),
         parts,
         incoming: None,
@@ -232,7 +234,7 @@ async fn a_panic_on_the_path_ends_as_a_refusal_with_evidence() {
         trace: Arc::new(Mutex::new(Trace::default())),
         sealer: None,
         shared: env.sidecar.shared.clone(),
-    };
+    });
     let reply = stack.oneshot(call).await.unwrap();
     assert_eq!(reply.status(), 500);
     assert_eq!(reply.headers()["x-warden-decision-id"], "d-panic");

@@ -1,9 +1,11 @@
 //! The local evidence spool: durable, hash-chained, append-only.
 //!
-//! One writer thread owns the files. Callers hand it records through a bounded queue and wait
-//! for their turn; the writer takes everything queued, chains and frames it, writes it with one
-//! `write`, and — with `durability: sync` — makes it durable with one `fdatasync` for the whole
-//! group (group commit), then answers every caller. A record is acknowledged only once it is on
+//! With `durability: sync` one writer thread owns the files. Callers hand it records through a
+//! bounded queue and wait for their turn; the writer takes everything queued, chains and frames
+//! it, writes it with one `write`, makes it durable with one `fdatasync` for the whole group
+//! (group commit), then answers every caller. With `durability: os` callers write their record
+//! themselves under a lock (chained and framed the same way), which costs less than a round
+//! trip to a thread when no `fdatasync` is to be shared. A record is acknowledged only once it is on
 //! disk as the configured durability promises; a failed write poisons the spool, and every
 //! later append fails, so the sidecar refuses traffic rather than passing calls without
 //! evidence.
@@ -81,15 +83,24 @@ pub struct Stats {
 }
 
 struct Job {
-    record: Record,
+    record: Box<Record>,
     done: oneshot::Sender<Result<Appended, EvidenceError>>,
 }
 
 /// Handle to the spool; cheap to clone.
 #[derive(Clone)]
 pub struct Spool {
-    tx: mpsc::Sender<Job>,
+    to: To,
     stats: Arc<Stats>,
+}
+
+/// Where appends go: with `durability: sync`, to the writer thread that commits them in groups
+/// (one `fdatasync` for many); with `os`, straight to the file under a lock — a `write` to the
+/// page cache costs less than waking a thread and being woken back.
+#[derive(Clone)]
+enum To {
+    Thread(mpsc::Sender<Job>),
+    Inline(Arc<std::sync::Mutex<Writer>>),
 }
 
 impl Spool {
@@ -104,34 +115,66 @@ impl Spool {
         }
         stats.bytes.store(spool_bytes, Ordering::Relaxed);
         stats.records.store(recovery.records, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(cfg.queue.max(1));
+        let durability = cfg.durability;
+        let queue = cfg.queue.max(1);
         let writer = Writer::new(cfg, recovery.head.clone(), stats.clone())?;
-        std::thread::Builder::new()
-            .name("warden-evidence".into())
-            .spawn(move || writer.run(rx))
-            .map_err(|e| EvidenceError::Io {
-                path: String::new(),
-                source: e,
-            })?;
-        Ok((Spool { tx, stats }, recovery))
+        let to = match durability {
+            Durability::Os => To::Inline(Arc::new(std::sync::Mutex::new(writer))),
+            Durability::Sync => {
+                let (tx, rx) = mpsc::channel(queue);
+                std::thread::Builder::new()
+                    .name("warden-evidence".into())
+                    .spawn(move || writer.run(rx))
+                    .map_err(|e| EvidenceError::Io {
+                        path: String::new(),
+                        source: e,
+                    })?;
+                To::Thread(tx)
+            }
+        };
+        Ok((Spool { to, stats }, recovery))
     }
 
     /// Append a record; resolves once it is durable as configured.
-    pub async fn append(&self, record: Record) -> Result<Appended, EvidenceError> {
-        let (done, wait) = oneshot::channel();
-        self.tx
-            .send(Job { record, done })
-            .await
-            .map_err(|_| EvidenceError::Closed)?;
-        wait.await.map_err(|_| EvidenceError::Closed)?
+    pub fn append(
+        &self,
+        record: Record,
+    ) -> impl std::future::Future<Output = Result<Appended, EvidenceError>> + Send + '_ {
+        // Boxed before the future is built: the future (and the queue) hold a pointer, not
+        // the kilobyte of record.
+        let record = Box::new(record);
+        async move {
+            let (done, wait) = oneshot::channel();
+            let job = Job { record, done };
+            match &self.to {
+                To::Thread(tx) => tx.send(job).await.map_err(|_| EvidenceError::Closed)?,
+                To::Inline(w) => Self::write_inline(w, job),
+            }
+            wait.await.map_err(|_| EvidenceError::Closed)?
+        }
+    }
+
+    fn write_inline(writer: &std::sync::Mutex<Writer>, job: Job) {
+        match writer.lock() {
+            Ok(mut w) => w.take(vec![job]),
+            // A panic while writing: what reached the file is unknown, as after a failed write.
+            Err(_) => {
+                let _ = job.done.send(Err(EvidenceError::Poisoned));
+            }
+        }
     }
 
     /// Append from synchronous code (CLI, tests). Must not be called inside an async runtime.
     pub fn append_blocking(&self, record: Record) -> Result<Appended, EvidenceError> {
         let (done, wait) = oneshot::channel();
-        self.tx
-            .blocking_send(Job { record, done })
-            .map_err(|_| EvidenceError::Closed)?;
+        let job = Job {
+            record: Box::new(record),
+            done,
+        };
+        match &self.to {
+            To::Thread(tx) => tx.blocking_send(job).map_err(|_| EvidenceError::Closed)?,
+            To::Inline(w) => Self::write_inline(w, job),
+        }
         wait.blocking_recv().map_err(|_| EvidenceError::Closed)?
     }
 
@@ -218,14 +261,19 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            if self.stats.poisoned.load(Ordering::Relaxed) {
-                for job in batch {
-                    let _ = job.done.send(Err(EvidenceError::Poisoned));
-                }
-                continue;
-            }
-            self.write_batch(batch);
+            self.take(batch);
         }
+    }
+
+    /// Write a batch and answer each of its jobs — or refuse them all once poisoned.
+    fn take(&mut self, batch: Vec<Job>) {
+        if self.stats.poisoned.load(Ordering::Relaxed) {
+            for job in batch {
+                let _ = job.done.send(Err(EvidenceError::Poisoned));
+            }
+            return;
+        }
+        self.write_batch(batch);
     }
 
     fn write_batch(&mut self, batch: Vec<Job>) {
@@ -236,7 +284,7 @@ impl Writer {
         for mut job in batch {
             job.record.seq = self.head.next_seq;
             job.record.prev = self.head.hash.clone();
-            let body = match serde_json::to_vec(&job.record) {
+            let body = match serde_json::to_vec(&*job.record) {
                 Ok(b) if b.len() <= MAX_BODY as usize => b,
                 Ok(_) => {
                     let _ = job.done.send(Err(EvidenceError::TooLarge));

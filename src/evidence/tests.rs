@@ -94,6 +94,36 @@ fn concurrent_appends_share_fsyncs() {
 }
 
 #[test]
+fn concurrent_inline_appends_keep_one_chain() {
+    // `durability: os` writes under a lock from the callers' own threads.
+    let dir = tmp("inline");
+    let (spool, _) = open(&dir, Durability::Os, 16 << 10);
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let s = spool.clone();
+            std::thread::spawn(move || {
+                (0..100)
+                    .map(|i| s.append_blocking(rec(t * 100 + i)).unwrap().seq)
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut seqs: Vec<u64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (0..400).collect::<Vec<_>>());
+    let report = verify(&dir).unwrap();
+    assert_eq!(report.records, 400);
+    assert!(
+        segment::list(&dir).unwrap().len() > 1,
+        "rotation happened under concurrent appends"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn a_torn_tail_is_cut_and_the_chain_still_verifies() {
     let dir = tmp("torn");
     {

@@ -16,7 +16,7 @@ use hyper::body::Incoming;
 use tower::{Service, ServiceExt};
 use tracing::Instrument;
 
-use super::{Call, Ctx, Next, Refusal, Reply, Trace};
+use super::{Call, CallState, Ctx, Next, Refusal, Reply, Trace};
 use crate::codes::Code;
 use crate::sidecar::state::Shared;
 
@@ -120,7 +120,7 @@ impl Service<http::Request<Incoming>> for Identity {
                 refusal: problem,
                 ..Trace::default()
             };
-            let call = Call {
+            let call = Call::new(CallState {
                 ctx: ctx.clone(),
                 parts,
                 incoming: Some(incoming),
@@ -134,7 +134,7 @@ impl Service<http::Request<Incoming>> for Identity {
                 trace: Arc::new(Mutex::new(trace)),
                 sealer: None,
                 shared: shared.clone(),
-            };
+            });
             match spine.oneshot(call).instrument(span).await {
                 Ok(r) => Ok(r),
                 // Rescue turns every refusal into a response; this is the last resort.

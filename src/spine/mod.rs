@@ -114,8 +114,31 @@ pub struct Trace {
     pub pending_meter: Option<meter::Pending>,
 }
 
-/// One call on its way through the spine.
-pub struct Call {
+/// One call on its way through the spine: a box, so that handing it from layer to layer (and
+/// into each layer's future) moves a pointer, not the whole state.
+pub struct Call(Box<CallState>);
+
+impl Call {
+    pub fn new(state: CallState) -> Self {
+        Call(Box::new(state))
+    }
+}
+
+impl std::ops::Deref for Call {
+    type Target = CallState;
+    fn deref(&self) -> &CallState {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Call {
+    fn deref_mut(&mut self) -> &mut CallState {
+        &mut self.0
+    }
+}
+
+/// What a call carries through the spine.
+pub struct CallState {
     /// Shared with the evidence sealer and the rescue layer (cloned by reference count).
     pub ctx: Arc<Ctx>,
     pub parts: http::request::Parts,
@@ -132,7 +155,7 @@ pub struct Call {
     pub shared: Arc<Shared>,
 }
 
-impl Call {
+impl CallState {
     /// Update the trace (a poisoned lock means a panic elsewhere; the record is then
     /// written from what is there).
     pub fn trace(&self, f: impl FnOnce(&mut Trace)) {
