@@ -28,7 +28,11 @@ pub fn init_tracing() {
 pub fn run(args: SidecarArgs) -> Result<ExitCode, CliError> {
     init_tracing();
     let cfg = SidecarConfig::load(&args.config).map_err(|e| CliError::Usage(e.to_string()))?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if cfg.runtime.workers > 0 {
+        rt.worker_threads(cfg.runtime.workers);
+    }
+    let rt = rt
         .enable_all()
         .build()
         .map_err(|e| CliError::Usage(format!("cannot start the runtime: {e}")))?;

@@ -74,8 +74,20 @@ fn invalid(msg: impl Into<String>) -> Refusal {
 pub fn count_tokens(model: &str, text: &str) -> u64 {
     let bpe =
         tiktoken_rs::bpe_for_model(model).unwrap_or_else(|_| tiktoken_rs::o200k_base_singleton());
-    bpe.encode_with_special_tokens(text).len() as u64
+    let count = || bpe.encode_with_special_tokens(text).len() as u64;
+    // A long text takes milliseconds: hand this worker's other calls to another thread
+    // meanwhile (the sidecar may run a single worker).
+    let multi = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if text.len() > LONG_TEXT && multi {
+        tokio::task::block_in_place(count)
+    } else {
+        count()
+    }
 }
+
+/// Texts longer than this are tokenized off the async worker.
+const LONG_TEXT: usize = 64 * 1024;
 
 /// Parse and check an OpenAI chat completion request; resolve the connector serving its model
 /// (`wanted` picks one explicitly, from `x-warden-connector`).
@@ -903,6 +915,30 @@ mod tests {
     const CONTRACT: &str = include_str!("../../examples/contract/bundle.yaml");
     const BODY: &[u8] =
         br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello there"}]}"#;
+
+    #[test]
+    fn long_texts_count_the_same_on_and_off_the_worker() {
+        let text = "the quick brown fox jumps over the lazy dog ".repeat(2_000);
+        assert!(text.len() > LONG_TEXT);
+        let plain = count_tokens("gpt-4o-mini", &text);
+        assert_eq!(
+            plain, 18_001,
+            "nine o200k tokens a sentence, and the trailing space"
+        );
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        let on_worker = rt.block_on(async { count_tokens("gpt-4o-mini", &text) });
+        assert_eq!(on_worker, plain);
+        let current = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert_eq!(
+            current.block_on(async { count_tokens("gpt-4o-mini", &text) }),
+            plain
+        );
+    }
 
     #[test]
     fn prompts_are_tokenized_before_the_call_only_when_a_limit_needs_it() {

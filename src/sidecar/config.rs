@@ -33,6 +33,8 @@ pub struct SidecarConfig {
     pub alerts: AlertsConfig,
     #[serde(default)]
     pub runs: RunsConfig,
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
     /// The directory relative paths are resolved against (the config file's own).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -203,6 +205,29 @@ impl Default for RunsConfig {
     }
 }
 
+/// The async runtime of `warden sidecar`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Worker threads; 0 = one per core. One by default: a sidecar shares its pod's CPU with
+    /// the agent, and one worker answers sooner (no hand-offs between threads) and costs less
+    /// CPU per call; raise it for agents that make thousands of calls a second.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            workers: default_workers(),
+        }
+    }
+}
+
+fn default_workers() -> usize {
+    1
+}
+
 fn default_max_runs() -> u64 {
     100_000
 }
@@ -313,6 +338,12 @@ mod tests {
         );
         assert_eq!(cfg.evidence.durability, Durability::Sync);
         assert_eq!(cfg.limits.max_request_bytes, 1 << 20);
+        assert_eq!(cfg.runtime.workers, 1);
+        let more = format!("{CONTRACT}runtime: {{ workers: 4 }}\n");
+        let cfg = SidecarConfig::parse("s.yaml", &more, Path::new("."), |_| None).unwrap();
+        assert_eq!(cfg.runtime.workers, 4);
+        let typo = format!("{CONTRACT}runtime: {{ threads: 4 }}\n");
+        assert!(SidecarConfig::parse("s.yaml", &typo, Path::new("."), |_| None).is_err());
     }
 
     #[test]
