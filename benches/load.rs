@@ -20,7 +20,7 @@
 //!
 //! `WARDEN_LOAD_PERF=DIR` also records `perf record -g` of each sidecar process during its
 //! closed-loop phase into `DIR/perf-<durability>.data` (perf perturbs the figures of that run).
-//! `WARDEN_LOAD_QUICK=1` stops after the closed loop (a quick look while tuning).
+//! `WARDEN_LOAD_QUICK=closed` (or `=open`) runs one phase only, a quick look while tuning.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
@@ -322,6 +322,28 @@ enum Sidecar {
 }
 
 impl Sidecar {
+    /// The sidecar's own view of the calls that started in `[from_ms, to_ms)`: percentiles of
+    /// the evidence records' `latency_us` (arrival to record, upstream included), in ms. Tells
+    /// a stall inside the spine from one outside it (scheduling, the kernel, the generator).
+    fn spine_latency(&self, from_ms: u64, to_ms: u64) -> Option<(f64, f64, f64)> {
+        let dir = match self {
+            Sidecar::Process { dir, .. } | Sidecar::InProcess { dir, .. } => dir,
+        };
+        let mut lat: Vec<u64> = warden::evidence::read_all(&dir.join("evidence"))
+            .ok()?
+            .into_iter()
+            .map(|r| r.record)
+            .filter(|r| (from_ms..to_ms).contains(&r.at_ms))
+            .map(|r| r.latency_us)
+            .collect();
+        if lat.is_empty() {
+            return None;
+        }
+        lat.sort_unstable();
+        let p = |q: f64| lat[((lat.len() - 1) as f64 * q) as usize] as f64 / 1000.0;
+        Some((p(0.5), p(0.99), p(1.0)))
+    }
+
     fn agent(&self) -> SocketAddr {
         match self {
             Sidecar::Process { agent, .. } | Sidecar::InProcess { agent, .. } => *agent,
@@ -467,6 +489,12 @@ fn newest(dir: &Path) -> Option<SystemTime> {
     best
 }
 
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 fn clock_ticks_per_sec() -> f64 {
     Command::new("getconf")
         .arg("CLK_TCK")
@@ -574,9 +602,14 @@ fn main() {
         all
     });
 
+    // `WARDEN_LOAD_QUICK=closed` runs the closed loop only, `=open` the open loop only.
+    let quick = std::env::var("WARDEN_LOAD_QUICK").unwrap_or_default();
     // 2. closed loop first: it tells which open-loop rate each target can sustain.
     let mut closed = Vec::new();
     for (i, t) in targets.iter().enumerate() {
+        if quick == "open" {
+            break;
+        }
         rt.block_on(closed_loop(
             &mut conns[i],
             t.addr,
@@ -604,8 +637,7 @@ fn main() {
         closed.push((s, cpu));
     }
 
-    if std::env::var_os("WARDEN_LOAD_QUICK").is_some() {
-        // A quick look while working on the sidecar: the closed loop only.
+    if quick == "closed" {
         return;
     }
 
@@ -620,11 +652,18 @@ fn main() {
             rt.block_on(open_loop(&mut conns[i], t.addr, &body, rate, WARM));
             let sc = t.sidecar.map(|s| &sidecars[s]);
             let cpu0 = sc.and_then(Sidecar::cpu_ticks);
+            let from_ms = unix_ms();
             let s = rt.block_on(open_loop(&mut conns[i], t.addr, &body, rate, OPEN));
             let cpu = cpu_per_req(sc, cpu0, tick, &s);
             let sustained = s.rps >= 0.97 * rate as f64 && s.errors == 0;
+            let spine = sc
+                .and_then(|sc| sc.spine_latency(from_ms, unix_ms()))
+                .map(|(p50, p99, max)| {
+                    format!("  (spine p50 {p50:.3} p99 {p99:.3} max {max:.3} ms)")
+                })
+                .unwrap_or_default();
             println!(
-                "open {rate} rps {:<13} done {:>7.0}/s  p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3} ms  errors {}  sidecar cpu/req {}{}",
+                "open {rate} rps {:<13} done {:>7.0}/s  p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3} ms  errors {}  sidecar cpu/req {}{}{spine}",
                 t.name,
                 s.rps,
                 s.ms(50.0),
@@ -646,6 +685,9 @@ fn main() {
             }
         }
         open.push((rate, results));
+        if quick == "open" {
+            return;
+        }
         r += 1;
     }
     drop(conns);

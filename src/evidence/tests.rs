@@ -94,6 +94,37 @@ fn concurrent_appends_share_fsyncs() {
 }
 
 #[test]
+fn os_appends_from_one_worker_are_written_in_groups() {
+    let dir = tmp("os-group");
+    let (spool, _) = open(&dir, Durability::Os, 64 << 20);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let tasks: Vec<_> = (0..400)
+            .map(|i| {
+                let s = spool.clone();
+                tokio::spawn(async move { s.append(rec(i)).await.unwrap().seq })
+            })
+            .collect();
+        let mut seqs = Vec::new();
+        for t in tasks {
+            seqs.push(t.await.unwrap());
+        }
+        seqs.sort_unstable();
+        assert_eq!(seqs, (0..400).collect::<Vec<_>>());
+    });
+    let writes = spool
+        .stats()
+        .writes
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(writes < 100, "{writes} writes for 400 records");
+    assert_eq!(verify(&dir).unwrap().records, 400);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn concurrent_inline_appends_keep_one_chain() {
     // `durability: os` writes under a lock from the callers' own threads.
     let dir = tmp("inline");
