@@ -404,8 +404,18 @@ impl Writer {
             }
         };
         if rotate {
+            let sync = self.cfg.durability == Durability::Sync;
             if let Some((f, _)) = self.file.take() {
-                f.sync_all()?;
+                if sync {
+                    f.sync_all()?;
+                } else {
+                    // `os` promises no more than the page cache, and flushing a full segment
+                    // takes long enough (tens of ms) to stall every call waiting on the
+                    // writer: the old segment goes to disk in the background.
+                    let _ = std::thread::Builder::new()
+                        .name("warden-segment-sync".into())
+                        .spawn(move || f.sync_all());
+                }
             }
             let path = self.cfg.dir.join(segment::segment_name(first_seq));
             let mut f = OpenOptions::new()
@@ -413,9 +423,11 @@ impl Writer {
                 .append(true)
                 .open(&path)?;
             f.write_all(MAGIC)?;
-            f.sync_all()?;
-            // Make the new file's name durable too.
-            File::open(&self.cfg.dir)?.sync_all()?;
+            if sync {
+                f.sync_all()?;
+                // Make the new file's name durable too.
+                File::open(&self.cfg.dir)?.sync_all()?;
+            }
             self.stats
                 .bytes
                 .fetch_add(MAGIC.len() as u64, Ordering::Relaxed);
