@@ -20,7 +20,8 @@
 //!
 //! `WARDEN_LOAD_PERF=DIR` also records `perf record -g` of each sidecar process during its
 //! closed-loop phase into `DIR/perf-<durability>.data` (perf perturbs the figures of that run).
-//! `WARDEN_LOAD_QUICK=closed` (or `=open`) runs one phase only, a quick look while tuning.
+//! `WARDEN_LOAD_QUICK=closed` (or `=open`, `=ttft`) runs one phase only, a quick look while
+//! tuning.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
@@ -607,7 +608,7 @@ fn main() {
     // 2. closed loop first: it tells which open-loop rate each target can sustain.
     let mut closed = Vec::new();
     for (i, t) in targets.iter().enumerate() {
-        if quick == "open" {
+        if quick == "open" || quick == "ttft" {
             break;
         }
         rt.block_on(closed_loop(
@@ -643,7 +644,7 @@ fn main() {
 
     // 1. open loop at the fixed rate, then at a sustainable one if the fixed rate is not.
     let mut open = Vec::new();
-    let mut rates = vec![RATE];
+    let mut rates = if quick == "ttft" { vec![] } else { vec![RATE] };
     let mut r = 0;
     while r < rates.len() {
         let rate = rates[r];
@@ -707,6 +708,9 @@ fn main() {
             s.ms(99.0),
             s.errors
         );
+    }
+    if quick == "ttft" {
+        return;
     }
 
     // 4. memory after the load.

@@ -8,7 +8,6 @@
 //! blocking limit and no PII a policy blocks; the stream then ends with one SSE event carrying
 //! the refusal (DESIGN §10).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -510,6 +509,8 @@ mod stream {
 
     use super::*;
     use crate::connectors::ChannelBody;
+    use futures_util::FutureExt;
+    use std::panic::AssertUnwindSafe;
     use tokio::sync::mpsc;
 
     pub async fn start(
@@ -526,17 +527,13 @@ mod stream {
             .sealer
             .clone()
             .ok_or_else(|| Refusal::internal("no evidence sealer"))?;
-        let call = Arc::new(call);
-        let worker = {
-            let call = call.clone();
-            let tx = tx.clone();
-            tokio::spawn(
-                async move { pump(&call, &chat, &decision, &prices, body, idle, &tx).await },
-            )
-        };
-        // Supervise: whatever happens to the pump (even a panic), seal and end the stream.
+        // One task pumps the answer, then — whatever happened to the pump, even a panic —
+        // seals the evidence and ends the stream.
         tokio::spawn(async move {
-            let end = match worker.await {
+            let pumped = AssertUnwindSafe(pump(&call, &chat, &decision, &prices, body, idle, &tx))
+                .catch_unwind()
+                .await;
+            let end = match pumped {
                 Ok(Ok(())) => End::Done,
                 Ok(Err(end)) => end,
                 Err(_) => End::Cut(Refusal::internal("internal error while streaming"), 0),
