@@ -491,3 +491,43 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn attempts_refuse_at_once_where_the_start_table_says_they_cannot_start() {
+    // The scan skips bytes `STARTS` rules out; that is only sound if each attempt, started at
+    // such a byte, refuses without looking at anything else (no hit, nothing undecided).
+    let tails: [&[u8]; 6] = [
+        b"",
+        b"4155552671 ",
+        b"E89 3704 0044 0532 0130 00",
+        b"12-34-5678 x",
+        b"(415) 555-2671",
+        b"1 415 555 2671",
+    ];
+    let kinds: [(Attempt, u8); 4] = [
+        (iban_at, S_IBAN),
+        (card_at, S_CARD),
+        (ssn_at, S_SSN),
+        (phone_at, S_PHONE),
+    ];
+    for b in 0..=255u8 {
+        for tail in tails {
+            for last in [false, true] {
+                let mut text = vec![b];
+                text.extend_from_slice(tail);
+                for (attempt, bit) in kinds {
+                    if STARTS[usize::from(b)] & bit != 0 {
+                        continue;
+                    }
+                    let mut src = Src {
+                        t: &text,
+                        last,
+                        touched: false,
+                    };
+                    assert_eq!(attempt(&mut src, 0), None, "byte {b:#x} kind bit {bit}");
+                    assert!(!src.touched, "byte {b:#x} kind bit {bit} looked ahead");
+                }
+            }
+        }
+    }
+}
