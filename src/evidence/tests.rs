@@ -63,42 +63,11 @@ fn appends_chain_across_segments_and_survive_reopen() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-#[test]
-fn concurrent_appends_share_fsyncs() {
-    let dir = tmp("group");
-    let (spool, _) = open(&dir, Durability::Sync, 64 << 20);
+/// Append 400 records from as many tasks on a runtime of `workers` threads; every sequence
+/// number is handed out once and the chain verifies.
+fn append_from_tasks(dir: &std::path::Path, spool: &Spool, workers: usize) {
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let mut tasks = Vec::new();
-        for i in 0..400 {
-            let s = spool.clone();
-            tasks.push(tokio::spawn(async move { s.append(rec(i)).await.unwrap() }));
-        }
-        let mut seqs = Vec::new();
-        for t in tasks {
-            seqs.push(t.await.unwrap().seq);
-        }
-        seqs.sort_unstable();
-        assert_eq!(seqs, (0..400).collect::<Vec<_>>());
-    });
-    let syncs = spool
-        .stats()
-        .syncs
-        .load(std::sync::atomic::Ordering::Relaxed);
-    assert!(syncs < 400, "group commit: {syncs} fsyncs for 400 records");
-    assert_eq!(verify(&dir).unwrap().records, 400);
-    std::fs::remove_dir_all(&dir).unwrap();
-}
-
-#[test]
-fn os_appends_from_one_worker_are_written_in_groups() {
-    let dir = tmp("os-group");
-    let (spool, _) = open(&dir, Durability::Os, 64 << 20);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+        .worker_threads(workers)
         .build()
         .unwrap();
     rt.block_on(async {
@@ -115,18 +84,38 @@ fn os_appends_from_one_worker_are_written_in_groups() {
         seqs.sort_unstable();
         assert_eq!(seqs, (0..400).collect::<Vec<_>>());
     });
+    assert_eq!(verify(dir).unwrap().records, 400);
+}
+
+#[test]
+fn concurrent_appends_share_fsyncs() {
+    let dir = tmp("group");
+    let (spool, _) = open(&dir, Durability::Sync, 64 << 20);
+    append_from_tasks(&dir, &spool, 2);
+    let syncs = spool
+        .stats()
+        .syncs
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(syncs < 400, "group commit: {syncs} fsyncs for 400 records");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn os_appends_from_one_worker_are_written_in_groups() {
+    let dir = tmp("os-group");
+    let (spool, _) = open(&dir, Durability::Os, 64 << 20);
+    append_from_tasks(&dir, &spool, 1);
     let writes = spool
         .stats()
         .writes
         .load(std::sync::atomic::Ordering::Relaxed);
     assert!(writes < 100, "{writes} writes for 400 records");
-    assert_eq!(verify(&dir).unwrap().records, 400);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn concurrent_inline_appends_keep_one_chain() {
-    // `durability: os` writes under a lock from the callers' own threads.
+    // `durability: os` from plain threads: each flushes the queue it finds under a lock.
     let dir = tmp("inline");
     let (spool, _) = open(&dir, Durability::Os, 16 << 10);
     let threads: Vec<_> = (0..4)
