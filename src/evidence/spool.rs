@@ -158,14 +158,25 @@ impl Inline {
         }
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
-                let me = self.clone();
+                // The flush happens when the task ends — or when it is dropped unrun (a runtime
+                // shutting down): a queue left behind with no flush coming would stall every
+                // later append.
+                let flush = FlushOnDrop(self.clone());
                 rt.spawn(async move {
                     tokio::task::yield_now().await;
-                    me.flush();
+                    drop(flush);
                 });
             }
             Err(_) => self.flush(),
         }
+    }
+}
+
+struct FlushOnDrop(Arc<Inline>);
+
+impl Drop for FlushOnDrop {
+    fn drop(&mut self) {
+        self.0.flush();
     }
 }
 

@@ -338,3 +338,38 @@ fn damage_followed_by_valid_records_is_never_cut_as_a_tail() {
     assert_eq!(std::fs::read(&seg).unwrap(), bytes, "nothing was modified");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn an_os_flush_dropped_with_its_runtime_still_writes_and_never_stalls_the_queue() {
+    let dir = tmp("os-shutdown");
+    let (spool, _) = open(&dir, Durability::Os, 64 << 20);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    // Queue a record and spawn its flush, then stop before the flush task ever runs.
+    rt.block_on(async {
+        let mut append = Box::pin(spool.append(rec(0)));
+        let first = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(std::future::Future::poll(append.as_mut(), cx))
+        })
+        .await;
+        assert!(first.is_pending(), "the append waits for its flush");
+    });
+    drop(rt);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let s = spool.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(s.append_blocking(rec(1)));
+    });
+    let appended = rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("a later append must not wait on a flush that never comes")
+        .unwrap();
+    assert_eq!(
+        appended.seq, 1,
+        "the first record was written when its flush was dropped"
+    );
+    assert_eq!(verify(&dir).unwrap().records, 2);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
