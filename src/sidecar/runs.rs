@@ -206,6 +206,14 @@ impl Runs {
         (run, created)
     }
 
+    /// A run the sidecar just named (the agent sent no run id): new by construction, so it is
+    /// inserted without the look-up and the guarded initialisation of [`Runs::get_or_create`].
+    pub fn create_assigned(&self, run_id: &str, session_id: &str) -> Arc<RunState> {
+        let run = Arc::new(RunState::new(run_id, session_id, self.ended.clone()));
+        self.runs.insert(run_id.to_string(), run.clone());
+        run
+    }
+
     pub fn get(&self, run_id: &str) -> Option<Arc<RunState>> {
         self.runs.get(run_id)
     }
@@ -275,5 +283,18 @@ mod tests {
         );
         let (fresh, _) = runs.get_or_create("never-ended", "s");
         assert_eq!(fresh.status(), RunStatus::Active);
+    }
+
+    #[test]
+    fn an_assigned_run_starts_fresh_and_is_found_by_its_id() {
+        let runs = Runs::new(10, 3600);
+        // An agent that guessed the next id and got that run stopped gains nothing.
+        let (guessed, _) = runs.get_or_create("run-next", "s");
+        guessed.end(Action::Stop, "d1", Code::BudgetExceeded);
+        let run = runs.create_assigned("run-next", "run-next");
+        assert_eq!(run.status(), RunStatus::Active);
+        let (again, created) = runs.get_or_create("run-next", "run-next");
+        assert!(!created, "later calls with the id find the run");
+        assert!(Arc::ptr_eq(&run, &again));
     }
 }

@@ -23,10 +23,15 @@ impl Step for ModeGate {
             if let Some(r) = early {
                 return Err(r);
             }
-            let (run, created) = call
-                .shared
-                .runs
-                .get_or_create(&call.ctx.run_id, &call.ctx.session_id);
+            let runs = &call.shared.runs;
+            let (run, created) = if call.ctx.run_assigned {
+                (
+                    runs.create_assigned(&call.ctx.run_id, &call.ctx.session_id),
+                    true,
+                )
+            } else {
+                runs.get_or_create(&call.ctx.run_id, &call.ctx.session_id)
+            };
             match run.status() {
                 RunStatus::Active => {}
                 RunStatus::Stopped { decision_id, code } => {
