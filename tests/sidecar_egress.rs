@@ -120,3 +120,35 @@ async fn h2c_and_http1_share_the_agent_port() {
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert!(String::from_utf8_lossy(&body).contains("assistant"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kill_switch_closes_open_tunnels() {
+    let env = start("tunnel-halt").await;
+    let w = env.weather.addr;
+    let mut s = TcpStream::connect(env.sidecar.agent_addr).await.unwrap();
+    s.write_all(format!("CONNECT {w} HTTP/1.1\r\nHost: {w}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // A keep-alive exchange through the tunnel: it stays open afterwards.
+    s.write_all(format!("GET /v1/forecast/kyiv HTTP/1.1\r\nHost: {w}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("kyiv") {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(3), s.read(&mut buf))
+            .await
+            .expect("an answer through the tunnel")
+            .unwrap();
+        assert!(n > 0, "the tunnel closed early");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(env.set_mode("halted").await.status, 200);
+    let n = tokio::time::timeout(std::time::Duration::from_secs(3), s.read(&mut buf))
+        .await
+        .expect("the kill switch must close the tunnel")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "nothing more passes once halted");
+}
