@@ -489,3 +489,48 @@ async fn a_call_the_agent_hangs_up_on_still_gets_its_record() {
     );
     assert!(ev[0].output_tokens > 0, "usage of the answer is recorded");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kill_switch_cuts_a_plain_call_waiting_on_its_upstream() {
+    let env = std::sync::Arc::new(start("halt-plain").await);
+    let started = std::time::Instant::now();
+    let call = {
+        let env = env.clone();
+        tokio::spawn(async move {
+            env.chat(
+                Some("run-slow"),
+                chat_body("gpt-4o-mini", "take your time [[slow:3000]]", false, None),
+            )
+            .await
+        })
+    };
+    for _ in 0..200 {
+        if env.llm.request_count() > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        env.llm.request_count(),
+        1,
+        "the call is waiting on the upstream"
+    );
+    assert_eq!(env.set_mode("halted").await.status, 200);
+    let r = call.await.unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(2500),
+        "cut at once, not after the upstream's 3 s"
+    );
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.code(), "governance_halted");
+    let ev = env.evidence();
+    let rec = ev
+        .iter()
+        .find(|r| r.run_id.as_deref() == Some("run-slow"))
+        .expect("the cut call has its record");
+    assert_eq!(rec.outcome, Some(warden::evidence::record::Outcome::Cut));
+    assert_eq!(
+        rec.cut.as_ref().map(|c| c.code),
+        Some(warden::codes::Code::GovernanceHalted)
+    );
+}

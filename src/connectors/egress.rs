@@ -138,9 +138,7 @@ pub async fn tunnel(mut call: Call, t: Tunnel) -> Result<Reply, Refusal> {
     let authority = t.authority.clone();
     // A tunnel is an in-flight call like any other: killing its run or engaging the kill
     // switch closes it, both ways, at once.
-    let mut killed = call.run.as_ref().map(|r| r.kill.subscribe());
-    let mut modes = call.shared.mode_epoch.subscribe();
-    let (shared, tenant) = (call.shared.clone(), call.ctx.tenant.clone());
+    let cut = super::cut_signal(&call);
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
@@ -151,31 +149,12 @@ pub async fn tunnel(mut call: Call, t: Tunnel) -> Result<Reply, Refusal> {
         };
         let mut agent = hyper_util::rt::TokioIo::new(upgraded);
         let mut target = target;
-        let halted = async {
-            loop {
-                if shared.mode_for(&tenant) == crate::decide::Mode::Halted {
-                    return;
-                }
-                if modes.changed().await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-            }
-        };
-        let run_killed = async {
-            match killed.as_mut() {
-                Some(k) => {
-                    let _ = k.wait_for(|v| *v).await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        };
         tokio::select! {
             r = tokio::io::copy_bidirectional(&mut agent, &mut target) => match r {
                 Ok((up, down)) => tracing::debug!(%authority, up, down, "tunnel closed"),
                 Err(e) => tracing::debug!(%authority, error = %e, "tunnel ended"),
             },
-            _ = run_killed => tracing::info!(%authority, "tunnel cut: the run was killed"),
-            _ = halted => tracing::info!(%authority, "tunnel cut: the kill switch was engaged"),
+            r = cut => tracing::info!(%authority, code = %r.code, "tunnel cut"),
         }
     });
     Ok(http::Response::new(body_of(Full::new(Bytes::new()))))

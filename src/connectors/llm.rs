@@ -795,20 +795,12 @@ mod stream {
         };
         let mut reported: Option<(u64, u64)> = None;
         let mut released = false;
-        let mut killed = call.run.as_ref().map(|r| r.kill.subscribe());
-        let mut modes = call.shared.mode_epoch.subscribe();
+        let cut = crate::connectors::cut_signal(call);
+        tokio::pin!(cut);
         loop {
             let line = tokio::select! {
                 biased;
-                _ = async { match killed.as_mut() { Some(k) => { let _ = k.wait_for(|v| *v).await; } None => std::future::pending::<()>().await } } => {
-                    return Err(p.cut(Refusal::new(Code::RunKilled, "the run was killed")));
-                }
-                _ = modes.changed() => {
-                    if call.shared.mode_for(&call.ctx.tenant) == crate::decide::Mode::Halted {
-                        return Err(p.cut(Refusal::new(Code::GovernanceHalted, "the kill switch was engaged")));
-                    }
-                    continue;
-                }
+                r = &mut cut => return Err(p.cut(r)),
                 l = lines.next(idle) => l,
             };
             let line = match line {

@@ -16,16 +16,71 @@ use http_body_util::{BodyExt, Full};
 use tokio::sync::mpsc;
 
 use crate::codes::Code;
+use crate::evidence::record::{Cut, Outcome};
 use crate::spine::{Body, Call, Refusal, Reply, Target};
 
-/// The innermost step of the spine: hand the call to its connector.
+/// The innermost step of the spine: hand the call to its connector. Until the connector has
+/// its answer, killing the call's run or engaging the kill switch cuts it (the upstream request
+/// is dropped); streams and tunnels watch the same signal for as long as they last.
 pub async fn dispatch(mut call: Call) -> Result<Reply, Refusal> {
-    match call.target.take() {
-        Some(Target::Chat(chat)) => llm::chat(call, chat).await,
-        Some(Target::Models) => llm::models(&call),
-        Some(Target::Http(hc)) => http::forward(call, hc).await,
-        Some(Target::Tunnel(t)) => egress::tunnel(call, t).await,
-        None => Err(Refusal::internal("call reached dispatch without a target")),
+    let cut = cut_signal(&call);
+    let trace = call.trace.clone();
+    let work = async move {
+        match call.target.take() {
+            Some(Target::Chat(chat)) => llm::chat(call, chat).await,
+            Some(Target::Models) => llm::models(&call),
+            Some(Target::Http(hc)) => http::forward(call, hc).await,
+            Some(Target::Tunnel(t)) => egress::tunnel(call, t).await,
+            None => Err(Refusal::internal("call reached dispatch without a target")),
+        }
+    };
+    tokio::select! {
+        biased;
+        r = work => r,
+        refusal = cut => {
+            if let Ok(mut t) = trace.lock() {
+                t.outcome = Some(Outcome::Cut);
+                t.cut = Some(Cut {
+                    after_tokens: 0,
+                    code: refusal.code,
+                    detail: format!("cut before the answer: {}", refusal.message),
+                });
+            }
+            Err(refusal)
+        }
+    }
+}
+
+/// Resolves, with the refusal to end the call with, once the call must stop: its run was
+/// killed (`run_killed`) or the kill switch was engaged for its tenant (`governance_halted`).
+pub fn cut_signal(call: &Call) -> impl std::future::Future<Output = Refusal> + Send + 'static {
+    let killed = call.run.as_ref().map(|r| r.kill.subscribe());
+    let mut modes = call.shared.mode_epoch.subscribe();
+    let shared = call.shared.clone();
+    let tenant = call.ctx.tenant.clone();
+    async move {
+        let run_killed = async {
+            if let Some(mut k) = killed {
+                if k.wait_for(|v| *v).await.is_ok() {
+                    return;
+                }
+            }
+            std::future::pending::<()>().await
+        };
+        let halted = async {
+            loop {
+                if shared.mode_for(&tenant) == crate::decide::Mode::Halted {
+                    return;
+                }
+                if modes.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::select! {
+            _ = run_killed => Refusal::new(Code::RunKilled, "the run was killed"),
+            _ = halted => Refusal::new(Code::GovernanceHalted, "the kill switch was engaged"),
+        }
     }
 }
 
