@@ -102,9 +102,26 @@ async fn kill_cuts_every_in_flight_call_of_the_run() {
         .unwrap();
     let resp = client().request(req).await.unwrap();
     let reader = tokio::spawn(stream_events(resp));
+    // And a plain call of the same run, waiting on a slow upstream.
+    let plain = tokio::spawn(send(
+        http::Request::post(env.agent_url("/v1/chat/completions"))
+            .header("x-warden-run-id", "run-k")
+            .body(Full::new(Bytes::from(chat_body(
+                "gpt-4o-mini",
+                "wait [[slow:3000]]",
+                false,
+                None,
+            ))))
+            .unwrap(),
+    ));
     tokio::time::sleep(Duration::from_millis(200)).await;
     let r = weather(&env, "run-k").await;
     assert_eq!((r.status, r.code().as_str()), (403, "policy_denied"));
+    let plain = tokio::time::timeout(Duration::from_secs(2), plain)
+        .await
+        .expect("the plain call is cut at once, not after its upstream's 3 s")
+        .unwrap();
+    assert_eq!(plain.code(), "run_killed");
     let events = tokio::time::timeout(Duration::from_secs(5), reader)
         .await
         .unwrap()
