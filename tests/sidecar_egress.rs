@@ -63,9 +63,8 @@ async fn absolute_form_requests_follow_the_connector_rules() {
     assert_eq!(env.evidence().len(), 4);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connect_tunnels_only_to_allowed_hosts() {
-    let env = start("connect").await;
+/// A `CONNECT` tunnel through the sidecar to the weather mock, its 200 read.
+async fn open_tunnel(env: &Env) -> TcpStream {
     let w = env.weather.addr;
     let mut s = TcpStream::connect(env.sidecar.agent_addr).await.unwrap();
     s.write_all(format!("CONNECT {w} HTTP/1.1\r\nHost: {w}\r\n\r\n").as_bytes())
@@ -75,6 +74,14 @@ async fn connect_tunnels_only_to_allowed_hosts() {
     let n = s.read(&mut buf).await.unwrap();
     let head = String::from_utf8_lossy(&buf[..n]).to_string();
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_tunnels_only_to_allowed_hosts() {
+    let env = start("connect").await;
+    let w = env.weather.addr;
+    let mut s = open_tunnel(&env).await;
     // Speak HTTP to the weather mock through the tunnel.
     s.write_all(
         format!("GET /v1/forecast/kyiv HTTP/1.1\r\nHost: {w}\r\nConnection: close\r\n\r\n")
@@ -125,13 +132,8 @@ async fn h2c_and_http1_share_the_agent_port() {
 async fn the_kill_switch_closes_open_tunnels() {
     let env = start("tunnel-halt").await;
     let w = env.weather.addr;
-    let mut s = TcpStream::connect(env.sidecar.agent_addr).await.unwrap();
-    s.write_all(format!("CONNECT {w} HTTP/1.1\r\nHost: {w}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    let mut s = open_tunnel(&env).await;
     let mut buf = [0u8; 4096];
-    let n = s.read(&mut buf).await.unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     // A keep-alive exchange through the tunnel: it stays open afterwards.
     s.write_all(format!("GET /v1/forecast/kyiv HTTP/1.1\r\nHost: {w}\r\n\r\n").as_bytes())
         .await
