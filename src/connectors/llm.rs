@@ -731,28 +731,33 @@ mod stream {
             self.send(&v).await
         }
 
+        /// Count `tokens` more output tokens against the call's budget; past a blocking limit
+        /// the stream is cut (same step: the agent gets nothing past the limit).
+        fn charge(&mut self, tokens: u64) -> Result<(), End> {
+            let next_out = self.out_tokens + tokens;
+            let d = self.decision;
+            let room = |m: Metric| d.headroom_for(m).unwrap_or(f64::INFINITY);
+            if next_out as f64 > room(Metric::OutputTokens)
+                || (self.chat.prompt_tokens.unwrap_or(0) + next_out) as f64
+                    > room(Metric::TotalTokens)
+                || cost(self.prices, 0, next_out) > room(Metric::CostUsd)
+            {
+                return Err(match recheck(self.call, next_out, None) {
+                    Ok(Some(d)) => self.enforce(d, Code::BudgetExceeded),
+                    Ok(None) => {
+                        self.cut(Refusal::new(Code::BudgetExceeded, "output budget exceeded"))
+                    }
+                    Err(r) => self.cut(r),
+                });
+            }
+            self.out_tokens = next_out;
+            Ok(())
+        }
+
         /// One content chunk: budget check, PII hold-back, then what the agent may see.
         fn content(&mut self, piece: &str) -> Result<String, End> {
             if !piece.is_empty() {
-                let n = count_tokens(&self.chat.model, piece);
-                let next_out = self.out_tokens + n;
-                let d = self.decision;
-                let room = |m: Metric| d.headroom_for(m).unwrap_or(f64::INFINITY);
-                if next_out as f64 > room(Metric::OutputTokens)
-                    || (self.chat.prompt_tokens.unwrap_or(0) + next_out) as f64
-                        > room(Metric::TotalTokens)
-                    || cost(self.prices, 0, next_out) > room(Metric::CostUsd)
-                {
-                    // Same-step: the agent gets nothing past the limit.
-                    return Err(match recheck(self.call, next_out, None) {
-                        Ok(Some(d)) => self.enforce(d, Code::BudgetExceeded),
-                        Ok(None) => {
-                            self.cut(Refusal::new(Code::BudgetExceeded, "output budget exceeded"))
-                        }
-                        Err(r) => self.cut(r),
-                    });
-                }
-                self.out_tokens = next_out;
+                self.charge(count_tokens(&self.chat.model, piece))?;
                 self.text.push_str(piece);
             }
             if self.pii_allowed {
