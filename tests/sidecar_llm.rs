@@ -109,7 +109,13 @@ async fn stream_is_cut_at_the_run_budget_and_the_run_stops() {
         |c| c,
     )
     .await;
-    let body = chat_body("gpt-4o-mini", "tell me [[reply:30]]", true, None);
+    // An upstream that does not honour the clamped `max_tokens` is cut at the budget.
+    let body = chat_body(
+        "gpt-4o-mini",
+        "tell me [[reply:30]] [[overrun]]",
+        true,
+        None,
+    );
     let req = http::Request::post(env.agent_url("/v1/chat/completions"))
         .header("content-type", "application/json")
         .header("x-warden-run-id", "run-budget")
@@ -423,7 +429,7 @@ async fn a_plain_answer_over_the_budget_is_withheld() {
     let r = env
         .chat(
             Some("run-pb"),
-            chat_body("gpt-4o-mini", "x [[reply:30]]", false, None),
+            chat_body("gpt-4o-mini", "x [[reply:30]] [[overrun]]", false, None),
         )
         .await;
     assert_eq!(

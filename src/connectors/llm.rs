@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 
 use super::{body_of, json_reply};
 use crate::codes::Code;
+use crate::decide::reserve::Want;
 use crate::decide::{Decision, PiiFact};
 use crate::detect::pii::StreamScanner;
 use crate::evidence::record::{content_hash, Content, Cut, Outcome};
@@ -41,9 +42,29 @@ pub struct ChatCall {
     pub prompt_tokens: Option<u64>,
     /// Per-message framing tokens, added to a count of `prompt_text`.
     pub overhead: u64,
+    /// Choices asked for (`n`).
+    pub n: u64,
+    /// The agent's own `max_tokens` / `max_completion_tokens` (the smaller).
+    pub max_tokens: Option<u64>,
+    /// The model's prices at the serving connector.
+    pub prices: ModelPrice,
+    /// `max_tokens` per choice to send upstream: the least of the agent's, the policies' and
+    /// what the headroom left (set when the call is decided and its usage reserved).
+    pub clamp: Option<u64>,
+    /// Output tokens reserved for the call (all choices); a stream past it draws more.
+    pub reserved_output: u64,
 }
 
 impl ChatCall {
+    /// What the call asks for, for its reservation.
+    pub fn want(&self) -> Want {
+        Want {
+            n: self.n,
+            max_tokens: self.max_tokens,
+            output_usd_per_token: self.prices.output_usd_per_mtok / 1e6,
+        }
+    }
+
     /// The prompt's tokens, counting them now if they were not counted before the call.
     pub fn prompt_count(&self) -> u64 {
         self.prompt_tokens
@@ -85,6 +106,9 @@ pub fn count_tokens(model: &str, text: &str) -> u64 {
     }
 }
 
+/// The most choices (`n`) one call may ask for (OpenAI's own bound).
+pub const MAX_CHOICES: u64 = 128;
+
 /// Texts longer than this are tokenized off the async worker.
 const LONG_TEXT: usize = 64 * 1024;
 
@@ -120,13 +144,29 @@ pub fn parse_chat(
         .and_then(|o| o.get("include_usage"))
         .and_then(Value::as_bool)
         .unwrap_or(false);
+    let mut max_tokens: Option<u64> = None;
     for key in ["max_tokens", "max_completion_tokens"] {
         match obj.get(key) {
             None | Some(Value::Null) => {}
-            Some(v) if v.as_u64().is_some_and(|n| n > 0) => {}
+            Some(v) if v.as_u64().is_some_and(|n| n > 0) => {
+                let m = v.as_u64().unwrap_or(u64::MAX);
+                max_tokens = Some(max_tokens.map_or(m, |c| c.min(m)));
+            }
             Some(_) => return Err(invalid(format!("`{key}` must be a positive integer"))),
         }
     }
+    // Every choice is output: `n` is bounded, reserved for, and counted.
+    let n = match obj.get("n") {
+        None | Some(Value::Null) => 1,
+        Some(v) if v.as_u64().is_some_and(|n| (1..=MAX_CHOICES).contains(&n)) => {
+            v.as_u64().unwrap_or(1)
+        }
+        Some(_) => {
+            return Err(invalid(format!(
+                "`n` must be an integer from 1 to {MAX_CHOICES}"
+            )))
+        }
+    };
     let Some(Value::Array(messages)) = obj.get("messages") else {
         return Err(invalid("`messages` must be an array"));
     };
@@ -188,6 +228,14 @@ pub fn parse_chat(
     };
     let prompt_tokens =
         prompt_metered(snap, tenant).then(|| count_tokens(&model, &prompt_text) + overhead);
+    let prices = connector
+        .as_deref()
+        .and_then(|c| snap.connector(tenant, c))
+        .map(|info| price(info, &model))
+        .unwrap_or(ModelPrice {
+            input_usd_per_mtok: 0.0,
+            output_usd_per_mtok: 0.0,
+        });
     Ok(ChatCall {
         body: obj,
         model,
@@ -197,6 +245,11 @@ pub fn parse_chat(
         prompt_text,
         prompt_tokens,
         overhead,
+        n,
+        max_tokens,
+        prices,
+        clamp: None,
+        reserved_output: 0,
     })
 }
 
@@ -320,10 +373,11 @@ pub async fn chat(mut call: Call, mut chat: ChatCall) -> Result<Reply, Refusal> 
         )
     })?;
 
-    // The upstream request: the agent's body, clamped, streamed with usage.
+    // The upstream request: the agent's body, clamped (to the least of the agent's, the
+    // policies' and the headroom's `max_tokens`), streamed with usage.
     let mut body = std::mem::take(&mut chat.body);
-    if let Some(clamp) = decision.max_tokens {
-        let clamp = u64::from(clamp);
+    let clamp = chat.clamp.or(decision.max_tokens.map(u64::from));
+    if let Some(clamp) = clamp {
         let mut clamped = false;
         for k in ["max_tokens", "max_completion_tokens"] {
             if let Some(v) = body.get(k).and_then(Value::as_u64) {
@@ -359,7 +413,7 @@ pub async fn chat(mut call: Call, mut chat: ChatCall) -> Result<Reply, Refusal> 
         .body(body_of(Full::new(Bytes::from(bytes))))
         .map_err(|e| Refusal::new(Code::UpstreamError, format!("bad upstream URL {url}: {e}")))?;
 
-    let prices = price(info, &chat.model);
+    let prices = chat.prices.clone();
     let inspection = decision.inspection;
     let input = chat.prompt_tokens.unwrap_or(0);
     call.trace(|t| {
@@ -415,12 +469,25 @@ async fn read_limited(body: hyper::body::Incoming, max: usize) -> Result<Bytes, 
     }
 }
 
+/// Whether a blocking limit bounds the answer's output (tokens, total tokens or cost).
+fn bounded(d: &Decision) -> bool {
+    [Metric::OutputTokens, Metric::TotalTokens, Metric::CostUsd]
+        .into_iter()
+        .any(|m| d.headroom_for(m).is_some())
+}
+
 /// Re-decide after the answer grew or revealed facts; a refusal here is same-step enforcement.
-fn recheck(call: &Call, output_tokens: u64, pii: Option<u8>) -> Result<Option<Decision>, Refusal> {
+fn recheck(
+    call: &Call,
+    prices: &ModelPrice,
+    output_tokens: u64,
+    pii: Option<u8>,
+) -> Result<Option<Decision>, Refusal> {
     let Some(mut req) = call.request.clone() else {
         return Ok(None);
     };
     req.delta.output_tokens = output_tokens as f64;
+    req.delta.cost_usd += cost(prices, 0, output_tokens);
     if let Some(mask) = pii {
         req.facts.pii = Some(crate::spine::detect::fact(mask));
     }
@@ -469,13 +536,11 @@ async fn plain(
     });
     let mask = crate::detect::pii::kinds(&text);
     // Decide again only when the answer revealed something the first decision did not cover:
-    // PII, or more output than the headroom of a blocking limit.
-    let room = |m: Metric| decision.headroom_for(m).unwrap_or(f64::INFINITY);
-    let over = output as f64 > room(Metric::OutputTokens)
-        || (input + output) as f64 > room(Metric::TotalTokens)
-        || cost(&prices, input, output) > room(Metric::CostUsd);
+    // PII, or more output than the call reserved against a blocking limit (an upstream that
+    // ignored `max_tokens`).
+    let over = bounded(&decision) && output > chat.reserved_output;
     let revised = if mask != 0 || over {
-        recheck(&call, output, (mask != 0).then_some(mask))?
+        recheck(&call, &prices, output, (mask != 0).then_some(mask))?
     } else {
         None
     };
@@ -657,6 +722,10 @@ mod stream {
         text: String,
         sent: usize,
         out_tokens: u64,
+        /// Output tokens the call holds; a blocking limit bounds the answer (`bounded`), so
+        /// passing what is held means drawing more or being cut.
+        reserved: u64,
+        bounded: bool,
     }
 
     impl Pump<'_> {
@@ -692,7 +761,7 @@ mod stream {
 
         /// PII was found in the answer: cut if a policy blocks it, else let it pass.
         fn pii(&mut self, found: u8) -> Result<(), End> {
-            match recheck(self.call, self.out_tokens, Some(found)) {
+            match recheck(self.call, self.prices, self.out_tokens, Some(found)) {
                 Ok(Some(d)) => Err(self.enforce(d, Code::PiiDetected)),
                 Ok(None) => {
                     self.pii_allowed = true;
@@ -735,20 +804,13 @@ mod stream {
         /// the stream is cut (same step: the agent gets nothing past the limit).
         fn charge(&mut self, tokens: u64) -> Result<(), End> {
             let next_out = self.out_tokens + tokens;
-            let d = self.decision;
-            let room = |m: Metric| d.headroom_for(m).unwrap_or(f64::INFINITY);
-            if next_out as f64 > room(Metric::OutputTokens)
-                || (self.chat.prompt_tokens.unwrap_or(0) + next_out) as f64
-                    > room(Metric::TotalTokens)
-                || cost(self.prices, 0, next_out) > room(Metric::CostUsd)
-            {
-                return Err(match recheck(self.call, next_out, None) {
-                    Ok(Some(d)) => self.enforce(d, Code::BudgetExceeded),
-                    Ok(None) => {
-                        self.cut(Refusal::new(Code::BudgetExceeded, "output budget exceeded"))
-                    }
-                    Err(r) => self.cut(r),
-                });
+            if self.bounded && next_out > self.reserved {
+                // Past what the call reserved: draw more from the run's shared headroom, or cut.
+                match recheck(self.call, self.prices, next_out, None) {
+                    Ok(Some(d)) => return Err(self.enforce(d, Code::BudgetExceeded)),
+                    Ok(None) => self.reserved = next_out,
+                    Err(r) => return Err(self.cut(r)),
+                }
             }
             self.out_tokens = next_out;
             Ok(())
@@ -797,6 +859,8 @@ mod stream {
             text: String::new(),
             sent: 0,
             out_tokens: 0,
+            reserved: chat.reserved_output,
+            bounded: bounded(decision),
         };
         let mut reported: Option<(u64, u64)> = None;
         let mut released = false;

@@ -15,6 +15,7 @@
 //! - shadow, draft, suspended and retired policies never change the outcome.
 
 pub mod bind;
+pub mod reserve;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -101,7 +102,8 @@ pub struct Delta {
 }
 
 impl Delta {
-    fn get(&self, metric: Metric, channel: Channel) -> f64 {
+    /// The amount of `metric` (one request; one query on the SQL channel).
+    pub fn get(&self, metric: Metric, channel: Channel) -> f64 {
         match metric {
             Metric::InputTokens => self.input_tokens,
             Metric::OutputTokens => self.output_tokens,

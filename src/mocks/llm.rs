@@ -15,6 +15,7 @@
 //! | `[[leak]]` | ` jane.doe@example.com` is inserted after word 20 (after the last word of a shorter reply) as one extra piece / SSE event |
 //! | `[[slow:MS]]` | waits MS ms between streamed chunks, or once before a non-streamed answer (or a `[[fail]]`) |
 //! | `[[fail:CODE]]` | answers with HTTP status CODE (400–599) and an OpenAI error JSON |
+//! | `[[overrun]]` | ignores `max_tokens` (an upstream that does not honour the cap): the reply is `[[reply:N]]` words even past `max_tokens` |
 //!
 //! Usage is reported like OpenAI's, with two documented approximations:
 //! `prompt_tokens` is the o200k_base count of all message contents concatenated (no
@@ -151,6 +152,7 @@ struct Markers {
     leak: bool,
     slow_ms: Option<u64>,
     fail: Option<StatusCode>,
+    overrun: bool,
 }
 
 impl Markers {
@@ -178,6 +180,7 @@ impl Markers {
                 "reply" => markers.reply = Some(number(MAX_REPLY_TOKENS)?),
                 "slow" => markers.slow_ms = Some(number(MAX_SLOW_MS)?),
                 "leak" if value.is_none() => markers.leak = true,
+                "overrun" if value.is_none() => markers.overrun = true,
                 "fail" => {
                     let code = u16::try_from(number(599)?).unwrap_or(0);
                     let status = StatusCode::from_u16(code)
@@ -233,7 +236,10 @@ impl Plan {
             .or(max)
             .unwrap_or(DEFAULT_REPLY_TOKENS)
             .min(MAX_REPLY_TOKENS);
-        let words = max.map_or(wanted, |m| wanted.min(m));
+        let words = match max {
+            Some(m) if !markers.overrun => wanted.min(m),
+            _ => wanted,
+        };
         let finish_reason = if max == Some(words) { "length" } else { "stop" };
         let prompt: String = req
             .messages

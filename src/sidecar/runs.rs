@@ -163,6 +163,9 @@ pub struct Runs {
     /// Approval id → run id.
     approvals: Cache<String, String>,
     pub sliding: SlidingCounters,
+    /// Held while a call is decided and its usage reserved (or a reservation grows), so two
+    /// calls never both see the same headroom (`spine::meter`).
+    pub budget: Mutex<()>,
 }
 
 impl Runs {
@@ -186,6 +189,7 @@ impl Runs {
                 .time_to_idle(ttl)
                 .build(),
             sliding: SlidingCounters::default(),
+            budget: Mutex::new(()),
         }
     }
 

@@ -1,5 +1,6 @@
 //! Usage windows: what each (policy, limit) has used, per step, run, session or sliding
-//! duration. Pure data structures; the clock is an argument.
+//! duration — settled usage plus what in-flight calls hold ([`Held`]). Pure data structures;
+//! the clock is an argument.
 
 use std::cell::OnceCell;
 use std::collections::{HashMap, VecDeque};
@@ -7,8 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use super::runs::Runs;
 
-use crate::decide::{Meter, Usage, UsageView};
-use crate::policy::model::{Metric, Window};
+use crate::decide::{Delta, Meter, Usage, UsageView};
+use crate::policy::model::{Channel, Metric, Window};
 use crate::policy::Snapshot;
 
 /// Amounts one finished call used.
@@ -109,6 +110,15 @@ impl Sliding {
             _ => self.buckets.push_back((start, v)),
         }
     }
+
+    /// Give back `v` added at `at_ms`: from that bucket if it is still in the window (an
+    /// expired bucket no longer counts, so there is nothing left to give back).
+    fn release(&mut self, at_ms: u64, v: f64) {
+        let start = at_ms - at_ms % self.bucket_ms;
+        if let Some((_, sum)) = self.buckets.iter_mut().find(|(s, _)| *s == start) {
+            *sum = (*sum - v).max(0.0);
+        }
+    }
 }
 
 /// Sliding windows of the whole sidecar (one agent), by (policy, limit).
@@ -125,6 +135,18 @@ impl SlidingCounters {
                     .map_or(0.0, |s| s.sum(now_ms))
             })
             .unwrap_or(0.0)
+    }
+
+    /// Give back `v` that was added at `at_ms` (a reservation that was not used).
+    pub fn release(&self, policy: &str, limit: usize, window_ms: u64, at_ms: u64, v: f64) {
+        if let Ok(mut m) = self.0.lock() {
+            if let Some(s) = m
+                .get_mut(&(policy.to_string(), limit))
+                .filter(|s| s.window_ms == window_ms)
+            {
+                s.release(at_ms, v);
+            }
+        }
     }
 
     pub fn add(&self, policy: &str, limit: usize, window_ms: u64, now_ms: u64, v: f64) {
@@ -182,32 +204,87 @@ impl Scopes<'_> {
         }
     }
 
+    /// Move one counter by `v` (negative: give back what a reservation made at `at_ms` held).
+    fn apply(&self, m: &Meter, v: f64, at_ms: u64) {
+        if v == 0.0 {
+            return;
+        }
+        match m.window {
+            Window::Step => self.step.add(&m.policy, m.limit, v),
+            Window::Run => self.run.add(&m.policy, m.limit, v),
+            Window::Session => self.session.counters().add(&m.policy, m.limit, v),
+            Window::Duration(s) if v > 0.0 => {
+                self.sliding
+                    .add(&m.policy, m.limit, s * 1000, self.now_ms, v)
+            }
+            Window::Duration(s) => self
+                .sliding
+                .release(&m.policy, m.limit, s * 1000, at_ms, -v),
+        }
+    }
+
     /// Count a finished call against every limit the decision metered.
     pub fn record(&self, meters: &[Meter], amounts: &Amounts) {
         for m in meters {
-            let v = amounts.get(m.metric);
-            if v == 0.0 {
-                continue;
-            }
-            match m.window {
-                Window::Step => self.step.add(&m.policy, m.limit, v),
-                Window::Run => self.run.add(&m.policy, m.limit, v),
-                Window::Session => self.session.counters().add(&m.policy, m.limit, v),
-                Window::Duration(s) => {
-                    self.sliding
-                        .add(&m.policy, m.limit, s * 1000, self.now_ms, v)
-                }
-            }
+            self.apply(m, amounts.get(m.metric), self.now_ms);
         }
     }
+
+    /// Reserve what `held` holds (the call was just allowed).
+    pub fn hold(&self, held: &Held) {
+        for m in &held.meters {
+            self.apply(m, held.reserved.get(m.metric, held.channel), held.at_ms);
+        }
+    }
+
+    /// Grow a reservation to at least `to` (a stream passing what it reserved draws from the
+    /// shared headroom).
+    pub fn grow(&self, held: &mut Held, to: &Delta) {
+        let next = Delta {
+            input_tokens: held.reserved.input_tokens.max(to.input_tokens),
+            output_tokens: held.reserved.output_tokens.max(to.output_tokens),
+            cost_usd: held.reserved.cost_usd.max(to.cost_usd),
+            bytes: held.reserved.bytes.max(to.bytes),
+        };
+        for m in &held.meters {
+            let more = next.get(m.metric, held.channel) - held.reserved.get(m.metric, held.channel);
+            if more > 0.0 {
+                self.apply(m, more, self.now_ms);
+            }
+        }
+        held.reserved = next;
+    }
+
+    /// Settle a reservation with what the call actually used: the unused part is released,
+    /// anything beyond it (an upstream that reported more) is counted.
+    pub fn settle(&self, held: &Held, actual: &Amounts) {
+        for m in &held.meters {
+            let v = actual.get(m.metric) - held.reserved.get(m.metric, held.channel);
+            self.apply(m, v, held.at_ms);
+        }
+    }
+}
+
+/// What an allowed, in-flight call holds against its limits until its record is sealed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Held {
+    /// The limits the decision metered.
+    pub meters: Vec<Meter>,
+    pub reserved: Delta,
+    pub channel: Channel,
+    /// When the reservation was made (sliding windows give back into that bucket).
+    pub at_ms: u64,
 }
 
 /// The usage view `decide` reads, which also records every value it handed out, so the
 /// evidence holds exactly the usage the decision saw (for replay).
 pub struct Recording<'a> {
-    pub scopes: Scopes<'a>,
+    pub scopes: &'a Scopes<'a>,
     pub snapshot: &'a Snapshot,
     pub seen: std::cell::RefCell<Usage>,
+    /// The deciding call's own reservation, left out of what it sees: a call deciding again
+    /// mid-way states its whole amount in its request, and must not count it twice.
+    pub own: Option<&'a Held>,
 }
 
 impl UsageView for Recording<'_> {
@@ -220,7 +297,16 @@ impl UsageView for Recording<'_> {
         else {
             return 0.0;
         };
-        let v = self.scopes.read(window, policy, limit);
+        let mut v = self.scopes.read(window, policy, limit);
+        if let Some(h) = self.own {
+            if let Some(m) = h
+                .meters
+                .iter()
+                .find(|m| m.limit == limit && &*m.policy == policy)
+            {
+                v = (v - h.reserved.get(m.metric, h.channel)).max(0.0);
+            }
+        }
         let mut seen = self.seen.borrow_mut();
         let slot = seen.0.entry(policy.to_string()).or_default();
         if slot.len() <= limit {

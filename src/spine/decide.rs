@@ -1,17 +1,17 @@
 //! Decide: run the pure decision function on the call's facts, the run's usage and the mode,
-//! and enforce its outcome — refuse, stop or kill the run, or ask for approval (PAUSE).
-//! NEAR and BREACH alerts go to the event path and never wait.
+//! reserve what an allowed call may consume (in the same critical section: see `meter`), and
+//! enforce the outcome — refuse, stop or kill the run, or ask for approval (PAUSE). NEAR and
+//! BREACH alerts go to the event path and never wait.
 
-use std::cell::RefCell;
-
+use super::meter::{Ledger, Pending};
 use super::{next, BoxFut, Call, Next, Refusal, Step, Target};
 use crate::codes::Code;
-use crate::decide::{decide, Decision, Request, Usage};
+use crate::decide::{Decision, Request};
 use crate::policy::model::Action;
 use crate::sidecar::alerts::Alert;
 use crate::sidecar::runs::{take_approved, Brief, RunState};
 use crate::sidecar::state::Shared;
-use crate::sidecar::usage::{Recording, Scopes, Session};
+use crate::sidecar::usage::{Scopes, Session};
 
 #[derive(Clone)]
 pub struct Decide;
@@ -28,9 +28,9 @@ pub fn fingerprint(r: &Request) -> String {
     )
 }
 
-/// Decide `req` for this call now, reading the run's usage; returns the decision and the usage
-/// it saw. Used before the call and again when a streamed answer grows (same-step checks).
-pub fn decide_now(call: &Call, req: &Request) -> Result<(Decision, Usage), Refusal> {
+/// Run `f` with the ledger of this call: its snapshot, its run's step, run and session usage,
+/// the sliding windows and the budget lock.
+fn with_ledger<R>(call: &Call, f: impl FnOnce(&Ledger<'_>) -> R) -> Result<R, Refusal> {
     let snap = call
         .snapshot
         .as_ref()
@@ -41,39 +41,46 @@ pub fn decide_now(call: &Call, req: &Request) -> Result<(Decision, Usage), Refus
         .ok_or_else(|| Refusal::internal("no run"))?;
     let shared = &call.shared;
     let (step, _) = run.step(&call.ctx.step_id);
-    let now = Shared::now_ms();
-    let view = Recording {
+    let ledger = Ledger {
+        lock: &shared.runs.budget,
         scopes: Scopes {
             step: &step,
             run: &run.usage,
             session: Session::new(&shared.runs, &call.ctx.session_id),
             sliding: &shared.runs.sliding,
-            now_ms: now,
+            now_ms: Shared::now_ms(),
         },
         snapshot: snap,
-        seen: RefCell::new(Usage::default()),
+        mode: shared.mode_for(&call.ctx.tenant),
+        at_ms: call.ctx.at_ms,
+        decision_id: &call.ctx.decision_id,
     };
     let t0 = std::time::Instant::now();
-    let d = decide(
-        snap,
-        req,
-        &view,
-        shared.mode_for(&call.ctx.tenant),
-        call.ctx.at_ms,
-        &call.ctx.decision_id,
-    );
+    let r = f(&ledger);
     shared.metrics.decision(t0.elapsed().as_secs_f64());
-    Ok((d, view.seen.into_inner()))
+    Ok(r)
 }
 
-/// Decide again mid-call, with facts the call revealed (a longer answer, PII in a reply). A
-/// refusing decision replaces the call's recorded decision — with the request and usage it was
-/// taken on, so `evidence replay` reproduces it. Same-step enforcement rests on this.
+/// Decide again mid-call, with facts the call revealed (a longer answer, PII in a reply);
+/// `req` states the call's whole amount so far. A refusing decision replaces the call's
+/// recorded decision — with the request and usage it was taken on, so `evidence replay`
+/// reproduces it. Otherwise the call's reservation grows to cover `req` (a stream past what
+/// it reserved draws from the shared headroom). Same-step enforcement rests on this.
 pub fn recheck(call: &Call, req: Request) -> Result<Option<Decision>, Refusal> {
-    let (d, usage) = decide_now(call, &req)?;
-    if !d.refused() {
-        return Ok(None);
+    let mut pending = call
+        .trace
+        .lock()
+        .ok()
+        .and_then(|mut t| t.pending_meter.take());
+    let refused = with_ledger(call, |l| {
+        l.recheck(&req, pending.as_mut().map(|p| &mut p.held))
+    });
+    if let Some(p) = pending {
+        call.trace(|t| t.pending_meter = Some(p));
     }
+    let Some((d, usage)) = refused? else {
+        return Ok(None);
+    };
     if let Some(run) = &call.run {
         run.remember(Brief::of(&d));
     }
@@ -176,30 +183,54 @@ impl Step for Decide {
                 .run
                 .clone()
                 .ok_or_else(|| Refusal::internal("no run"))?;
-            let (d, usage) = decide_now(&call, &req)?;
+            let want = match &call.target {
+                Some(Target::Chat(chat)) => Some(chat.want()),
+                _ => None,
+            };
+            let fp = fingerprint(&req);
+            let mut approval = None;
+            let a = with_ledger(&call, |l| {
+                l.admit(&req, want.as_ref(), &mut || {
+                    approval = take_approved(&run, &fp);
+                    approval.is_some()
+                })
+            })?;
+            let d = a.decision;
             let hash = d.snapshot.to_string();
+            let pending = a.held.map(|held| {
+                Pending::new(
+                    held,
+                    run.step(&call.ctx.step_id).0,
+                    call.ctx.session_id.clone(),
+                    run.clone(),
+                    call.shared.clone(),
+                )
+            });
             call.trace(|t| {
-                t.request = Some(req.clone());
-                t.usage = Some(usage);
+                t.request = Some(a.request);
+                t.usage = Some(a.usage);
                 t.decision = Some(d.clone());
                 t.snapshot = Some(hash);
+                t.pending_meter = pending;
+                if let Some(id) = &approval {
+                    t.approval_id = Some(id.clone());
+                }
             });
             run.remember(Brief::of(&d));
             alert(&call, &d);
-            if d.action == Action::Pause {
-                let fp = fingerprint(&req);
-                if let Some(id) = take_approved(&run, &fp) {
-                    call.trace(|t| t.approval_id = Some(id));
-                } else {
+            if !a.passed {
+                let mut r = enforce(&run, &d);
+                if d.action == Action::Pause {
                     let id = format!("apr-{}", uuid::Uuid::new_v4());
                     call.shared.runs.add_approval(&run, &id, &fp);
                     call.trace(|t| t.approval_id = Some(id.clone()));
-                    let mut r = enforce(&run, &d);
                     r.approval_id = Some(id);
-                    return Err(r);
                 }
-            } else if d.refused() {
-                return Err(enforce(&run, &d));
+                return Err(r);
+            }
+            if let (Some(Target::Chat(chat)), Some(plan)) = (&mut call.target, a.plan) {
+                chat.clamp = plan.max_tokens;
+                chat.reserved_output = plan.reserve.output_tokens as u64;
             }
             call.decision = Some(d);
             next(rest, call).await

@@ -2,7 +2,7 @@
 //! job (STYLE; seed GAP-065), in this fixed order:
 //!
 //! ```text
-//! identity → rescue → evidence → mode → body limit → parse → detect → decide → meter → connector
+//! identity → rescue → evidence → mode → body limit → parse → detect → decide → connector
 //! ```
 //!
 //! - `identity` fixes who is calling (from config, never from the agent) and the run, step,
@@ -11,7 +11,8 @@
 //! - `evidence` writes one record per call, whatever happened — and catches panics of the
 //!   layers below, which end as an `internal_error` refusal with a record, never as a pass;
 //! - `mode` is the boot guard and the run-state gate (stopped, killed runs);
-//! - the rest parse the call, run detectors, decide, meter usage and reach the connector.
+//! - the rest parse the call, run detectors, decide — reserving what an allowed call may
+//!   consume, in the same critical section (`meter`) — and reach the connector.
 //!
 //! Enforcement here is synchronous with the call; alerts go to the event path (INV-001).
 
@@ -110,7 +111,8 @@ pub struct Trace {
     pub refusal: Option<Refusal>,
     /// The refusal the call ended with, for the record.
     pub refused: Option<Refusal>,
-    /// Usage to count once the call's amounts are final (set by the meter layer).
+    /// What the call holds against its limits, settled once its amounts are final (set by
+    /// the decide layer).
     pub pending_meter: Option<meter::Pending>,
 }
 
@@ -242,7 +244,6 @@ pub fn stack() -> Next {
         .layer(StepLayer(parse::Parse))
         .layer(StepLayer(detect::Detect))
         .layer(StepLayer(decide::Decide))
-        .layer(StepLayer(meter::Meter))
         .service(Dispatch);
     BoxCloneService::new(svc)
 }

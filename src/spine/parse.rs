@@ -60,7 +60,9 @@ impl Step for Parse {
                     let chat = llm::parse_chat(&call.body, &snap, &call.ctx.tenant, wanted)?;
                     request.connector = chat.connector.clone();
                     request.model = Some(chat.model.clone());
-                    request.delta.input_tokens = chat.prompt_tokens.unwrap_or(0) as f64;
+                    let input = chat.prompt_tokens.unwrap_or(0);
+                    request.delta.input_tokens = input as f64;
+                    request.delta.cost_usd = input as f64 * chat.prices.input_usd_per_mtok / 1e6;
                     Target::Chat(chat)
                 }
                 ("GET", "/v1/models") => Target::Models,
