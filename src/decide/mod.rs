@@ -331,6 +331,11 @@ pub struct Decision {
     /// What evidence may hold in clear: only what every firing allow policy permits.
     pub inspection: Inspection,
     pub meters: Vec<Meter>,
+    /// Set by the spine's ledger, never by `decide`: the call is refused only because calls in
+    /// flight hold the headroom (settled usage alone would have let it through). It is refused
+    /// all the same, but it does not end the run: the holds may come back.
+    #[serde(skip)]
+    pub held_back: bool,
 }
 
 impl Decision {
@@ -342,7 +347,8 @@ impl Decision {
     /// Whether this outcome ends the run (STOP, KILL), as opposed to refusing only this call
     /// (PAUSE, and mode refusals, which last as long as the mode).
     pub fn ends_run(&self) -> bool {
-        self.action >= Action::Stop
+        !self.held_back
+            && self.action >= Action::Stop
             && !matches!(
                 self.code,
                 Some(Code::GovernanceHalted) | Some(Code::GovernanceDegraded)
@@ -385,6 +391,7 @@ pub fn decide(
         headroom: Vec::new(),
         inspection: Inspection::default(),
         meters: Vec::new(),
+        held_back: false,
     };
 
     // Modes that refuse before any policy is consulted.

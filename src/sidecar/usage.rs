@@ -36,34 +36,71 @@ impl Amounts {
     }
 }
 
+/// Which part of a counter: what finished calls used, or what calls in flight hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Settled,
+    Held,
+}
+
+/// One counter: settled usage and what in-flight calls hold. A decision reads their sum.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Slot {
+    settled: f64,
+    held: f64,
+}
+
+impl Slot {
+    fn read(&self, settled_only: bool) -> f64 {
+        if settled_only {
+            self.settled
+        } else {
+            self.settled + self.held
+        }
+    }
+
+    fn add(&mut self, part: Part, v: f64) {
+        match part {
+            Part::Settled => self.settled += v,
+            // Rounding must never leave a negative hold behind.
+            Part::Held => self.held = (self.held + v).max(0.0),
+        }
+    }
+}
+
 /// Counters for one scope (a step, a run or a session): by policy id, then by limit index.
 /// Looked up by `&str`, so reading or counting allocates only for a policy's first count.
 #[derive(Debug, Default)]
-pub struct Counters(Mutex<HashMap<String, Vec<f64>>>);
+pub struct Counters(Mutex<HashMap<String, Vec<Slot>>>);
 
 impl Counters {
-    pub fn get(&self, policy: &str, limit: usize) -> f64 {
+    /// Settled plus held usage (or settled only).
+    pub fn read(&self, policy: &str, limit: usize, settled_only: bool) -> f64 {
         self.0
             .lock()
             .map(|m| {
                 m.get(policy)
                     .and_then(|v| v.get(limit))
-                    .copied()
-                    .unwrap_or(0.0)
+                    .map_or(0.0, |s| s.read(settled_only))
             })
             .unwrap_or(0.0)
     }
 
-    pub fn add(&self, policy: &str, limit: usize, v: f64) {
+    /// Settled plus held usage.
+    pub fn get(&self, policy: &str, limit: usize) -> f64 {
+        self.read(policy, limit, false)
+    }
+
+    pub fn add(&self, policy: &str, limit: usize, part: Part, v: f64) {
         if let Ok(mut m) = self.0.lock() {
             let slots = match m.get_mut(policy) {
                 Some(s) => s,
                 None => m.entry(policy.to_string()).or_default(),
             };
             if slots.len() <= limit {
-                slots.resize(limit + 1, 0.0);
+                slots.resize(limit + 1, Slot::default());
             }
-            slots[limit] += v;
+            slots[limit].add(part, v);
         }
     }
 }
@@ -71,11 +108,13 @@ impl Counters {
 type Key = (String, usize);
 
 /// A sliding window of `window_ms`, in 60 buckets: memory stays bounded whatever the rate.
+/// Settled usage is bucketed when it is settled; holds count, unaged, until they are.
 #[derive(Debug)]
 struct Sliding {
     window_ms: u64,
     bucket_ms: u64,
     buckets: VecDeque<(u64, f64)>,
+    held: f64,
 }
 
 impl Sliding {
@@ -84,6 +123,7 @@ impl Sliding {
             window_ms,
             bucket_ms: (window_ms / 60).max(1),
             buckets: VecDeque::new(),
+            held: 0.0,
         }
     }
 
@@ -97,26 +137,26 @@ impl Sliding {
         }
     }
 
-    fn sum(&mut self, now_ms: u64) -> f64 {
+    fn read(&mut self, now_ms: u64, settled_only: bool) -> f64 {
         self.prune(now_ms);
-        self.buckets.iter().map(|(_, v)| v).sum()
+        let settled: f64 = self.buckets.iter().map(|(_, v)| v).sum();
+        if settled_only {
+            settled
+        } else {
+            settled + self.held
+        }
     }
 
-    fn add(&mut self, now_ms: u64, v: f64) {
+    fn add(&mut self, now_ms: u64, part: Part, v: f64) {
+        if part == Part::Held {
+            self.held = (self.held + v).max(0.0);
+            return;
+        }
         self.prune(now_ms);
         let start = now_ms - now_ms % self.bucket_ms;
         match self.buckets.back_mut() {
             Some((s, sum)) if *s == start => *sum += v,
             _ => self.buckets.push_back((start, v)),
-        }
-    }
-
-    /// Give back `v` added at `at_ms`: from that bucket if it is still in the window (an
-    /// expired bucket no longer counts, so there is nothing left to give back).
-    fn release(&mut self, at_ms: u64, v: f64) {
-        let start = at_ms - at_ms % self.bucket_ms;
-        if let Some((_, sum)) = self.buckets.iter_mut().find(|(s, _)| *s == start) {
-            *sum = (*sum - v).max(0.0);
         }
     }
 }
@@ -126,39 +166,43 @@ impl Sliding {
 pub struct SlidingCounters(Mutex<HashMap<Key, Sliding>>);
 
 impl SlidingCounters {
-    pub fn get(&self, policy: &str, limit: usize, window_ms: u64, now_ms: u64) -> f64 {
+    pub fn read(
+        &self,
+        policy: &str,
+        limit: usize,
+        window_ms: u64,
+        now_ms: u64,
+        settled_only: bool,
+    ) -> f64 {
         self.0
             .lock()
             .map(|mut m| {
                 m.get_mut(&(policy.to_string(), limit))
                     .filter(|s| s.window_ms == window_ms)
-                    .map_or(0.0, |s| s.sum(now_ms))
+                    .map_or(0.0, |s| s.read(now_ms, settled_only))
             })
             .unwrap_or(0.0)
     }
 
-    /// Give back `v` that was added at `at_ms` (a reservation that was not used).
-    pub fn release(&self, policy: &str, limit: usize, window_ms: u64, at_ms: u64, v: f64) {
-        if let Ok(mut m) = self.0.lock() {
-            if let Some(s) = m
-                .get_mut(&(policy.to_string(), limit))
-                .filter(|s| s.window_ms == window_ms)
-            {
-                s.release(at_ms, v);
-            }
-        }
+    /// Settled plus held usage in the window ending at `now_ms`.
+    pub fn get(&self, policy: &str, limit: usize, window_ms: u64, now_ms: u64) -> f64 {
+        self.read(policy, limit, window_ms, now_ms, false)
     }
 
-    pub fn add(&self, policy: &str, limit: usize, window_ms: u64, now_ms: u64, v: f64) {
+    #[allow(clippy::too_many_arguments)]
+    pub fn add(&self, policy: &str, limit: usize, window_ms: u64, now_ms: u64, part: Part, v: f64) {
         if let Ok(mut m) = self.0.lock() {
             let s = m
                 .entry((policy.to_string(), limit))
                 .or_insert_with(|| Sliding::new(window_ms));
             if s.window_ms != window_ms {
-                // The limit's window changed with a new snapshot: start over.
+                // The limit's window changed with a new snapshot: start over (holds of calls
+                // still in flight stay held).
+                let held = s.held;
                 *s = Sliding::new(window_ms);
+                s.held = held;
             }
-            s.add(now_ms, v);
+            s.add(now_ms, part, v);
         }
     }
 }
@@ -195,45 +239,44 @@ pub struct Scopes<'a> {
 }
 
 impl Scopes<'_> {
-    fn read(&self, window: Window, policy: &str, limit: usize) -> f64 {
+    fn read(&self, window: Window, policy: &str, limit: usize, settled_only: bool) -> f64 {
         match window {
-            Window::Step => self.step.get(policy, limit),
-            Window::Run => self.run.get(policy, limit),
-            Window::Session => self.session.counters().get(policy, limit),
-            Window::Duration(s) => self.sliding.get(policy, limit, s * 1000, self.now_ms),
+            Window::Step => self.step.read(policy, limit, settled_only),
+            Window::Run => self.run.read(policy, limit, settled_only),
+            Window::Session => self.session.counters().read(policy, limit, settled_only),
+            Window::Duration(s) => {
+                self.sliding
+                    .read(policy, limit, s * 1000, self.now_ms, settled_only)
+            }
         }
     }
 
-    /// Move one counter by `v` (negative: give back what a reservation made at `at_ms` held).
-    fn apply(&self, m: &Meter, v: f64, at_ms: u64) {
+    fn apply(&self, m: &Meter, part: Part, v: f64) {
         if v == 0.0 {
             return;
         }
         match m.window {
-            Window::Step => self.step.add(&m.policy, m.limit, v),
-            Window::Run => self.run.add(&m.policy, m.limit, v),
-            Window::Session => self.session.counters().add(&m.policy, m.limit, v),
-            Window::Duration(s) if v > 0.0 => {
+            Window::Step => self.step.add(&m.policy, m.limit, part, v),
+            Window::Run => self.run.add(&m.policy, m.limit, part, v),
+            Window::Session => self.session.counters().add(&m.policy, m.limit, part, v),
+            Window::Duration(s) => {
                 self.sliding
-                    .add(&m.policy, m.limit, s * 1000, self.now_ms, v)
+                    .add(&m.policy, m.limit, s * 1000, self.now_ms, part, v)
             }
-            Window::Duration(s) => self
-                .sliding
-                .release(&m.policy, m.limit, s * 1000, at_ms, -v),
         }
     }
 
     /// Count a finished call against every limit the decision metered.
     pub fn record(&self, meters: &[Meter], amounts: &Amounts) {
         for m in meters {
-            self.apply(m, amounts.get(m.metric), self.now_ms);
+            self.apply(m, Part::Settled, amounts.get(m.metric));
         }
     }
 
     /// Reserve what `held` holds (the call was just allowed).
     pub fn hold(&self, held: &Held) {
         for m in &held.meters {
-            self.apply(m, held.reserved.get(m.metric, held.channel), held.at_ms);
+            self.apply(m, Part::Held, held.reserved.get(m.metric, held.channel));
         }
     }
 
@@ -249,18 +292,18 @@ impl Scopes<'_> {
         for m in &held.meters {
             let more = next.get(m.metric, held.channel) - held.reserved.get(m.metric, held.channel);
             if more > 0.0 {
-                self.apply(m, more, self.now_ms);
+                self.apply(m, Part::Held, more);
             }
         }
         held.reserved = next;
     }
 
-    /// Settle a reservation with what the call actually used: the unused part is released,
-    /// anything beyond it (an upstream that reported more) is counted.
+    /// Settle a reservation with what the call actually used: the hold is released and the
+    /// actual amounts are counted (in a sliding window, at the time of settling).
     pub fn settle(&self, held: &Held, actual: &Amounts) {
         for m in &held.meters {
-            let v = actual.get(m.metric) - held.reserved.get(m.metric, held.channel);
-            self.apply(m, v, held.at_ms);
+            self.apply(m, Part::Held, -held.reserved.get(m.metric, held.channel));
+            self.apply(m, Part::Settled, actual.get(m.metric));
         }
     }
 }
@@ -272,7 +315,7 @@ pub struct Held {
     pub meters: Vec<Meter>,
     pub reserved: Delta,
     pub channel: Channel,
-    /// When the reservation was made (sliding windows give back into that bucket).
+    /// When the reservation was made.
     pub at_ms: u64,
 }
 
@@ -285,6 +328,8 @@ pub struct Recording<'a> {
     /// The deciding call's own reservation, left out of what it sees: a call deciding again
     /// mid-way states its whole amount in its request, and must not count it twice.
     pub own: Option<&'a Held>,
+    /// Read settled usage only, leaving out what calls in flight hold.
+    pub settled_only: bool,
 }
 
 impl UsageView for Recording<'_> {
@@ -297,8 +342,8 @@ impl UsageView for Recording<'_> {
         else {
             return 0.0;
         };
-        let mut v = self.scopes.read(window, policy, limit);
-        if let Some(h) = self.own {
+        let mut v = self.scopes.read(window, policy, limit, self.settled_only);
+        if let (Some(h), false) = (self.own, self.settled_only) {
             if let Some(m) = h
                 .meters
                 .iter()
@@ -324,8 +369,8 @@ mod tests {
     #[test]
     fn sliding_windows_forget_old_usage() {
         let s = SlidingCounters::default();
-        s.add("p", 0, 60_000, 1_000, 5.0);
-        s.add("p", 0, 60_000, 30_000, 5.0);
+        s.add("p", 0, 60_000, 1_000, Part::Settled, 5.0);
+        s.add("p", 0, 60_000, 30_000, Part::Settled, 5.0);
         assert_eq!(s.get("p", 0, 60_000, 30_000), 10.0);
         assert_eq!(s.get("p", 0, 60_000, 62_000), 5.0);
         assert_eq!(s.get("p", 0, 60_000, 95_000), 0.0);
@@ -335,12 +380,15 @@ mod tests {
     #[test]
     fn counters_add_per_policy_and_limit() {
         let c = Counters::default();
-        c.add("p", 0, 2.0);
-        c.add("p", 0, 3.0);
-        c.add("p", 1, 7.0);
+        c.add("p", 0, Part::Settled, 2.0);
+        c.add("p", 0, Part::Held, 3.0);
+        c.add("p", 1, Part::Settled, 7.0);
         assert_eq!(
             (c.get("p", 0), c.get("p", 1), c.get("x", 0)),
             (5.0, 7.0, 0.0)
         );
+        assert_eq!(c.read("p", 0, true), 2.0, "settled only");
+        c.add("p", 0, Part::Held, -10.0);
+        assert_eq!(c.get("p", 0), 2.0, "a hold never goes below zero");
     }
 }

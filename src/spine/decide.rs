@@ -116,6 +116,13 @@ pub fn enforce(run: &RunState, d: &Decision) -> Refusal {
         }
         None => format!("{}: {why}", d.action.as_str()),
     };
+    let message = if d.held_back {
+        format!(
+            "{message}; the headroom is held by calls of this run in flight, retry when they end"
+        )
+    } else {
+        message
+    };
     Refusal::new(code, message).by_policy(d.policy.as_deref())
 }
 

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use super::Trace;
 use crate::decide::reserve::{self, Plan, Want};
-use crate::decide::{decide, Decision, Mode, Request, Usage};
+use crate::decide::{decide, Decision, Mode, ReasonCode, Request, Usage};
 use crate::policy::model::{Action, Channel};
 use crate::policy::Snapshot;
 use crate::sidecar::runs::RunState;
@@ -46,11 +46,21 @@ pub struct Admitted {
 
 impl Ledger<'_> {
     fn decide(&self, req: &Request, own: Option<&Held>) -> (Decision, Usage) {
+        self.decide_on(req, own, false)
+    }
+
+    fn decide_on(
+        &self,
+        req: &Request,
+        own: Option<&Held>,
+        settled_only: bool,
+    ) -> (Decision, Usage) {
         let view = Recording {
             scopes: &self.scopes,
             snapshot: self.snapshot,
             seen: Default::default(),
             own,
+            settled_only,
         };
         let d = decide(
             self.snapshot,
@@ -97,6 +107,9 @@ impl Ledger<'_> {
             }
             plan = Some(p);
         }
+        if !passed {
+            self.mark_held_back(&mut decision, &request);
+        }
         let held = match (&plan, passed) {
             (Some(p), true) => {
                 let h = Held {
@@ -128,14 +141,30 @@ impl Ledger<'_> {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        let (d, usage) = self.decide(req, held.as_deref());
+        let (mut d, usage) = self.decide(req, held.as_deref());
         if d.refused() {
+            self.mark_held_back(&mut d, req);
             return Some((d, usage));
         }
         if let Some(h) = held {
             self.scopes.grow(h, &req.delta);
         }
         None
+    }
+}
+
+impl Ledger<'_> {
+    /// A refusal for a budget or rate limit that settled usage alone would not have made is
+    /// held back, not a breach: the call is refused, the run goes on.
+    fn mark_held_back(&self, d: &mut Decision, req: &Request) {
+        let by_limit = d
+            .reasons
+            .iter()
+            .any(|r| matches!(r.code, ReasonCode::BudgetExceeded | ReasonCode::RateLimited));
+        if by_limit && d.action != Action::Pause {
+            let (settled, _) = self.decide_on(req, None, true);
+            d.held_back = !settled.refused();
+        }
     }
 }
 
