@@ -328,7 +328,7 @@ async fn route(shared: Arc<Shared>, req: http::Request<hyper::body::Incoming>) -
                     .unwrap_or_default();
                 json_reply(
                     StatusCode::OK,
-                    &json!({ "run_id": run.id, "session_id": run.session_id, "status": run.status(), "recent": recent, "approvals": approvals }),
+                    &json!({ "run_id": run.id, "session_id": run.session_id, "status": run.status(), "started": run.started(), "recent": recent, "approvals": approvals }),
                 )
             }
         },
