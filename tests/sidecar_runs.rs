@@ -373,6 +373,11 @@ async fn a_tenant_mode_applies_to_that_tenant_only() {
     assert_eq!(modes["tenants"]["acme"], "halted");
 }
 
+async fn mode_change(env: &Env, body: serde_json::Value) -> Resp {
+    env.admin_post("/ops/mode", body, Some(&env.admin_token))
+        .await
+}
+
 async fn run_state(env: &Env, run: &str) -> String {
     let r = env.admin_get(&format!("/runs/{run}")).await;
     r.json()["status"]["state"]
@@ -540,6 +545,93 @@ async fn degraded_lets_a_running_run_pass_its_budget_with_a_warn_until_enforcing
         warden::evidence::replay::replay(&records, &SnapshotStore::new(env.dir.join("cache")))
             .unwrap();
     assert!(report.mismatches.is_empty(), "{:#?}", report.mismatches);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_override_can_be_cleared_and_the_global_mode_reaches_it_again() {
+    let env = start("inherit").await;
+    let r = mode_change(
+        &env,
+        serde_json::json!({"mode": "inherit", "reason": "no tenant"}),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (400, "bad_request"),
+        "{}",
+        r.text()
+    );
+    let r = mode_change(
+        &env,
+        serde_json::json!({"mode": "halted", "tenant": "acme", "reason": "incident 7"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let m = env.admin_get("/ops/mode").await.json();
+    assert_eq!(m["tenants"]["acme"], "halted", "{m}");
+    assert_eq!(m["effective"]["acme"], "halted", "{m}");
+    assert!(env
+        .admin_get("/metrics")
+        .await
+        .text()
+        .contains("scope=\"tenant:acme\""));
+    let r = env
+        .chat(None, chat_body("gpt-4o-mini", "hi", false, Some(2)))
+        .await;
+    assert_eq!(r.code(), "governance_halted");
+
+    let r = mode_change(
+        &env,
+        serde_json::json!({"mode": "inherit", "tenant": "acme", "reason": "incident 7 over", "actor": "oncall@acme"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let m = env.admin_get("/ops/mode").await.json();
+    assert!(
+        m["tenants"].get("acme").is_none(),
+        "the override is gone: {m}"
+    );
+    assert_eq!(m["effective"]["acme"], "enforcing", "{m}");
+    let metrics = env.admin_get("/metrics").await.text();
+    assert!(!metrics.contains("scope=\"tenant:acme\""), "{metrics}");
+    let r = env
+        .chat(None, chat_body("gpt-4o-mini", "hi", false, Some(2)))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // A global mode reaches the tenant again.
+    assert_eq!(env.set_mode("degraded").await.status, 200);
+    let m = env.admin_get("/ops/mode").await.json();
+    assert_eq!(m["effective"]["acme"], "degraded", "{m}");
+    let r = env
+        .chat(None, chat_body("gpt-4o-mini", "hi", false, Some(2)))
+        .await;
+    assert_eq!(r.code(), "governance_degraded", "{}", r.text());
+
+    let audits: Vec<serde_json::Value> = env
+        .evidence()
+        .into_iter()
+        .filter(|r| r.kind == warden::evidence::Kind::Audit)
+        .filter_map(|r| r.audit)
+        .collect();
+    let inherit = audits
+        .iter()
+        .find(|a| a["mode"] == "inherit")
+        .unwrap_or_else(|| panic!("no audit record of the inherit: {audits:#?}"));
+    assert_eq!(inherit["event"], "mode_change");
+    assert_eq!(inherit["tenant"], "acme");
+    assert_eq!(inherit["actor"], "oncall@acme");
+    assert_eq!(inherit["reason"], "incident 7 over");
+    assert_eq!(inherit["before"]["tenants"]["acme"], "halted");
+    assert!(
+        inherit["after"]["tenants"].get("acme").is_none(),
+        "{inherit}"
+    );
+    assert!(audits
+        .iter()
+        .any(|a| a["mode"] == "halted" && a["tenant"] == "acme"));
+    assert!(audits
+        .iter()
+        .any(|a| a["mode"] == "degraded" && a["tenant"].is_null()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
