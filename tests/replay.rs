@@ -34,7 +34,8 @@ async fn stream(env: &Env, run: &str, content: &str) -> Vec<String> {
 }
 
 fn last_code(events: &[String]) -> String {
-    let last: serde_json::Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    let last: serde_json::Value =
+        serde_json::from_str(events.last().map_or("", String::as_str)).unwrap_or_default();
     last["error"]["code"].as_str().unwrap_or("").to_string()
 }
 
