@@ -372,3 +372,330 @@ async fn a_tenant_mode_applies_to_that_tenant_only() {
     assert_eq!(modes["global"], "enforcing");
     assert_eq!(modes["tenants"]["acme"], "halted");
 }
+
+async fn mode_change(env: &Env, body: serde_json::Value) -> Resp {
+    env.admin_post("/ops/mode", body, Some(&env.admin_token))
+        .await
+}
+
+async fn run_state(env: &Env, run: &str) -> String {
+    let r = env.admin_get(&format!("/runs/{run}")).await;
+    r.json()["status"]["state"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_refused_at_its_start_stays_new_so_degraded_keeps_refusing_its_retries() {
+    let env = start_with("degraded-new", |b| format!("{b}{PAUSE_WEATHER}"), |c| c).await;
+    // Refused at the start under enforcing: bad input, a PAUSE; and a models list. None of them
+    // starts the run.
+    let r = env.chat(Some("r-bad"), "{not json".into()).await;
+    assert_eq!(r.code(), "bad_request");
+    let r = weather(&env, "r-paused").await;
+    assert_eq!(r.code(), "approval_required");
+    let r = send(
+        http::Request::get(env.agent_url("/v1/models"))
+            .header("x-warden-run-id", "r-listed")
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    // A run that did start.
+    let r = env
+        .chat(
+            Some("r-running"),
+            chat_body("gpt-4o-mini", "hi", false, Some(2)),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let upstream = env.llm.request_count();
+
+    assert_eq!(env.set_mode("degraded").await.status, 200);
+    let good = || chat_body("gpt-4o-mini", "hello", false, Some(2));
+    for run in ["r-new", "r-new", "r-new", "r-bad", "r-listed"] {
+        let r = env.chat(Some(run), good()).await;
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (503, "governance_degraded"),
+            "{run}: a retry of a refused first call is still a new run: {}",
+            r.text()
+        );
+    }
+    let r = weather(&env, "r-paused").await;
+    assert_eq!(r.code(), "governance_degraded", "{}", r.text());
+    let state = env.admin_get("/runs/r-new").await.json();
+    assert_eq!(
+        (
+            state["status"]["state"].as_str(),
+            state["started"].as_bool()
+        ),
+        (Some("active"), Some(false)),
+        "{state}"
+    );
+    // The agent sent no run id: the assigned one, retried, is refused too.
+    let r = env.chat(None, good()).await;
+    assert_eq!(r.code(), "governance_degraded");
+    let assigned = r.header("x-warden-run-id").expect("an assigned run id");
+    let r = env.chat(Some(&assigned), good()).await;
+    assert_eq!(r.code(), "governance_degraded", "{}", r.text());
+    assert_eq!(
+        env.llm.request_count(),
+        upstream,
+        "no refused call reached the upstream"
+    );
+    assert_eq!(env.weather.request_count(), 0);
+    // The running run goes on.
+    let r = env.chat(Some("r-running"), good()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Back to enforcing, the refused runs start normally.
+    assert_eq!(env.set_mode("enforcing").await.status, 200);
+    let r = env.chat(Some("r-new"), good()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn degraded_lets_a_running_run_pass_its_budget_with_a_warn_until_enforcing_returns() {
+    let env = start_with(
+        "degraded-budget",
+        |b| b.replace("max: 2000, near: [0.8]", "max: 40, near: [0.5]"),
+        |c| c,
+    )
+    .await;
+    let r = env
+        .chat(
+            Some("r-d"),
+            chat_body("gpt-4o-mini", "a [[reply:10]]", false, None),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(env.set_mode("degraded").await.status, 200);
+    // A stream passes the budget (10 + 60 > 40): not cut, a WARN in its record.
+    let req = http::Request::post(env.agent_url("/v1/chat/completions"))
+        .header("x-warden-run-id", "r-d")
+        .body(Full::new(Bytes::from(chat_body(
+            "gpt-4o-mini",
+            "b [[reply:60]]",
+            true,
+            None,
+        ))))
+        .unwrap();
+    let events = stream_events(client().request(req).await.unwrap()).await;
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("[DONE]"),
+        "{events:?}"
+    );
+    assert_eq!(stream_text(&events).split_whitespace().count(), 60);
+    assert_eq!(run_state(&env, "r-d").await, "active");
+    // A plain call likewise.
+    let r = env
+        .chat(
+            Some("r-d"),
+            chat_body("gpt-4o-mini", "c [[reply:30]]", false, None),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(run_state(&env, "r-d").await, "active");
+    let warned: Vec<_> = env
+        .evidence()
+        .into_iter()
+        .filter(|r| r.run_id.as_deref() == Some("r-d") && r.mode == warden::decide::Mode::Degraded)
+        .collect();
+    assert_eq!(warned.len(), 2, "{warned:#?}");
+    for r in &warned {
+        assert_eq!(
+            r.action,
+            Some(warden::policy::model::Action::Warn),
+            "{r:#?}"
+        );
+        assert_eq!(r.code, Some(warden::codes::Code::BudgetExceeded));
+        assert_eq!(r.outcome, Some(warden::evidence::Outcome::Allowed));
+    }
+    assert_eq!(warned[0].output_tokens, 60);
+    // Back to enforcing: the run's next call is judged on its real usage (100 > 40) and refused.
+    assert_eq!(env.set_mode("enforcing").await.status, 200);
+    let before = env.llm.request_count();
+    let r = env
+        .chat(
+            Some("r-d"),
+            chat_body("gpt-4o-mini", "d [[reply:5]]", false, None),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (429, "budget_exceeded"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(
+        env.llm.request_count(),
+        before,
+        "refused before the upstream"
+    );
+    assert_eq!(run_state(&env, "r-d").await, "stopped");
+    let r = env
+        .chat(Some("r-d"), chat_body("gpt-4o-mini", "e", false, None))
+        .await;
+    assert_eq!(r.code(), "run_stopped");
+    let records = warden::evidence::read_all(&env.dir.join("evidence")).unwrap();
+    let report =
+        warden::evidence::replay::replay(&records, &SnapshotStore::new(env.dir.join("cache")))
+            .unwrap();
+    assert!(report.mismatches.is_empty(), "{:#?}", report.mismatches);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_override_can_be_cleared_and_the_global_mode_reaches_it_again() {
+    let env = start("inherit").await;
+    let r = mode_change(
+        &env,
+        serde_json::json!({"mode": "inherit", "reason": "no tenant"}),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (400, "bad_request"),
+        "{}",
+        r.text()
+    );
+    let r = mode_change(
+        &env,
+        serde_json::json!({"mode": "halted", "tenant": "acme", "reason": "incident 7"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let m = env.admin_get("/ops/mode").await.json();
+    assert_eq!(m["tenants"]["acme"], "halted", "{m}");
+    assert_eq!(m["effective"]["acme"], "halted", "{m}");
+    assert!(env
+        .admin_get("/metrics")
+        .await
+        .text()
+        .contains("scope=\"tenant:acme\""));
+    let r = env
+        .chat(None, chat_body("gpt-4o-mini", "hi", false, Some(2)))
+        .await;
+    assert_eq!(r.code(), "governance_halted");
+
+    let r = mode_change(
+        &env,
+        serde_json::json!({"mode": "inherit", "tenant": "acme", "reason": "incident 7 over", "actor": "oncall@acme"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let m = env.admin_get("/ops/mode").await.json();
+    assert!(
+        m["tenants"].get("acme").is_none(),
+        "the override is gone: {m}"
+    );
+    assert_eq!(m["effective"]["acme"], "enforcing", "{m}");
+    let metrics = env.admin_get("/metrics").await.text();
+    assert!(!metrics.contains("scope=\"tenant:acme\""), "{metrics}");
+    let r = env
+        .chat(None, chat_body("gpt-4o-mini", "hi", false, Some(2)))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // A global mode reaches the tenant again.
+    assert_eq!(env.set_mode("degraded").await.status, 200);
+    let m = env.admin_get("/ops/mode").await.json();
+    assert_eq!(m["effective"]["acme"], "degraded", "{m}");
+    let r = env
+        .chat(None, chat_body("gpt-4o-mini", "hi", false, Some(2)))
+        .await;
+    assert_eq!(r.code(), "governance_degraded", "{}", r.text());
+
+    let audits: Vec<serde_json::Value> = env
+        .evidence()
+        .into_iter()
+        .filter(|r| r.kind == warden::evidence::Kind::Audit)
+        .filter_map(|r| r.audit)
+        .collect();
+    let inherit = audits
+        .iter()
+        .find(|a| a["mode"] == "inherit")
+        .unwrap_or_else(|| panic!("no audit record of the inherit: {audits:#?}"));
+    assert_eq!(inherit["event"], "mode_change");
+    assert_eq!(inherit["tenant"], "acme");
+    assert_eq!(inherit["actor"], "oncall@acme");
+    assert_eq!(inherit["reason"], "incident 7 over");
+    assert_eq!(inherit["before"]["tenants"]["acme"], "halted");
+    assert!(
+        inherit["after"]["tenants"].get("acme").is_none(),
+        "{inherit}"
+    );
+    assert!(audits
+        .iter()
+        .any(|a| a["mode"] == "halted" && a["tenant"] == "acme"));
+    assert!(audits
+        .iter()
+        .any(|a| a["mode"] == "degraded" && a["tenant"].is_null()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn degraded_downgrades_every_blocking_outcome_of_a_running_run_and_enforcing_cuts_again() {
+    let env = start_with(
+        "degraded-all",
+        |b| {
+            format!(
+                "{}{PAUSE_WEATHER}",
+                b.replace("max: 2000, near: [0.8]", "max: 40, near: [0.5]")
+            )
+        },
+        |c| c,
+    )
+    .await;
+    let r = env
+        .chat(
+            Some("r-d2"),
+            chat_body("gpt-4o-mini", "a [[reply:10]]", false, None),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(env.set_mode("degraded").await.status, 200);
+    // PAUSE becomes WARN: no approval asked, the call passes.
+    let r = weather(&env, "r-d2").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.header("x-warden-approval-id").is_none());
+    // A STOP for PII becomes WARN: the call passes, the run stays active.
+    let r = env
+        .chat(
+            Some("r-d2"),
+            chat_body("gpt-4o-mini", "mail jane.doe@example.com", false, Some(2)),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(run_state(&env, "r-d2").await, "active");
+    // A stream in flight when enforcing returns is cut where it passes the budget.
+    let req = http::Request::post(env.agent_url("/v1/chat/completions"))
+        .header("x-warden-run-id", "r-d2")
+        .body(Full::new(Bytes::from(chat_body(
+            "gpt-4o-mini",
+            "b [[reply:60]] [[slow:30]]",
+            true,
+            None,
+        ))))
+        .unwrap();
+    let resp = client().request(req).await.unwrap();
+    let reader = tokio::spawn(stream_events(resp));
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(env.set_mode("enforcing").await.status, 200);
+    let events = tokio::time::timeout(Duration::from_secs(10), reader)
+        .await
+        .unwrap()
+        .unwrap();
+    let last: serde_json::Value = serde_json::from_str(events.last().unwrap()).unwrap_or_default();
+    assert_eq!(last["error"]["code"], "budget_exceeded", "{events:?}");
+    let got = stream_text(&events).split_whitespace().count();
+    assert!(got <= 30, "no token past the budget once enforcing: {got}");
+    assert_eq!(run_state(&env, "r-d2").await, "stopped");
+    let warned = env
+        .evidence()
+        .into_iter()
+        .filter(|r| r.mode == warden::decide::Mode::Degraded)
+        .filter(|r| r.action == Some(warden::policy::model::Action::Warn))
+        .count();
+    assert_eq!(warned, 2, "the PAUSE and the PII STOP, downgraded");
+}

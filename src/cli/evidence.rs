@@ -19,7 +19,8 @@ pub enum EvidenceCommand {
         #[arg(long)]
         strict: bool,
     },
-    /// Decide every recorded call again with the snapshot that judged it; report differences.
+    /// Check every recorded call against the snapshot that judged it: decide it again (or derive
+    /// its local answer again) and check its outcome; report every difference.
     Replay {
         path: PathBuf,
         /// Snapshot store directory (the sidecar's `cache_dir`).
@@ -80,24 +81,25 @@ fn replay_cmd(path: &std::path::Path, snapshots: &std::path::Path) -> ExitCode {
         }
     };
     out(&format!(
-        "replayed {} decisions ({} records skipped)\n",
-        report.checked, report.skipped
+        "{} calls checked: {} decisions replayed, {} refusals before a decision, {} local answers; {} records skipped (audit)\n{} mismatches\n",
+        report.checked,
+        report.decisions,
+        report.before_decision,
+        report.local,
+        report.skipped,
+        report.mismatches.len()
     ));
     for h in &report.missing_snapshots {
         eprintln!("missing snapshot {h}: its decisions were not replayed");
     }
     for m in &report.mismatches {
         eprintln!(
-            "MISMATCH seq {} ({}): recorded {:?}, replayed {:?}{}",
+            "MISMATCH seq {} ({}): recorded {:?}, replayed {:?}: {}",
             m.seq,
             m.evidence_id,
             m.recorded,
             m.replayed,
-            if m.reasons_differ {
-                " (reasons differ)"
-            } else {
-                ""
-            }
+            m.why.join("; ")
         );
     }
     if report.mismatches.is_empty() && report.missing_snapshots.is_empty() {

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use serde_json::{Map, Value};
 
-use super::{body_of, json_reply};
+use super::body_of;
 use crate::codes::Code;
 use crate::decide::reserve::Want;
 use crate::decide::{Decision, PiiFact};
@@ -292,17 +292,18 @@ fn cost(p: &ModelPrice, input: u64, output: u64) -> f64 {
     (input as f64 * p.input_usd_per_mtok + output as f64 * p.output_usd_per_mtok) / 1e6
 }
 
-/// `GET /v1/models`: the models this agent's policies allow, in the OpenAI list shape.
-pub fn models(call: &Call) -> Result<Reply, Refusal> {
-    let snap = call
-        .snapshot
-        .as_ref()
-        .ok_or_else(|| Refusal::internal("no snapshot bound"))?;
-    let Some(base) = call.request.clone() else {
-        return Err(Refusal::internal("no request facts"));
-    };
+/// The models `base` (a call's facts, without model or connector) may use, in the OpenAI list
+/// shape: each of the tenant's models, decided on its own under `mode`. Pure, so that
+/// `evidence replay` derives the same answer from a record.
+pub fn allowed_models(
+    snap: &Snapshot,
+    base: &crate::decide::Request,
+    mode: crate::decide::Mode,
+    at_ms: u64,
+    decision_id: &str,
+) -> Value {
     let mut names: Vec<(String, String)> = Vec::new();
-    if let Some(t) = snap.tenant(&call.ctx.tenant) {
+    if let Some(t) = snap.tenant(&base.tenant) {
         for c in t.connectors.values() {
             if let Some(l) = &c.spec.llm {
                 for m in l.models.keys() {
@@ -313,27 +314,47 @@ pub fn models(call: &Call) -> Result<Reply, Refusal> {
     }
     names.sort();
     names.dedup_by(|a, b| a.0 == b.0);
-    let mode = call.shared.mode_for(&call.ctx.tenant);
     let mut data = Vec::new();
     for (model, connector) in names {
         let mut req = base.clone();
         req.model = Some(model.clone());
         req.connector = Some(connector);
         req.facts.pii = Some(PiiFact::Found(Vec::new()));
-        let d = crate::decide::decide(snap, &req, &(), mode, call.ctx.at_ms, &call.ctx.decision_id);
+        let d = crate::decide::decide(snap, &req, &(), mode, at_ms, decision_id);
         if !d.refused() {
             data.push(serde_json::json!({ "id": model, "object": "model", "created": 0, "owned_by": "warden" }));
         }
     }
+    serde_json::json!({ "object": "list", "data": data })
+}
+
+/// `GET /v1/models`: the models this agent's policies allow. A local answer, recorded with the
+/// facts and mode it was computed on and the hash of its bytes.
+pub fn models(call: &Call) -> Result<Reply, Refusal> {
+    let snap = call
+        .snapshot
+        .as_ref()
+        .ok_or_else(|| Refusal::internal("no snapshot bound"))?;
+    let Some(base) = call.request.clone() else {
+        return Err(Refusal::internal("no request facts"));
+    };
+    let mode = call.shared.mode_for(&call.ctx.tenant);
+    let list = allowed_models(snap, &base, mode, call.ctx.at_ms, &call.ctx.decision_id);
+    let bytes = serde_json::to_vec(&list).map_err(|e| Refusal::internal(format!("encode: {e}")))?;
     call.trace(|t| {
-        t.request = Some(base.clone());
+        t.request = Some(base);
         t.snapshot = Some(snap.hash().to_string());
+        t.mode = Some(mode);
+        t.response_hash = Some(content_hash(&bytes));
+        t.bytes_out = bytes.len() as u64;
         t.outcome = Some(Outcome::Allowed);
     });
-    Ok(json_reply(
-        http::StatusCode::OK,
-        &serde_json::json!({ "object": "list", "data": data }),
-    ))
+    let mut reply = http::Response::new(body_of(Full::new(Bytes::from(bytes))));
+    reply.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    Ok(reply)
 }
 
 /// Forward a chat completion.

@@ -61,7 +61,8 @@ fn room_per_choice(d: &Decision, want: &Want) -> Option<u64> {
 
 /// Plan the reservation of a call `decide` allowed. `want` is the chat completion's ask (none
 /// for channels without output tokens). Under `degraded` and `bypass` the headroom does not
-/// clamp (limits there only warn); the policy clamp (`max_tokens`) always does.
+/// clamp (limits there only warn); the policy clamp (`max_tokens`) always does. The call holds
+/// what it may consume, never more than the headroom.
 pub fn plan(d: &Decision, req: &Request, want: Option<&Want>) -> Plan {
     let mut reserve = req.delta;
     let Some(want) = want else {
@@ -79,13 +80,18 @@ pub fn plan(d: &Decision, req: &Request, want: Option<&Want>) -> Plan {
     if let Some(m) = d.max_tokens {
         take(u64::from(m));
     }
+    let room = room_per_choice(d, want);
     if d.mode == Mode::Enforcing {
-        if let Some(r) = room_per_choice(d, want) {
+        if let Some(r) = room {
             take(r);
         }
     }
     let fits = cap != Some(0);
-    if let Some(c) = cap {
+    // Held: the cap, but never past the headroom. Under `degraded` and `bypass` an answer may go
+    // past it: it then draws more like a stream past its hold, and the decision taken then
+    // records the breach its mode downgraded (WARN) — and refuses, if the mode is back to
+    // `enforcing` by then.
+    if let Some(c) = cap.map(|c| room.map_or(c, |r| c.min(r))) {
         let out = c.saturating_mul(want.n.max(1)) as f64;
         reserve.output_tokens += out;
         reserve.cost_usd += out * want.output_usd_per_token;
@@ -192,9 +198,11 @@ spec:
         assert_eq!(again.code, Some(crate::codes::Code::BudgetExceeded));
         // Degraded: limits only warn, so the headroom does not clamp; the policy clamp does.
         let d = decide(&snap, &req(), &used(1997.0), Mode::Degraded, 0, "d");
+        let p = plan(&d, &req(), Some(&want(1, None)));
+        assert_eq!(p.max_tokens, Some(1024));
         assert_eq!(
-            plan(&d, &req(), Some(&want(1, None))).max_tokens,
-            Some(1024)
+            p.reserve.output_tokens, 3.0,
+            "it holds no more than the headroom"
         );
     }
 

@@ -12,7 +12,7 @@ pub mod spool;
 
 use std::path::Path;
 
-pub use record::{Kind, Outcome, Record};
+pub use record::{Basis, Kind, Outcome, Record};
 pub use spool::{Durability, Spool, SpoolConfig};
 
 use segment::{Head, Read};

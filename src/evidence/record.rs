@@ -31,6 +31,23 @@ pub enum Outcome {
     Errored,
 }
 
+impl Outcome {
+    /// How a call that ended with a refusal of `code` ended: cut mid-way (`cut`), failed inside
+    /// Warden or upstream, or refused.
+    pub fn of_refusal(code: Code, cut: bool) -> Outcome {
+        if cut {
+            Outcome::Cut
+        } else if matches!(
+            code,
+            Code::InternalError | Code::UpstreamError | Code::UpstreamTimeout
+        ) {
+            Outcome::Errored
+        } else {
+            Outcome::Refused
+        }
+    }
+}
+
 /// Where and why a call was cut.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Cut {
@@ -38,6 +55,27 @@ pub struct Cut {
     pub after_tokens: u64,
     pub code: Code,
     pub detail: String,
+}
+
+/// What a call record's `action`, `code`, `policy` and `reasons` rest on, so that
+/// `warden evidence replay` knows what to derive again and what to check for consistency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Basis {
+    /// A `decide` outcome: deciding again on `request`, `usage` and `mode` by `snapshot` gives
+    /// the same action, code, policy and reasons.
+    Decision,
+    /// A decision allowed the call, then something that is not a `decide` outcome ended it: an
+    /// upstream error or timeout, the kill switch, a killed run, a connector that could not be
+    /// used, an internal error. `action`, `policy` and `reasons` are the allowing decision's;
+    /// `code` is the refusal that ended the call.
+    AfterDecision,
+    /// Refused before any decision was taken (boot guard, identity, run state, body limit, bad
+    /// input): no decision inputs, no action, no reasons; `code` says why.
+    BeforeDecision,
+    /// Answered by the sidecar without a decision of its own (`GET /v1/models`, the models the
+    /// policies allow): `response_hash` is the answer's, derived again from `request` and `mode`.
+    Local,
 }
 
 /// Content kept in clear, only as far as the deciding policies' `inspection` allows.
@@ -91,6 +129,9 @@ pub struct Record {
     pub mode: Mode,
     pub outcome: Option<Outcome>,
     pub cut: Option<Cut>,
+    /// What the record's outcome rests on (absent in records written before it existed).
+    #[serde(default)]
+    pub basis: Option<Basis>,
     /// The decision's inputs, so `warden evidence replay` can decide again.
     pub request: Option<Request>,
     pub usage: Option<Usage>,
@@ -140,6 +181,7 @@ impl Record {
             mode: Mode::Enforcing,
             outcome: None,
             cut: None,
+            basis: None,
             request: None,
             usage: None,
             content: None,

@@ -63,10 +63,34 @@ fn authorized(shared: &Shared, parts: &http::request::Parts) -> bool {
         .is_some_and(|given| same(given.trim().as_bytes(), token.as_bytes()))
 }
 
+/// What `POST /ops/mode` may set: a mode, or `inherit` (a tenant drops its own mode and follows
+/// the global one again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Setting {
+    Enforcing,
+    Degraded,
+    Bypass,
+    Halted,
+    Inherit,
+}
+
+impl Setting {
+    fn mode(self) -> Option<Mode> {
+        match self {
+            Setting::Enforcing => Some(Mode::Enforcing),
+            Setting::Degraded => Some(Mode::Degraded),
+            Setting::Bypass => Some(Mode::Bypass),
+            Setting::Halted => Some(Mode::Halted),
+            Setting::Inherit => None,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ModeChange {
-    mode: Mode,
+    mode: Setting,
     reason: String,
     #[serde(default)]
     tenant: Option<String>,
@@ -111,6 +135,28 @@ pub async fn set_mode(
     reason: &str,
     actor: &str,
 ) -> Result<serde_json::Value, Reply> {
+    change_mode(shared, Some(mode), tenant, reason, actor).await
+}
+
+/// Clear a tenant's own mode: it follows the global mode again.
+pub async fn inherit_mode(
+    shared: &Shared,
+    tenant: String,
+    reason: &str,
+    actor: &str,
+) -> Result<serde_json::Value, Reply> {
+    change_mode(shared, None, Some(tenant), reason, actor).await
+}
+
+/// Set `mode` globally or for `tenant`, or (`None`, with a tenant) clear the tenant's own mode.
+/// Audited before it takes effect: a change that cannot be recorded is not made.
+async fn change_mode(
+    shared: &Shared,
+    mode: Option<Mode>,
+    tenant: Option<String>,
+    reason: &str,
+    actor: &str,
+) -> Result<serde_json::Value, Reply> {
     let before = shared.modes.lock().map(|m| m.clone()).map_err(|_| {
         error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -119,13 +165,24 @@ pub async fn set_mode(
         )
     })?;
     let mut after = before.clone();
-    match &tenant {
-        Some(t) => {
-            after.tenants.insert(t.clone(), mode);
+    match (&tenant, mode) {
+        (Some(t), Some(m)) => {
+            after.tenants.insert(t.clone(), m);
         }
-        None => after.global = mode,
+        (Some(t), None) => {
+            after.tenants.remove(t);
+        }
+        (None, Some(m)) => after.global = m,
+        (None, None) => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "`inherit` clears a tenant's own mode: it needs a tenant",
+            ))
+        }
     }
-    if mode == Mode::Bypass {
+    let bypass = mode == Some(Mode::Bypass);
+    if bypass {
         tracing::error!(%reason, %actor, tenant = ?tenant, "CRITICAL: governance bypass entered; calls pass unenforced");
     }
     audit(
@@ -135,9 +192,10 @@ pub async fn set_mode(
             "actor": actor,
             "reason": reason,
             "tenant": tenant,
+            "mode": mode.map_or("inherit", Mode::as_str),
             "before": before,
             "after": after,
-            "critical": mode == Mode::Bypass,
+            "critical": bypass,
         }),
     )
     .await?;
@@ -218,7 +276,17 @@ async fn route(shared: Arc<Shared>, req: http::Request<hyper::body::Incoming>) -
             )
         }
         (Method::GET, ["ops", "mode"]) => match shared.modes.lock() {
-            Ok(m) => json_reply(StatusCode::OK, &json!(*m)),
+            Ok(m) => {
+                let own = &shared.cfg.identity.tenant;
+                json_reply(
+                    StatusCode::OK,
+                    &json!({
+                        "global": m.global,
+                        "tenants": m.tenants,
+                        "effective": { own.as_str(): m.effective(own) },
+                    }),
+                )
+            }
             Err(_) => error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal_error",
@@ -237,8 +305,20 @@ async fn route(shared: Arc<Shared>, req: http::Request<hyper::body::Incoming>) -
                     "a mode change needs a reason",
                 );
             }
+            if change
+                .tenant
+                .as_deref()
+                .is_some_and(|t| t.trim().is_empty())
+            {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    "`tenant` must not be empty (leave it out for the global mode)",
+                );
+            }
             let actor = change.actor.unwrap_or_else(|| "admin-token".into());
-            match set_mode(&shared, change.mode, change.tenant, &change.reason, &actor).await {
+            let mode = change.mode.mode();
+            match change_mode(&shared, mode, change.tenant, &change.reason, &actor).await {
                 Ok(v) => json_reply(StatusCode::OK, &v),
                 Err(r) => r,
             }
@@ -328,7 +408,7 @@ async fn route(shared: Arc<Shared>, req: http::Request<hyper::body::Incoming>) -
                     .unwrap_or_default();
                 json_reply(
                     StatusCode::OK,
-                    &json!({ "run_id": run.id, "session_id": run.session_id, "status": run.status(), "recent": recent, "approvals": approvals }),
+                    &json!({ "run_id": run.id, "session_id": run.session_id, "status": run.status(), "started": run.started(), "recent": recent, "approvals": approvals }),
                 )
             }
         },

@@ -1,11 +1,13 @@
-//! Run state: status (active, stopped, killed), the snapshot binding, usage per step, run and
-//! session, pending approvals, and the signal that cuts a run's in-flight calls.
+//! Run state: status (active, stopped, killed), whether it started (a call of it was allowed),
+//! the snapshot binding, usage per step, run and session, pending approvals, and the signal that
+//! cuts a run's in-flight calls.
 //!
 //! Bounded in memory: runs and sessions live in moka caches with a size cap and an idle TTL
 //! (`runs.max_runs`, `runs.idle_ttl_s`). A forgotten run that comes back starts afresh — its
 //! stopped/killed status included — so the TTL should exceed any run's lifetime.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -71,6 +73,10 @@ pub struct RunState {
     pub approvals: Mutex<HashMap<String, (String, Approval)>>,
     /// Where ended runs are remembered beyond the run table (see [`Runs`]).
     ended: Cache<String, RunStatus>,
+    /// Whether a call of the run was ever allowed. Until then every call is the run's first
+    /// (`new_run`): a call refused at the start of a run — by a mode, a policy or bad input —
+    /// leaves no started run behind for its retry to pass as a running one.
+    started: AtomicBool,
 }
 
 const RECENT: usize = 16;
@@ -88,7 +94,18 @@ impl RunState {
             kill: tokio::sync::watch::channel(false).0,
             recent: Mutex::new(VecDeque::new()),
             approvals: Mutex::new(HashMap::new()),
+            started: AtomicBool::new(false),
         }
+    }
+
+    /// Whether a call of the run was ever allowed (see the field).
+    pub fn started(&self) -> bool {
+        self.started.load(Ordering::Acquire)
+    }
+
+    /// A call of the run was allowed: the run is running from now on.
+    pub fn mark_started(&self) {
+        self.started.store(true, Ordering::Release);
     }
 
     pub fn status(&self) -> RunStatus {

@@ -64,7 +64,7 @@ fn with_ledger<R>(call: &Call, f: impl FnOnce(&Ledger<'_>) -> R) -> Result<R, Re
 /// Decide again mid-call, with facts the call revealed (a longer answer, PII in a reply);
 /// `req` states the call's whole amount so far. A refusing decision replaces the call's
 /// recorded decision — with the request and usage it was taken on, so `evidence replay`
-/// reproduces it. Otherwise the call's reservation grows to cover `req` (a stream past what
+/// reproduces it (so does one the mode downgraded to WARN). Otherwise the call's reservation grows to cover `req` (a stream past what
 /// it reserved draws from the shared headroom). Same-step enforcement rests on this.
 pub fn recheck(call: &Call, req: Request) -> Result<Option<Decision>, Refusal> {
     let mut pending = call
@@ -89,7 +89,8 @@ pub fn recheck(call: &Call, req: Request) -> Result<Option<Decision>, Refusal> {
         t.usage = Some(usage);
         t.decision = Some(d.clone());
     });
-    Ok(Some(d))
+    // A blocking outcome the mode downgraded (degraded: WARN) is recorded; the call goes on.
+    Ok(d.refused().then_some(d))
 }
 
 /// The refusal a refusing decision becomes, with its run-state effects applied.
@@ -235,6 +236,8 @@ impl Step for Decide {
                 }
                 return Err(r);
             }
+            // The run is running from its first allowed call on (`RunState::started`).
+            run.mark_started();
             if let (Some(Target::Chat(chat)), Some(plan)) = (&mut call.target, a.plan) {
                 chat.clamp = plan.max_tokens;
                 chat.reserved_output = plan.reserve.output_tokens as u64;

@@ -8,8 +8,7 @@ use std::sync::{Arc, Mutex};
 use futures_util::FutureExt;
 
 use super::{next, BoxFut, Call, Ctx, Next, Refusal, Step, Trace};
-use crate::codes::Code;
-use crate::evidence::record::{Kind, Outcome, Record};
+use crate::evidence::record::{Basis, Kind, Outcome, Record};
 use crate::sidecar::state::Shared;
 
 #[derive(Clone)]
@@ -105,7 +104,17 @@ fn build(shared: &Shared, ctx: &Ctx, t: &mut Trace) -> Record {
     r.prompt_hash = t.prompt_hash.take();
     r.response_hash = t.response_hash.take();
     r.snapshot = t.snapshot.take();
-    r.mode = shared.mode_for(&ctx.tenant);
+    r.mode = t.mode.unwrap_or_else(|| shared.mode_for(&ctx.tenant));
+    // What the outcome rests on (replay derives the decision again and checks the rest).
+    let basis = match (&t.decision, &t.refused) {
+        (Some(d), Some(f)) if d.refused() && d.code == Some(f.code) => Basis::Decision,
+        // Allowed (or approved), then ended by something else.
+        (Some(_), Some(_)) => Basis::AfterDecision,
+        (Some(_), None) => Basis::Decision,
+        (None, Some(_)) => Basis::BeforeDecision,
+        (None, None) => Basis::Local,
+    };
+    r.basis = Some(basis);
     if let Some(d) = &mut t.decision {
         r.mode = d.mode;
         r.action = Some(d.action);
@@ -120,15 +129,7 @@ fn build(shared: &Shared, ctx: &Ctx, t: &mut Trace) -> Record {
         }
     }
     r.outcome = Some(t.outcome.unwrap_or(match (&t.refused, &t.decision) {
-        (Some(f), _)
-            if matches!(
-                f.code,
-                Code::InternalError | Code::UpstreamError | Code::UpstreamTimeout
-            ) =>
-        {
-            Outcome::Errored
-        }
-        (Some(_), _) => Outcome::Refused,
+        (Some(f), _) => Outcome::of_refusal(f.code, false),
         (None, Some(d)) if d.downgraded_from.is_some() && d.mode == crate::decide::Mode::Bypass => {
             Outcome::Bypassed
         }
@@ -139,7 +140,10 @@ fn build(shared: &Shared, ctx: &Ctx, t: &mut Trace) -> Record {
     r.usage = t.usage.take();
     r.content = t.content.take();
     if let Some(a) = &t.approval_id {
-        r.audit = Some(serde_json::json!({ "approval_id": a }));
+        // "asked": this call was refused pending the approval; "used": an approval let it pass.
+        let refused_for_it = basis == Basis::Decision && t.refused.is_some();
+        let how = if refused_for_it { "asked" } else { "used" };
+        r.audit = Some(serde_json::json!({ "approval_id": a, "approval": how }));
     }
     r
 }

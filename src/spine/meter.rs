@@ -135,7 +135,8 @@ impl Ledger<'_> {
 
     /// Decide again mid-call with what the call revealed (`req` states its whole amount so
     /// far). A refusing decision is returned with the usage it saw; otherwise the call's hold
-    /// grows to cover `req`'s amounts.
+    /// grows to cover `req`'s amounts, and a decision the mode downgraded (degraded: a breach
+    /// become WARN) is returned too, for the record.
     pub fn recheck(&self, req: &Request, held: Option<&mut Held>) -> Option<(Decision, Usage)> {
         let _guard = match self.lock.lock() {
             Ok(g) => g,
@@ -149,7 +150,7 @@ impl Ledger<'_> {
         if let Some(h) = held {
             self.scopes.grow(h, &req.delta);
         }
-        None
+        d.downgraded_from.is_some().then_some((d, usage))
     }
 }
 

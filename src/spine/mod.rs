@@ -107,6 +107,8 @@ pub struct Trace {
     /// The response streams; the stream seals the evidence at its end.
     pub streaming: bool,
     pub upstream_status: Option<u16>,
+    /// The mode a local answer (no decision of its own) was computed under.
+    pub mode: Option<crate::decide::Mode>,
     /// A refusal found before the spine could act on it (a bad identity header).
     pub refusal: Option<Refusal>,
     /// The refusal the call ended with, for the record.

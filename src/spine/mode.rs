@@ -1,6 +1,7 @@
 //! The gate before any work: the boot guard (no verified snapshot → `not_ready`), bad identity
-//! headers, and the run's state (stopped → `run_stopped`, killed → `run_killed`). Also binds the
-//! call to the snapshot that judges its run (`bind_at`, DESIGN §4).
+//! headers, and the run's state (stopped → `run_stopped`, killed → `run_killed`). Also tells
+//! whether the call starts its run (no call of the run was allowed yet: `new_run`, which degraded
+//! mode refuses) and binds the call to the snapshot that judges its run (`bind_at`, DESIGN §4).
 
 use super::{next, BoxFut, Call, Next, Refusal, Step};
 use crate::codes::Code;
@@ -24,14 +25,15 @@ impl Step for ModeGate {
                 return Err(r);
             }
             let runs = &call.shared.runs;
-            let (run, created) = if call.ctx.run_assigned {
-                (
-                    runs.create_assigned(&call.ctx.run_id, &call.ctx.session_id),
-                    true,
-                )
+            let run = if call.ctx.run_assigned {
+                runs.create_assigned(&call.ctx.run_id, &call.ctx.session_id)
             } else {
-                runs.get_or_create(&call.ctx.run_id, &call.ctx.session_id)
+                runs.get_or_create(&call.ctx.run_id, &call.ctx.session_id).0
             };
+            // A run is new until a call of it is allowed: a call refused at the run's start
+            // leaves nothing its retry could pass on as a running run (degraded mode refuses
+            // new runs), and the retry binds its snapshot afresh.
+            let new_run = !run.started();
             match run.status() {
                 RunStatus::Active => {}
                 RunStatus::Stopped { decision_id, code } => {
@@ -61,7 +63,11 @@ impl Step for ModeGate {
                     Err(p) => p.into_inner(),
                 };
                 let binding = match b.take() {
-                    None => {
+                    Some(existing) if !new_run && new_step => {
+                        bind::on_event(&existing, &current, BindEvent::StepStart)
+                    }
+                    Some(existing) if !new_run => existing,
+                    _ => {
                         let probe = crate::decide::Request {
                             tenant: call.ctx.tenant.clone(),
                             project: call.ctx.project.clone(),
@@ -79,16 +85,12 @@ impl Step for ModeGate {
                         };
                         bind::start(bind::run_bind_at(&current, &probe), &current)
                     }
-                    Some(existing) if new_step => {
-                        bind::on_event(&existing, &current, BindEvent::StepStart)
-                    }
-                    Some(existing) => existing,
                 };
                 let judged = bind::judged_by(&binding, &current).clone();
                 *b = Some(binding);
                 judged
             };
-            call.new_run = created;
+            call.new_run = new_run;
             call.run = Some(run);
             call.snapshot = Some(snapshot);
             next(rest, call).await
