@@ -6,11 +6,11 @@ mod common;
 mod upstream;
 
 use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use upstream::{connector, Upstream};
 use warden::codes::Code;
 use warden::policy::model::Action;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 async fn raw(addr: std::net::SocketAddr, request: &str) -> String {
     let mut s = TcpStream::connect(addr).await.unwrap();
@@ -81,7 +81,10 @@ async fn start_tls(name: &str) -> Env {
                 .and_then(|r| r.split('"').next())
                 .unwrap()
                 .replace("http://", "https://");
-            format!("{b}{}", connector("weather-tls", &w, "p301-weather-tls", None))
+            format!(
+                "{b}{}",
+                connector("weather-tls", &w, "p301-weather-tls", None)
+            )
         },
         |c| c,
     )
@@ -186,16 +189,30 @@ async fn connect_to_a_plain_http_connector_is_refused() {
     // let any method and path through unseen.
     let up = Upstream::start().await;
     let url = up.url();
-    let env = start_with("connect-plain", move |b| format!("{b}{}", connector("rec", &url, "p310-rec", None)), |c| c).await;
+    let env = start_with(
+        "connect-plain",
+        move |b| format!("{b}{}", connector("rec", &url, "p310-rec", None)),
+        |c| c,
+    )
+    .await;
     for target in [up.addr.to_string(), env.weather.addr.to_string()] {
         let r = raw(
             env.sidecar.agent_addr,
             &format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n"),
         )
         .await;
-        assert!(r.starts_with("HTTP/1.1 403") && r.contains("method_not_allowed"), "{r}");
-        assert!(r.contains("absolute-form"), "the refusal says what to do instead: {r}");
-        assert_eq!(env.evidence().last().unwrap().code, Some(Code::MethodNotAllowed));
+        assert!(
+            r.starts_with("HTTP/1.1 403") && r.contains("method_not_allowed"),
+            "{r}"
+        );
+        assert!(
+            r.contains("absolute-form"),
+            "the refusal says what to do instead: {r}"
+        );
+        assert_eq!(
+            env.evidence().last().unwrap().code,
+            Some(Code::MethodNotAllowed)
+        );
     }
     assert_eq!(up.connections(), 0, "no tunnel was opened to the upstream");
     assert_eq!(env.weather.request_count(), 0);
@@ -204,7 +221,11 @@ async fn connect_to_a_plain_http_connector_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tunnel_has_no_pii_fact_so_pii_policies_decide_by_failure_mode() {
-    let (plain, closed, open) = (Upstream::start().await, Upstream::start().await, Upstream::start().await);
+    let (plain, closed, open) = (
+        Upstream::start().await,
+        Upstream::start().await,
+        Upstream::start().await,
+    );
     let urls = [plain.url(), closed.url(), open.url()].map(|u| u.replace("http://", "https://"));
     let env = start_with(
         "connect-pii",
@@ -222,9 +243,15 @@ async fn a_tunnel_has_no_pii_fact_so_pii_policies_decide_by_failure_mode() {
     let connect = |a: std::net::SocketAddr| format!("CONNECT {a} HTTP/1.1\r\nHost: {a}\r\n\r\n");
     // fail_closed: nothing inside a tunnel can be read, so it does not open.
     let r = raw(env.sidecar.agent_addr, &connect(closed.addr)).await;
-    assert!(r.starts_with("HTTP/1.1 403") && r.contains("fact_unavailable"), "{r}");
+    assert!(
+        r.starts_with("HTTP/1.1 403") && r.contains("fact_unavailable"),
+        "{r}"
+    );
     let rec = env.evidence().last().unwrap().clone();
-    assert_eq!((rec.action, rec.code), (Some(Action::Stop), Some(Code::FactUnavailable)));
+    assert_eq!(
+        (rec.action, rec.code),
+        (Some(Action::Stop), Some(Code::FactUnavailable))
+    );
     assert_eq!(closed.connections(), 0);
     // fail_open: it opens, with a WARN on its record.
     let mut s = TcpStream::connect(env.sidecar.agent_addr).await.unwrap();
@@ -233,7 +260,10 @@ async fn a_tunnel_has_no_pii_fact_so_pii_policies_decide_by_failure_mode() {
     let n = s.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     let rec = env.evidence().last().unwrap().clone();
-    assert_eq!((rec.action, rec.code), (Some(Action::Warn), Some(Code::FactUnavailable)));
+    assert_eq!(
+        (rec.action, rec.code),
+        (Some(Action::Warn), Some(Code::FactUnavailable))
+    );
     drop(s);
     // No PII policy: the tunnel opens and carries whatever the agent sends.
     let mut s = TcpStream::connect(env.sidecar.agent_addr).await.unwrap();
@@ -241,9 +271,11 @@ async fn a_tunnel_has_no_pii_fact_so_pii_policies_decide_by_failure_mode() {
     let n = s.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     let a = plain.addr;
-    s.write_all(format!("GET /inside HTTP/1.1\r\nHost: {a}\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    s.write_all(
+        format!("GET /inside HTTP/1.1\r\nHost: {a}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
     let mut out = Vec::new();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(3), s.read_to_end(&mut out)).await;
     assert!(String::from_utf8_lossy(&out).contains("\"ok\":true"));
@@ -257,13 +289,27 @@ async fn a_tunnel_has_no_pii_fact_so_pii_policies_decide_by_failure_mode() {
 async fn absolute_form_is_judged_and_forwarded_like_the_http_channel() {
     let up = Upstream::start().await;
     let url = up.url();
-    let env = start_with("egress-judged", move |b| format!("{b}{}", connector("rec", &url, "p310-rec", Some("fail_closed"))), |c| c).await;
+    let env = start_with(
+        "egress-judged",
+        move |b| {
+            format!(
+                "{b}{}",
+                connector("rec", &url, "p310-rec", Some("fail_closed"))
+            )
+        },
+        |c| c,
+    )
+    .await;
     let a = up.addr;
     let get = |target: &str, extra: &str| {
         format!("GET http://{a}{target} HTTP/1.1\r\nHost: {a}\r\n{extra}Connection: close\r\n\r\n")
     };
     // The path judged is the path sent: escapes stay data.
-    let r = raw(env.sidecar.agent_addr, &get("/v1/a%3Fx=1%23f/new%20york?d=2", "")).await;
+    let r = raw(
+        env.sidecar.agent_addr,
+        &get("/v1/a%3Fx=1%23f/new%20york?d=2", ""),
+    )
+    .await;
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
     assert_eq!(up.last().target, "/v1/a%3Fx=1%23f/new%20york?d=2");
     // Overrides and proxy headers stay behind.
@@ -275,28 +321,61 @@ async fn absolute_form_is_judged_and_forwarded_like_the_http_channel() {
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
     let seen = up.last();
     assert_eq!(seen.method, "GET");
-    for h in ["x-http-method-override", "x-original-url", "x-forwarded-for", "forwarded"] {
+    for h in [
+        "x-http-method-override",
+        "x-original-url",
+        "x-forwarded-for",
+        "forwarded",
+    ] {
         assert_eq!(seen.header(h), None, "{h}");
     }
     assert_eq!(seen.header("accept-encoding").as_deref(), Some("identity"));
     let count = up.count();
     // PII in the query is seen; `..;` is refused; the connector's request cap holds here too.
-    let r = raw(env.sidecar.agent_addr, &get("/v1/find?e=jane.doe%40example.com", "")).await;
-    assert!(r.starts_with("HTTP/1.1 403") && r.contains("pii_detected"), "{r}");
+    let r = raw(
+        env.sidecar.agent_addr,
+        &get("/v1/find?e=jane.doe%40example.com", ""),
+    )
+    .await;
+    assert!(
+        r.starts_with("HTTP/1.1 403") && r.contains("pii_detected"),
+        "{r}"
+    );
     let r = raw(env.sidecar.agent_addr, &get("/v1/..;/admin", "")).await;
-    assert!(r.starts_with("HTTP/1.1 403") && r.contains("path_not_allowed"), "{r}");
+    assert!(
+        r.starts_with("HTTP/1.1 403") && r.contains("path_not_allowed"),
+        "{r}"
+    );
     let big = "x".repeat(300);
     let r = raw(
         env.sidecar.agent_addr,
         &format!("POST http://{a}/v1/send HTTP/1.1\r\nHost: {a}\r\nContent-Length: 300\r\nConnection: close\r\n\r\n{big}"),
     )
     .await;
-    assert!(r.starts_with("HTTP/1.1 413") && r.contains("body_too_large"), "{r}");
-    assert_eq!(up.count(), count, "none of the refused requests reached the upstream");
+    assert!(
+        r.starts_with("HTTP/1.1 413") && r.contains("body_too_large"),
+        "{r}"
+    );
+    assert_eq!(
+        up.count(),
+        count,
+        "none of the refused requests reached the upstream"
+    );
     // A reply the detector cannot read is withheld here as on /http/.
-    up.answer(200, &[("content-encoding", b"gzip")], b"\x1f\x8b...".to_vec());
-    let r = raw(env.sidecar.agent_addr, &get("/v1/x", "Accept-Encoding: gzip\r\n")).await;
-    assert!(r.starts_with("HTTP/1.1 403") && r.contains("fact_unavailable"), "{r}");
+    up.answer(
+        200,
+        &[("content-encoding", b"gzip")],
+        b"\x1f\x8b...".to_vec(),
+    );
+    let r = raw(
+        env.sidecar.agent_addr,
+        &get("/v1/x", "Accept-Encoding: gzip\r\n"),
+    )
+    .await;
+    assert!(
+        r.starts_with("HTTP/1.1 403") && r.contains("fact_unavailable"),
+        "{r}"
+    );
     let codes: Vec<_> = env.evidence().iter().map(|r| r.code).collect();
     assert_eq!(
         &codes[2..],

@@ -53,7 +53,9 @@ fn connectors_on(snap: &Snapshot, tenant: &str, authority: &str) -> Vec<(String,
         .filter_map(|c| {
             let url = &c.spec.http.as_ref()?.base_url;
             let (hp, base) = authority_of(url)?;
-            let tls = url.get(..8).is_some_and(|s| s.eq_ignore_ascii_case("https://"));
+            let tls = url
+                .get(..8)
+                .is_some_and(|s| s.eq_ignore_ascii_case("https://"));
             (hp == authority.to_ascii_lowercase()).then(|| (c.id.to_string(), base, tls))
         })
         .collect();

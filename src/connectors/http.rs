@@ -340,7 +340,12 @@ pub fn encode_query(q: &str) -> String {
 fn header_text(v: &HeaderValue) -> std::borrow::Cow<'_, str> {
     match std::str::from_utf8(v.as_bytes()) {
         Ok(s) => s.into(),
-        Err(_) => v.as_bytes().iter().map(|&b| char::from(b)).collect::<String>().into(),
+        Err(_) => v
+            .as_bytes()
+            .iter()
+            .map(|&b| char::from(b))
+            .collect::<String>()
+            .into(),
     }
 }
 
@@ -591,7 +596,10 @@ mod tests {
             ("/v1/forecast/new%20york", "/v1/forecast/new%20york"),
             ("/v1/forecast/s%C3%A3o", "/v1/forecast/s%C3%A3o"),
             ("/v1/forecast/a%40b;c=d", "/v1/forecast/a@b;c=d"),
-            ("/v1/forecast/%22%3C%3E%60%7B%7D%7C%5E", "/v1/forecast/%22%3C%3E%60%7B%7D%7C%5E"),
+            (
+                "/v1/forecast/%22%3C%3E%60%7B%7D%7C%5E",
+                "/v1/forecast/%22%3C%3E%60%7B%7D%7C%5E",
+            ),
             ("/v1/forecast/", "/v1/forecast/"),
         ] {
             assert_eq!(encode_path(&normalise(raw).unwrap()), wire, "{raw}");
@@ -599,7 +607,10 @@ mod tests {
         assert_eq!(encode_query("a=1&b=%40x"), "a=1&b=%40x");
         assert_eq!(encode_query("a=b#frag"), "a=b%23frag");
         assert_eq!(encode_query("a=%zz%4"), "a=%25zz%254");
-        assert_eq!(encode_query("a=\"x y\"\r\nGET /"), "a=%22x%20y%22%0D%0AGET%20/");
+        assert_eq!(
+            encode_query("a=\"x y\"\r\nGET /"),
+            "a=%22x%20y%22%0D%0AGET%20/"
+        );
         assert_eq!(encode_query("q=é"), "q=%C3%A9");
     }
 

@@ -416,7 +416,10 @@ fn partial_pii_facts_judge_both_the_found_kinds_and_the_unread_rest() {
     );
     let s = compile_str("b.yaml", &open).unwrap();
     let d = run(&s, &r);
-    assert_eq!((d.action, d.code), (Action::Warn, Some(Code::FactUnavailable)));
+    assert_eq!(
+        (d.action, d.code),
+        (Action::Warn, Some(Code::FactUnavailable))
+    );
     r.facts.pii = Some(PiiFact::Partial(vec![PiiKind::Email]));
     let d = run(&s, &r);
     assert_eq!(

@@ -142,9 +142,9 @@ fn choose<'a>(
 
 fn decode_as(cs: Charset, bytes: &[u8]) -> Result<Cow<'_, str>, Unreadable> {
     let text: Cow<'_, str> = match cs {
-        Charset::Utf8 => Cow::Borrowed(
-            std::str::from_utf8(bytes).map_err(|_| Unreadable::Invalid("UTF-8"))?,
-        ),
+        Charset::Utf8 => {
+            Cow::Borrowed(std::str::from_utf8(bytes).map_err(|_| Unreadable::Invalid("UTF-8"))?)
+        }
         Charset::Latin => match std::str::from_utf8(bytes) {
             Ok(ascii) if ascii.is_ascii() => Cow::Borrowed(ascii),
             _ => Cow::Owned(bytes.iter().map(|&b| windows_1252(b)).collect()),
@@ -180,9 +180,9 @@ fn windows_1252(b: u8) -> char {
     const HIGH: [char; 32] = [
         '\u{20AC}', '\u{81}', '\u{201A}', '\u{0192}', '\u{201E}', '\u{2026}', '\u{2020}',
         '\u{2021}', '\u{02C6}', '\u{2030}', '\u{0160}', '\u{2039}', '\u{0152}', '\u{8D}',
-        '\u{017D}', '\u{8F}', '\u{90}', '\u{2018}', '\u{2019}', '\u{201C}', '\u{201D}',
-        '\u{2022}', '\u{2013}', '\u{2014}', '\u{02DC}', '\u{2122}', '\u{0161}', '\u{203A}',
-        '\u{0153}', '\u{9D}', '\u{017E}', '\u{0178}',
+        '\u{017D}', '\u{8F}', '\u{90}', '\u{2018}', '\u{2019}', '\u{201C}', '\u{201D}', '\u{2022}',
+        '\u{2013}', '\u{2014}', '\u{02DC}', '\u{2122}', '\u{0161}', '\u{203A}', '\u{0153}',
+        '\u{9D}', '\u{017E}', '\u{0178}',
     ];
     match b {
         0x80..=0x9F => HIGH[usize::from(b - 0x80)],
@@ -227,10 +227,10 @@ pub fn pii_kinds(headers: &HeaderMap, body: &[u8]) -> Result<u8, Unreadable> {
     }
     let ct = content_type(headers).unwrap_or("");
     let json = is_json_type(ct);
-    let form = ct
-        .split(';')
-        .next()
-        .is_some_and(|e| e.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
+    let form = ct.split(';').next().is_some_and(|e| {
+        e.trim()
+            .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+    });
     let mut mask = 0;
     for text in readings(headers, body)? {
         mask |= scan_body(&text, json, form);
@@ -245,9 +245,7 @@ pub fn scan_body(text: &str, json_hint: bool, form: bool) -> u8 {
     let mut mask = scan_text(text, form);
     let t = text.trim_start();
     let looks_json = json_hint || t.starts_with('{') || t.starts_with('[') || t.starts_with('"');
-    let parsed = looks_json
-        .then(|| json_strings(text))
-        .flatten();
+    let parsed = looks_json.then(|| json_strings(text)).flatten();
     match parsed {
         Some(strings) => mask |= scan_text(&strings, false),
         None if text.contains('\\') => mask |= scan_text(&unescape_js(text), form),
@@ -479,7 +477,9 @@ fn char_ref(s: &str) -> Option<(char, usize)> {
             return None;
         }
         let v = u32::from_str_radix(&digits[..len], radix).ok()?;
-        let c = char::from_u32(v).filter(|c| *c != '\0').unwrap_or('\u{FFFD}');
+        let c = char::from_u32(v)
+            .filter(|c| *c != '\0')
+            .unwrap_or('\u{FFFD}');
         let semi = usize::from(digits[len..].starts_with(';'));
         return Some((c, skip + len + semi));
     }
@@ -528,7 +528,10 @@ mod tests {
     fn plain_text_and_empty() {
         assert_eq!(pii_kinds(&h(&[]), b"").unwrap(), 0);
         assert_eq!(pii_kinds(&h(&[]), b"hello").unwrap(), 0);
-        assert_ne!(pii_kinds(&h(&[]), b"mail jane.doe@example.com").unwrap() & email_bit(), 0);
+        assert_ne!(
+            pii_kinds(&h(&[]), b"mail jane.doe@example.com").unwrap() & email_bit(),
+            0
+        );
     }
 
     #[test]
@@ -552,9 +555,17 @@ mod tests {
             r#"{"jane.doe\u0040example.com": 1}"#,
             r#"["x", {"a": ["jane\u002edoe\u0040example\u002ecom"]}]"#,
         ] {
-            assert_ne!(pii_kinds(&j, body.as_bytes()).unwrap() & email_bit(), 0, "{body}");
+            assert_ne!(
+                pii_kinds(&j, body.as_bytes()).unwrap() & email_bit(),
+                0,
+                "{body}"
+            );
             // Also without the content type: it parses.
-            assert_ne!(pii_kinds(&h(&[]), body.as_bytes()).unwrap() & email_bit(), 0, "{body}");
+            assert_ne!(
+                pii_kinds(&h(&[]), body.as_bytes()).unwrap() & email_bit(),
+                0,
+                "{body}"
+            );
         }
         // Not JSON (trailing garbage, JS): the escapes are still decoded.
         let js = r#"var x = "jane.doe\u0040example.com"; }}"#;
@@ -571,7 +582,10 @@ mod tests {
         assert!(std::str::from_utf8(&b).is_err());
         assert_ne!(pii_kinds(&latin, &b).unwrap() & email_bit(), 0);
         // The same bytes without a label are not UTF-8: unreadable.
-        assert_eq!(pii_kinds(&h(&[]), &b).unwrap_err(), Unreadable::Invalid("UTF-8"));
+        assert_eq!(
+            pii_kinds(&h(&[]), &b).unwrap_err(),
+            Unreadable::Invalid("UTF-8")
+        );
         b.clear();
         let text = "jane.doe@example.com";
         let le: Vec<u8> = text.encode_utf16().flat_map(u16::to_le_bytes).collect();
@@ -589,8 +603,16 @@ mod tests {
         }
         // UTF-16 without a label or BOM is valid UTF-8 full of NULs: unreadable, not clean.
         assert_eq!(pii_kinds(&h(&[]), &le).unwrap_err(), Unreadable::Binary);
-        assert!(pii_kinds(&h(&[("content-type", "text/plain; charset=shift_jis")]), b"x").is_err());
-        assert!(pii_kinds(&h(&[("content-type", "image/png")]), b"\x89PNG\r\n\x1a\n\0\0").is_err());
+        assert!(pii_kinds(
+            &h(&[("content-type", "text/plain; charset=shift_jis")]),
+            b"x"
+        )
+        .is_err());
+        assert!(pii_kinds(
+            &h(&[("content-type", "image/png")]),
+            b"\x89PNG\r\n\x1a\n\0\0"
+        )
+        .is_err());
     }
 
     #[test]
@@ -606,19 +628,36 @@ mod tests {
     #[test]
     fn percent_and_html_readings() {
         assert_ne!(scan_text("jane.doe%40example.com", false) & email_bit(), 0);
-        assert_ne!(scan_text("jane.doe%2540example.com", false) & email_bit(), 0);
-        assert_ne!(scan_text("q=jane.doe%40example.com&x=1", true) & email_bit(), 0);
-        assert_ne!(scan_text("jane.doe&#64;example.com", false) & email_bit(), 0);
-        assert_ne!(scan_text("jane.doe&#x40;example&period;com", false) & email_bit(), 0);
-        assert_ne!(scan_text("jane.doe&commat;example.com", false) & email_bit(), 0);
+        assert_ne!(
+            scan_text("jane.doe%2540example.com", false) & email_bit(),
+            0
+        );
+        assert_ne!(
+            scan_text("q=jane.doe%40example.com&x=1", true) & email_bit(),
+            0
+        );
+        assert_ne!(
+            scan_text("jane.doe&#64;example.com", false) & email_bit(),
+            0
+        );
+        assert_ne!(
+            scan_text("jane.doe&#x40;example&period;com", false) & email_bit(),
+            0
+        );
+        assert_ne!(
+            scan_text("jane.doe&commat;example.com", false) & email_bit(),
+            0
+        );
         assert_eq!(html_unescape("a &amp b &#65 &#x;"), "a &amp b A &#x;");
         assert_eq!(percent_decode("a+b%20c%zz", true), "a b c%zz");
     }
 
     #[test]
     fn js_unescape_handles_surrogates_and_garbage() {
-        assert_eq!(unescape_js(r"\ud83d\ude00 \u0040 \x41 \u{1F600} \q \"),
-            "\u{1F600} @ A \u{1F600} q \\");
+        assert_eq!(
+            unescape_js(r"\ud83d\ude00 \u0040 \x41 \u{1F600} \q \"),
+            "\u{1F600} @ A \u{1F600} q \\"
+        );
         assert_eq!(unescape_js(r"\ud800x"), "\u{FFFD}x");
         assert_eq!(unescape_js(r"\u12"), "\\u12");
     }

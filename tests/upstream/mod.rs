@@ -82,7 +82,11 @@ impl Upstream {
                         let (s, a) = (s.clone(), a.clone());
                         async move {
                             let (parts, body) = req.into_parts();
-                            let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|c| c.to_bytes())
+                                .unwrap_or_default();
                             s.lock().unwrap().push(Seen {
                                 method: parts.method.to_string(),
                                 target: parts
