@@ -160,6 +160,10 @@ async fn replies_are_decoded_before_they_are_scanned() {
             "application/json",
             br#"{"jane\u002edoe\u0040example\u002ecom":1}"#.to_vec(),
         ),
+        (
+            "application/json",
+            br#"{"a":"jane.doe\u0040example.com","a":"x"}"#.to_vec(),
+        ),
         ("text/plain; charset=iso-8859-1", latin.clone()),
         ("text/plain; charset=windows-1252", latin.clone()),
         ("text/plain; charset=utf-16le", utf16le(EMAIL)),

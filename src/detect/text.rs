@@ -16,9 +16,9 @@
 //! browsers do). Where readers could disagree, every reading is scanned: a body labelled Latin-1
 //! that is also valid UTF-8 is scanned both ways, unlabelled-BOM-less `utf-16` both LE and BE.
 //!
-//! [`pii_kinds`] scans every reading of a body: the text itself, every string value and
-//! object key of a JSON body (decoded), the text with JSON/JS escapes decoded where it is not
-//! JSON, the text `%`-decoded, and with HTML character references decoded. The MCP and SQL
+//! [`pii_kinds`] scans every reading of a body: the text itself, the text with JSON/JavaScript
+//! escapes decoded (for a JSON body that is every key and string value, decoded), `%`-decoded,
+//! and with HTML character references decoded. The MCP and SQL
 //! channels reuse this for their bodies.
 
 use std::borrow::Cow;
@@ -66,11 +66,24 @@ fn charset_by_label(label: &str) -> Option<Charset> {
     })
 }
 
-/// The `Content-Type` value (the first one), when it is readable.
-pub fn content_type(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
+/// The `Content-Type`, if any. Several that disagree (readers pick different ones) or one that
+/// is not visible ASCII make the body unreadable.
+pub fn one_content_type(headers: &HeaderMap) -> Result<Option<&str>, Unreadable> {
+    let mut found: Option<&str> = None;
+    for v in headers.get_all(http::header::CONTENT_TYPE) {
+        let v = v
+            .to_str()
+            .map_err(|_| Unreadable::Charset("an unreadable Content-Type".into()))?;
+        match found {
+            Some(f) if !f.eq_ignore_ascii_case(v) => {
+                return Err(Unreadable::Charset(
+                    "conflicting Content-Type headers".into(),
+                ))
+            }
+            _ => found = Some(v),
+        }
+    }
+    Ok(found)
 }
 
 /// The `charset` parameter of a content type, lower-cased and unquoted.
@@ -84,13 +97,6 @@ pub fn charset_param(content_type: &str) -> Option<String> {
                 .to_ascii_lowercase()
         })
     })
-}
-
-/// Whether a content type says JSON (`application/json`, `application/problem+json`,
-/// `application/x-ndjson`, …).
-pub fn is_json_type(content_type: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or("").trim();
-    essence.to_ascii_lowercase().contains("json")
 }
 
 /// Every `Content-Encoding` must be `identity` (or absent) for the body to be read.
@@ -111,7 +117,7 @@ pub fn check_coding(headers: &HeaderMap) -> Result<(), Unreadable> {
 /// The body as the text its headers say it is (content coding, then charset).
 pub fn readable_text<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<Cow<'a, str>, Unreadable> {
     check_coding(headers)?;
-    decode(content_type(headers), body)
+    decode(one_content_type(headers)?, body)
 }
 
 /// Decode `body` by the charset of `content_type` (UTF-8 when none), a BOM winning.
@@ -194,7 +200,7 @@ fn windows_1252(b: u8) -> char {
 /// others where readers disagree (see the module docs).
 pub fn readings<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<Vec<Cow<'a, str>>, Unreadable> {
     check_coding(headers)?;
-    let (cs, rest) = choose(content_type(headers), body)?;
+    let (cs, rest) = choose(one_content_type(headers)?, body)?;
     let first = decode_as(cs, rest)?;
     let mut out = Vec::with_capacity(2);
     match cs {
@@ -219,37 +225,34 @@ pub fn readings<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<Vec<Cow<'a, s
 // === scanning ===
 
 /// The PII kinds (a [`pii::kinds`] bitmask) in every reading of a body; unreadable when the
-/// headers and bytes do not make a text. JSON bodies (by content type, or because they
-/// parse) are also scanned value by value, decoded.
+/// headers and bytes do not make a text.
 pub fn pii_kinds(headers: &HeaderMap, body: &[u8]) -> Result<u8, Unreadable> {
     if body.is_empty() {
         return Ok(0);
     }
-    let ct = content_type(headers).unwrap_or("");
-    let json = is_json_type(ct);
+    let ct = one_content_type(headers)?.unwrap_or("");
     let form = ct.split(';').next().is_some_and(|e| {
         e.trim()
             .eq_ignore_ascii_case("application/x-www-form-urlencoded")
     });
     let mut mask = 0;
     for text in readings(headers, body)? {
-        mask |= scan_body(&text, json, form);
+        mask |= scan_body(&text, form);
     }
     Ok(mask)
 }
 
-/// The PII kinds of one body text: raw, as JSON (every key and string, decoded) where it is
-/// JSON, with JSON/JS escapes decoded where it is not, and the lighter decodings of
-/// [`scan_text`].
-pub fn scan_body(text: &str, json_hint: bool, form: bool) -> u8 {
+/// The PII kinds of one body text: raw, with JSON/JavaScript escapes decoded, and the lighter
+/// decodings of [`scan_text`] over both.
+///
+/// A JSON document's keys and string values are its text with the escapes decoded: backslashes
+/// occur only inside strings. Decoding the whole text reads every key and value of a JSON body
+/// (NDJSON, JSON with trailing garbage, JavaScript and SSE alike), duplicates included, where a
+/// parsed value would keep only one of two duplicate keys, and a reader the other.
+pub fn scan_body(text: &str, form: bool) -> u8 {
     let mut mask = scan_text(text, form);
-    let t = text.trim_start();
-    let looks_json = json_hint || t.starts_with('{') || t.starts_with('[') || t.starts_with('"');
-    let parsed = looks_json.then(|| json_strings(text)).flatten();
-    match parsed {
-        Some(strings) => mask |= scan_text(&strings, false),
-        None if text.contains('\\') => mask |= scan_text(&unescape_js(text), form),
-        None => {}
+    if text.contains('\\') {
+        mask |= scan_text(&unescape_js(text), form);
     }
     mask
 }
@@ -278,42 +281,6 @@ pub fn scan_text(text: &str, plus_as_space: bool) -> u8 {
         }
     }
     mask
-}
-
-/// Every object key and string value of a JSON text (or of a stream of JSON values, as in
-/// NDJSON), one per line; `None` when it is not JSON.
-pub fn json_strings(text: &str) -> Option<String> {
-    let mut out = String::new();
-    let mut any = false;
-    for v in serde_json::Deserializer::from_str(text).into_iter::<serde_json::Value>() {
-        collect_strings(&v.ok()?, &mut out);
-        any = true;
-    }
-    any.then_some(out)
-}
-
-fn collect_strings(v: &serde_json::Value, out: &mut String) {
-    use serde_json::Value;
-    // An explicit stack: serde_json already bounds nesting at 128, this keeps us off the
-    // native stack anyway.
-    let mut stack = vec![v];
-    while let Some(v) = stack.pop() {
-        match v {
-            Value::String(s) => {
-                out.push_str(s);
-                out.push('\n');
-            }
-            Value::Array(a) => stack.extend(a.iter().rev()),
-            Value::Object(o) => {
-                for (k, v) in o.iter().rev() {
-                    stack.push(v);
-                    out.push_str(k);
-                    out.push('\n');
-                }
-            }
-            _ => {}
-        }
-    }
 }
 
 fn has_percent_escape(s: &str) -> bool {
@@ -570,6 +537,9 @@ mod tests {
         // Not JSON (trailing garbage, JS): the escapes are still decoded.
         let js = r#"var x = "jane.doe\u0040example.com"; }}"#;
         assert_ne!(pii_kinds(&h(&[]), js.as_bytes()).unwrap() & email_bit(), 0);
+        // A duplicate key: a parser keeping the last value would miss the first.
+        let dup = r#"{"a":"jane.doe\u0040example.com","a":"x"}"#;
+        assert_ne!(pii_kinds(&j, dup.as_bytes()).unwrap() & email_bit(), 0);
         let ndjson = "{\"a\":\"jane.doe\\u0040example.com\"}\n{\"b\":1}\n";
         assert_ne!(pii_kinds(&j, ndjson.as_bytes()).unwrap() & email_bit(), 0);
     }
@@ -613,6 +583,20 @@ mod tests {
             b"\x89PNG\r\n\x1a\n\0\0"
         )
         .is_err());
+    }
+
+    #[test]
+    fn conflicting_content_types_are_unreadable() {
+        let two = h(&[
+            ("content-type", "text/plain; charset=utf-16le"),
+            ("content-type", "text/plain; charset=latin1"),
+        ]);
+        assert!(pii_kinds(&two, b"ab").is_err());
+        let same = h(&[
+            ("content-type", "text/plain"),
+            ("content-type", "TEXT/PLAIN"),
+        ]);
+        assert_eq!(pii_kinds(&same, b"ab").unwrap(), 0);
     }
 
     #[test]
