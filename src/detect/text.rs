@@ -645,4 +645,31 @@ mod tests {
         assert_eq!(unescape_js(r"\ud800x"), "\u{FFFD}x");
         assert_eq!(unescape_js(r"\u12"), "\\u12");
     }
+
+    proptest::proptest! {
+        /// Arbitrary bytes under any label never panic, and decoded readings only add kinds:
+        /// whatever the raw text shows is reported. Encoding an email in any of the escapes
+        /// read here never hides it.
+        #[test]
+        fn readings_only_add_and_escapes_never_hide(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            label in proptest::sample::select(vec!["", "; charset=utf-8", "; charset=latin1", "; charset=utf-16", "; charset=utf-16be", "; charset=x-unknown"]),
+            local in "[a-z][a-z0-9]{0,10}",
+            how in 0usize..6,
+        ) {
+            let hm = h(&[("content-type", &format!("text/plain{label}"))]);
+            if let Ok(m) = pii_kinds(&hm, &bytes) {
+                if let Ok(t) = std::str::from_utf8(&bytes) {
+                    if label.is_empty() || label.contains("utf-8") {
+                        proptest::prop_assert_eq!(pii::kinds(t) & !m, 0);
+                    }
+                }
+            }
+            let _ = (unescape_js(&String::from_utf8_lossy(&bytes)), html_unescape(&String::from_utf8_lossy(&bytes)));
+            let at = ["@", "\\u0040", "%40", "&#64;", "&#x40;", "%2540"][how];
+            let body = format!("{{\"to\":\"{local}{at}example.com\"}}");
+            let m = pii_kinds(&h(&[("content-type", "application/json")]), body.as_bytes());
+            proptest::prop_assert!(m.is_ok_and(|m| m & email_bit() != 0), "{}", body);
+        }
+    }
 }
