@@ -158,7 +158,7 @@ fn decode_as(cs: Charset, bytes: &[u8]) -> Result<Cow<'_, str>, Unreadable> {
         Charset::Utf16Le | Charset::Utf16Unmarked => Cow::Owned(utf16(bytes, false)?),
         Charset::Utf16Be => Cow::Owned(utf16(bytes, true)?),
     };
-    if text.contains('\0') {
+    if memchr::memchr(0, text.as_bytes()).is_some() {
         return Err(Unreadable::Binary);
     }
     Ok(text)
@@ -285,8 +285,10 @@ pub fn scan_text(text: &str, plus_as_space: bool) -> u8 {
 
 fn has_percent_escape(s: &str) -> bool {
     let b = s.as_bytes();
-    b.windows(3)
-        .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
+    memchr::memchr_iter(b'%', b).any(|i| {
+        b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+            && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit)
+    })
 }
 
 /// `%XX` decoded (malformed escapes kept as they are), `+` as a space where asked; bytes
