@@ -226,7 +226,9 @@ fn request() -> impl Strategy<Value = Request> {
                 Just(None),
                 Just(Some(PiiFact::Unavailable)),
                 Just(Some(PiiFact::Found(vec![]))),
-                Just(Some(PiiFact::Found(vec![PiiKind::Email])))
+                Just(Some(PiiFact::Found(vec![PiiKind::Email]))),
+                Just(Some(PiiFact::Partial(vec![]))),
+                Just(Some(PiiFact::Partial(vec![PiiKind::Email])))
             ],
             (0u32..60, 0u32..60, 0u32..5000),
             prop::bool::ANY,

@@ -3,9 +3,17 @@
 //! pass only to hosts that an HTTP connector of this tenant names in its `base_url`.
 //!
 //! An absolute-form request is the HTTP channel under another name: it resolves to the
-//! connector and then meets the same path and method allow-lists, policies and evidence as
-//! `/http/{connector}/…`. `CONNECT` is checked at host:port level only — the tunnel carries
-//! TLS Warden does not open — and its record is written when the tunnel is granted.
+//! connector and then meets the same path and method allow-lists, size caps, detectors,
+//! policies and evidence as `/http/{connector}/…`, and is forwarded the same way (the
+//! normalised path re-encoded, the same headers dropped).
+//!
+//! `CONNECT` is checked at host:port level only — the tunnel carries TLS Warden does not open —
+//! so it reaches only connectors whose base URL is `https://` (port 443, or the URL's own
+//! port), where host level is all there is anyway. To a plain-HTTP connector's host it is
+//! refused (`method_not_allowed`): that traffic must use absolute-form, which is judged request
+//! by request; a tunnel would let any method and path through unseen. The tunnel's record is
+//! written when it is granted; its PII fact is *unavailable* (nothing inside is read), so a
+//! policy with a PII detector refuses tunnels under `fail_closed` and warns under `fail_open`.
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -33,21 +41,35 @@ pub fn authority_of(url: &str) -> Option<(String, String)> {
     Some((hp, base_path))
 }
 
-/// The tenant's HTTP connector whose base URL is on `authority` (lowest id first), with the
-/// base URL's path prefix.
-pub fn connector_for(snap: &Snapshot, tenant: &str, authority: &str) -> Option<(String, String)> {
-    let t = snap.tenant(tenant)?;
-    let mut hits: Vec<(String, String)> = t
+/// The tenant's HTTP connectors whose base URL is on `authority`, sorted by id: (id, base
+/// path, whether the base URL is `https://`).
+fn connectors_on(snap: &Snapshot, tenant: &str, authority: &str) -> Vec<(String, String, bool)> {
+    let Some(t) = snap.tenant(tenant) else {
+        return Vec::new();
+    };
+    let mut hits: Vec<(String, String, bool)> = t
         .connectors
         .values()
         .filter_map(|c| {
             let url = &c.spec.http.as_ref()?.base_url;
             let (hp, base) = authority_of(url)?;
-            (hp == authority.to_ascii_lowercase()).then(|| (c.id.to_string(), base))
+            let tls = url
+                .get(..8)
+                .is_some_and(|s| s.eq_ignore_ascii_case("https://"));
+            (hp == authority.to_ascii_lowercase()).then(|| (c.id.to_string(), base, tls))
         })
         .collect();
     hits.sort();
-    hits.into_iter().next()
+    hits
+}
+
+/// The tenant's HTTP connector whose base URL is on `authority` (lowest id first), with the
+/// base URL's path prefix.
+pub fn connector_for(snap: &Snapshot, tenant: &str, authority: &str) -> Option<(String, String)> {
+    connectors_on(snap, tenant, authority)
+        .into_iter()
+        .next()
+        .map(|(id, base, _)| (id, base))
 }
 
 fn no_egress(authority: &str) -> Refusal {
@@ -84,9 +106,7 @@ pub fn absolute(call: &Call, snap: &Snapshot) -> Result<super::http::HttpCall, R
     };
     let info = super::http::resolve(snap, &call.ctx.tenant, &connector)?;
     let path = super::http::normalise(below)?;
-    if let Some(spec) = &info.spec.http {
-        super::http::allowed(spec, call.parts.method.as_str(), &path)?;
-    }
+    super::http::check(info, call, &path)?;
     Ok(super::http::HttpCall {
         connector,
         path,
@@ -94,7 +114,7 @@ pub fn absolute(call: &Call, snap: &Snapshot) -> Result<super::http::HttpCall, R
     })
 }
 
-/// A `CONNECT host:port`: the connector it reaches.
+/// A `CONNECT host:port`: the (TLS) connector it reaches.
 #[derive(Debug, Clone)]
 pub struct Tunnel {
     pub connector: String,
@@ -111,12 +131,24 @@ pub fn connect(call: &Call, snap: &Snapshot) -> Result<Tunnel, Refusal> {
     if !authority.contains(':') {
         return Err(Refusal::new(Code::BadRequest, "CONNECT needs host:port"));
     }
-    let (connector, _) =
-        connector_for(snap, &call.ctx.tenant, &authority).ok_or_else(|| no_egress(&authority))?;
-    Ok(Tunnel {
-        connector,
-        authority,
-    })
+    let hits = connectors_on(snap, &call.ctx.tenant, &authority);
+    match hits.iter().find(|(_, _, tls)| *tls) {
+        Some((connector, _, _)) => Ok(Tunnel {
+            connector: connector.clone(),
+            authority,
+        }),
+        None => match hits.first() {
+            Some((connector, _, _)) => Err(Refusal::new(
+                Code::MethodNotAllowed,
+                format!(
+                    "CONNECT reaches only TLS (https://) connectors; `{connector}` on {authority} is \
+                     plain HTTP: send each request in absolute-form instead \
+                     (GET http://{authority}/path HTTP/1.1), so it is judged and recorded"
+                ),
+            )),
+            None => Err(no_egress(&authority)),
+        },
+    }
 }
 
 /// Grant an allowed tunnel: answer 200, then splice the agent's connection to the target.

@@ -3,9 +3,23 @@
 //! The path is normalised before it is matched, and anything a server could read differently
 //! from us is refused with `path_not_allowed`: `.` and `..` segments (plain or %-encoded, any
 //! case), empty segments (`//`), encoded slashes and backslashes, double encoding, NUL and other
-//! control characters. Matching is case-sensitive, so `/V1/…` does not pass for `/v1/…`. The
-//! agent's credentials and hop-by-hop headers are dropped; the connector's headers are
+//! control characters, and dot segments carrying path parameters (`..;x`). Matching is
+//! case-sensitive, so `/V1/…` does not pass for `/v1/…`.
+//!
+//! What is judged is what is sent: the upstream gets exactly the normalised path that was
+//! matched, re-encoded segment by segment (so `%3F`, `%23` and `%20` stay data), and the query
+//! re-encoded where it holds a byte outside RFC 3986's query characters. The agent's
+//! credentials, hop-by-hop headers, method overrides (`X-HTTP-Method-Override`, …), URL
+//! rewrites (`X-Original-URL`, `X-Rewrite-URL`), its proxy headers (`Forwarded`,
+//! `X-Forwarded-*`, `X-Real-IP`, `Via`, …), `Range` and `Accept-Encoding` are dropped; Warden
+//! asks for `Accept-Encoding: identity` and says `Via: 1.1 warden`; the connector's headers are
 //! injected from credential references; request and response sizes are capped.
+//!
+//! Detectors read everything that goes upstream from the agent (the decoded path, the query
+//! `%`-decoded, the forwarded header values, the body decoded by its charset) and the whole
+//! reply (headers passed on and body), through [`crate::detect::text`]. A body they cannot
+//! read (a content coding other than identity, an unknown charset, binary) makes the PII fact
+//! unavailable, so a PII policy's `failure_mode` decides; it is never taken for clean.
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -13,9 +27,11 @@ use http_body_util::{BodyExt, Full, Limited};
 
 use super::body_of;
 use crate::codes::Code;
+use crate::decide::PiiFact;
+use crate::detect::text;
 use crate::evidence::record::content_hash;
 use crate::policy::compile::ConnectorInfo;
-use crate::policy::model::HttpConnector;
+use crate::policy::model::{Action, HttpConnector};
 use crate::policy::Snapshot;
 use crate::spine::{Call, Refusal, Reply};
 
@@ -72,8 +88,12 @@ pub fn normalise(raw: &str) -> Result<String, Refusal> {
     }
     let path = String::from_utf8(out).map_err(|_| not_allowed("not UTF-8 after decoding"))?;
     for seg in path.split('/').skip(1) {
+        // `..;x` is `..` to servers that strip path parameters (Tomcat, Spring).
+        let bare = seg.split(';').next().unwrap_or(seg).trim_end_matches(' ');
+        if matches!(bare, "." | "..") {
+            return Err(not_allowed("dot segment"));
+        }
         match seg {
-            "." | ".." => return Err(not_allowed("dot segment")),
             "" if path.len() > 1 && !path.ends_with('/') => {
                 return Err(not_allowed("empty segment (//)"))
             }
@@ -142,6 +162,27 @@ pub fn resolve<'a>(
     }
 }
 
+/// Check a normalised call against its connector: method and path allow-lists, request size.
+/// `/http/…` and absolute-form egress requests both pass here.
+pub fn check(info: &ConnectorInfo, call: &Call, path: &str) -> Result<(), Refusal> {
+    let spec = info
+        .spec
+        .http
+        .as_ref()
+        .ok_or_else(|| Refusal::internal("HTTP connector without http block"))?;
+    allowed(spec, call.parts.method.as_str(), path)?;
+    if call.body.len() as u64 > spec.max_request_bytes {
+        return Err(Refusal::new(
+            Code::BodyTooLarge,
+            format!(
+                "request body is larger than this connector's {} bytes",
+                spec.max_request_bytes
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Parse `/http/{connector}/{path…}` and check it against the connector.
 pub fn parse(call: &Call, snap: &Snapshot) -> Result<HttpCall, Refusal> {
     let uri = &call.parts.uri;
@@ -161,18 +202,7 @@ pub fn parse(call: &Call, snap: &Snapshot) -> Result<HttpCall, Refusal> {
     }
     let info = resolve(snap, &call.ctx.tenant, id)?;
     let path = normalise(raw)?;
-    if let Some(spec) = &info.spec.http {
-        allowed(spec, call.parts.method.as_str(), &path)?;
-        if call.body.len() as u64 > spec.max_request_bytes {
-            return Err(Refusal::new(
-                Code::BodyTooLarge,
-                format!(
-                    "request body is larger than this connector's {} bytes",
-                    spec.max_request_bytes
-                ),
-            ));
-        }
-    }
+    check(info, call, &path)?;
     Ok(HttpCall {
         connector: id.to_string(),
         path,
@@ -180,8 +210,8 @@ pub fn parse(call: &Call, snap: &Snapshot) -> Result<HttpCall, Refusal> {
     })
 }
 
-/// Headers never forwarded: hop-by-hop ones (RFC 9110 §7.6.1), the agent's credentials, and
-/// Warden's own.
+/// Headers never forwarded either way: hop-by-hop ones (RFC 9110 §7.6.1), the agent's
+/// credentials, and Warden's own.
 fn forwardable(name: &HeaderName, listed: &[String]) -> bool {
     let n = name.as_str();
     !matches!(
@@ -203,6 +233,46 @@ fn forwardable(name: &HeaderName, listed: &[String]) -> bool {
         && !listed.iter().any(|l| l == n)
 }
 
+/// Request headers of the agent never forwarded upstream, beyond [`forwardable`]'s: anything
+/// that makes a server act on another method or URL than the one judged, claims to say who
+/// the client is or which proxies it passed, asks for a part of the answer (the detectors
+/// read whole answers: ranges would let an agent fetch PII piece by piece), or picks the
+/// answer's content coding (Warden asks for identity itself).
+fn dropped_upstream(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    matches!(
+        n,
+        "x-http-method-override"
+            | "x-http-method"
+            | "x-method-override"
+            | "x-original-method"
+            | "x-original-url"
+            | "x-original-uri"
+            | "x-rewrite-url"
+            | "x-override-url"
+            | "x-host"
+            | "x-original-host"
+            | "forwarded"
+            | "via"
+            | "x-real-ip"
+            | "x-client-ip"
+            | "client-ip"
+            | "true-client-ip"
+            | "x-cluster-client-ip"
+            | "cf-connecting-ip"
+            | "range"
+            | "if-range"
+            | "accept-encoding"
+    ) || n.starts_with("x-forwarded-")
+}
+
+/// The request headers of the agent that go upstream.
+pub fn upstream_headers(h: &HeaderMap) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+    let listed = connection_listed(h);
+    h.iter()
+        .filter(move |(name, _)| forwardable(name, &listed) && !dropped_upstream(name))
+}
+
 /// Names listed in `Connection`, which are hop-by-hop too.
 fn connection_listed(h: &HeaderMap) -> Vec<String> {
     h.get_all(http::header::CONNECTION)
@@ -211,6 +281,166 @@ fn connection_listed(h: &HeaderMap) -> Vec<String> {
         .flat_map(|v| v.split(','))
         .map(|s| s.trim().to_ascii_lowercase())
         .collect()
+}
+
+/// Percent-encode every byte of `s` outside `keep`, as `%XX` (upper case).
+fn encode_into(out: &mut String, s: &[u8], keep: impl Fn(u8) -> bool) {
+    for &b in s {
+        if keep(b) {
+            out.push(char::from(b));
+        } else {
+            out.push('%');
+            out.push(char::from(b"0123456789ABCDEF"[usize::from(b >> 4)]));
+            out.push(char::from(b"0123456789ABCDEF"[usize::from(b & 15)]));
+        }
+    }
+}
+
+/// RFC 3986 `pchar` without `%`: unreserved, sub-delims, `:` and `@`.
+fn pchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b)
+}
+
+/// The normalised path (decoded, checked) re-encoded for the wire: each segment's bytes outside
+/// `pchar` percent-encoded, so the upstream reads exactly the path that was matched.
+pub fn encode_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len() + 8);
+    for (i, seg) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        encode_into(&mut out, seg.as_bytes(), pchar);
+    }
+    out
+}
+
+/// The agent's query as it goes upstream: well-formed `%XX` escapes and RFC 3986 query
+/// characters kept, every other byte (`#`, spaces, quotes, non-ASCII, a lone `%`) encoded, so
+/// nothing in it can end the query or the request line. Upstream reads what the detectors read.
+pub fn encode_query(q: &str) -> String {
+    let b = q.as_bytes();
+    let mut out = String::with_capacity(q.len());
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        let escape = c == b'%'
+            && b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+            && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit);
+        if escape || pchar(c) || c == b'/' || c == b'?' {
+            out.push(char::from(c));
+        } else {
+            encode_into(&mut out, &b[i..i + 1], |_| false);
+        }
+        i += 1;
+    }
+    out
+}
+
+/// A header value as text: UTF-8 when it is, else read as Latin-1 (`obs-text`).
+fn header_text(v: &HeaderValue) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(v.as_bytes()) {
+        Ok(s) => s.into(),
+        Err(_) => v
+            .as_bytes()
+            .iter()
+            .map(|&b| char::from(b))
+            .collect::<String>()
+            .into(),
+    }
+}
+
+/// The PII fact of what a call sends upstream: decoded path, query (`%`-decoded, `+` as a
+/// space), forwarded header values and body. A body the detector cannot read makes the fact
+/// unavailable (partial when PII was found in the rest).
+pub fn request_fact(call: &Call, hc: &HttpCall) -> PiiFact {
+    let mut mask = text::scan_text(&hc.path, false);
+    if let Some(q) = &hc.query {
+        mask |= text::scan_text(q, true);
+    }
+    for (_, v) in upstream_headers(&call.parts.headers) {
+        mask |= text::scan_text(&header_text(v), false);
+    }
+    let body = text::pii_kinds(&call.parts.headers, &call.body);
+    fact_of(mask, body, "request")
+}
+
+/// The PII fact of an upstream's answer: the headers passed on to the agent and the body.
+fn reply_fact(headers: &HeaderMap, body: &[u8]) -> PiiFact {
+    let listed = connection_listed(headers);
+    let mut mask = 0;
+    for (name, v) in headers {
+        if forwardable(name, &listed) || name == http::header::SET_COOKIE {
+            mask |= text::scan_text(&header_text(v), false);
+        }
+    }
+    fact_of(mask, text::pii_kinds(headers, body), "reply")
+}
+
+fn fact_of(mask: u8, body: Result<u8, text::Unreadable>, what: &str) -> PiiFact {
+    match body {
+        Ok(m) => crate::spine::detect::fact(mask | m),
+        Err(why) => {
+            tracing::info!(%why, "{what} body unreadable: the PII fact is unavailable");
+            match crate::spine::detect::fact(mask) {
+                PiiFact::Found(kinds) if !kinds.is_empty() => PiiFact::Partial(kinds),
+                _ => PiiFact::Unavailable,
+            }
+        }
+    }
+}
+
+/// Judge the reply's PII fact: a blocking outcome withholds the answer; a WARN (e.g.
+/// `fail_open` on an unreadable body) lets it through and becomes the call's recorded decision.
+fn judge_reply(call: &Call, fact: PiiFact) -> Result<(), Refusal> {
+    if fact == PiiFact::Found(Vec::new()) {
+        return Ok(());
+    }
+    let mut req = call
+        .request
+        .clone()
+        .ok_or_else(|| Refusal::internal("no request facts"))?;
+    req.facts.pii = Some(fact);
+    if let Some(d) = crate::spine::decide::recheck(call, req.clone())? {
+        let run = call
+            .run
+            .clone()
+            .ok_or_else(|| Refusal::internal("no run"))?;
+        return Err(crate::spine::decide::enforce(&run, &d));
+    }
+    // Not refused, but a WARN (`fail_open` on an unreadable body, `on_match: warn`) is still
+    // the call's outcome and goes on its record: decided purely on the usage the call's
+    // decision saw, so `evidence replay` reproduces it.
+    let before = call
+        .decision
+        .as_ref()
+        .map_or(Action::Continue, |d| d.action);
+    let snap = call
+        .snapshot
+        .clone()
+        .ok_or_else(|| Refusal::internal("no snapshot bound"))?;
+    let usage = call
+        .trace
+        .lock()
+        .ok()
+        .and_then(|t| t.usage.clone())
+        .unwrap_or_default();
+    let d = crate::decide::decide(
+        &snap,
+        &req,
+        &usage,
+        call.shared.mode_for(&call.ctx.tenant),
+        call.ctx.at_ms,
+        &call.ctx.decision_id,
+    );
+    if d.action > before && !d.refused() {
+        tracing::warn!(decision = %d.decision_id, code = ?d.code, "reply passed with a warning");
+        call.trace(|t| {
+            t.request = Some(req);
+            t.usage = Some(usage);
+            t.decision = Some(d);
+        });
+    }
+    Ok(())
 }
 
 /// Forward an allowed HTTP call.
@@ -225,20 +455,26 @@ pub async fn forward(call: Call, hc: HttpCall) -> Result<Reply, Refusal> {
         .http
         .clone()
         .ok_or_else(|| Refusal::internal("HTTP connector without http block"))?;
-    let mut url = format!("{}{}", spec.base_url.trim_end_matches('/'), hc.path);
+    let mut url = format!(
+        "{}{}",
+        spec.base_url.trim_end_matches('/'),
+        encode_path(&hc.path)
+    );
     if let Some(q) = &hc.query {
         url.push('?');
-        url.push_str(q);
+        url.push_str(&encode_query(q));
     }
     let mut b = http::Request::builder()
         .method(call.parts.method.clone())
         .uri(&url);
-    let listed = connection_listed(&call.parts.headers);
-    for (name, value) in &call.parts.headers {
-        if forwardable(name, &listed) {
-            b = b.header(name, value);
-        }
+    for (name, value) in upstream_headers(&call.parts.headers) {
+        b = b.header(name, value);
     }
+    // Only identity answers can be read; `Via` also keeps servers such as nginx from
+    // compressing by default (`gzip_proxied off`).
+    b = b
+        .header(http::header::ACCEPT_ENCODING, "identity")
+        .header(http::header::VIA, "1.1 warden");
     for (name, reference) in &spec.inject_headers {
         let value = call.shared.credential(reference).map_err(|e| {
             tracing::error!(connector = %hc.connector, header = %name, error = %e, "credential unavailable");
@@ -302,23 +538,9 @@ pub async fn forward(call: Call, hc: HttpCall) -> Result<Reply, Refusal> {
         t.upstream_status = Some(status);
         t.response_hash = Some(content_hash(&bytes));
     });
-    // PII in what comes back: re-decide with the fact; a blocking policy withholds the answer.
-    let mask = std::str::from_utf8(&bytes)
-        .map(crate::detect::pii::kinds)
-        .unwrap_or(0);
-    if mask != 0 {
-        if let Some(mut req) = call.request.clone() {
-            req.facts.pii = Some(crate::spine::detect::fact(mask));
-            if let Some(d) = crate::spine::decide::recheck(&call, req)? {
-                let run = call
-                    .run
-                    .clone()
-                    .ok_or_else(|| Refusal::internal("no run"))?;
-                let r = crate::spine::decide::enforce(&run, &d);
-                return Err(r);
-            }
-        }
-    }
+    // PII in what comes back (or a body that cannot be read): re-decide with the fact; a
+    // blocking policy withholds the answer.
+    judge_reply(&call, reply_fact(&parts.headers, &bytes))?;
     let listed = connection_listed(&parts.headers);
     let mut reply = http::Response::new(body_of(Full::new(bytes)));
     *reply.status_mut() = parts.status;
@@ -351,6 +573,10 @@ mod tests {
             "/v1/forecast/%252e%252e/admin",
             "/v1/forecast/%zz",
             "/v1/forecast/%2",
+            "/v1/forecast/..;x/admin",
+            "/v1/forecast/..%3B/admin",
+            "/v1/forecast/.;/paris",
+            "/v1/forecast/..%20/admin",
         ] {
             let e = normalise(raw).unwrap_err();
             assert_eq!(e.code, Code::PathNotAllowed, "{raw}");
@@ -360,6 +586,32 @@ mod tests {
             "/v1/forecast/new york"
         );
         assert_eq!(normalise("").unwrap(), "/");
+    }
+
+    #[test]
+    fn the_matched_path_is_what_goes_out() {
+        for (raw, wire) in [
+            ("/v1/forecast/paris", "/v1/forecast/paris"),
+            ("/v1/forecast/a%3Fx=1%23f", "/v1/forecast/a%3Fx=1%23f"),
+            ("/v1/forecast/new%20york", "/v1/forecast/new%20york"),
+            ("/v1/forecast/s%C3%A3o", "/v1/forecast/s%C3%A3o"),
+            ("/v1/forecast/a%40b;c=d", "/v1/forecast/a@b;c=d"),
+            (
+                "/v1/forecast/%22%3C%3E%60%7B%7D%7C%5E",
+                "/v1/forecast/%22%3C%3E%60%7B%7D%7C%5E",
+            ),
+            ("/v1/forecast/", "/v1/forecast/"),
+        ] {
+            assert_eq!(encode_path(&normalise(raw).unwrap()), wire, "{raw}");
+        }
+        assert_eq!(encode_query("a=1&b=%40x"), "a=1&b=%40x");
+        assert_eq!(encode_query("a=b#frag"), "a=b%23frag");
+        assert_eq!(encode_query("a=%zz%4"), "a=%25zz%254");
+        assert_eq!(
+            encode_query("a=\"x y\"\r\nGET /"),
+            "a=%22x%20y%22%0D%0AGET%20/"
+        );
+        assert_eq!(encode_query("q=é"), "q=%C3%A9");
     }
 
     #[test]

@@ -82,6 +82,10 @@ pub enum PiiFact {
     Unavailable,
     /// The detector ran; these kinds were found (empty: none).
     Found(Vec<PiiKind>),
+    /// The detector read only part of the call (a body it could not decode): these kinds were
+    /// found in the part it read, and the rest is unavailable. A policy judges both: the
+    /// kinds as `Found`, the unread rest by its `failure_mode`; the most restrictive wins.
+    Partial(Vec<PiiKind>),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -419,7 +423,9 @@ pub fn decide(
     let plane = conn.map(|c| &*c.plane);
     let plane_default_allow = conn.is_none_or(|c| c.plane_default_allow);
     let found = match &req.facts.pii {
-        Some(PiiFact::Found(kinds)) => Some(kinds.iter().fold(0u8, |m, k| m | k.bit())),
+        Some(PiiFact::Found(kinds)) | Some(PiiFact::Partial(kinds)) => {
+            Some(kinds.iter().fold(0u8, |m, k| m | k.bit()))
+        }
         _ => None,
     };
 
@@ -611,23 +617,23 @@ fn evaluate(
     }
 
     if let Some((action, mask)) = p.pii {
-        match (&req.facts.pii, pii_found) {
-            (Some(PiiFact::Found(_)), Some(found)) => {
-                let relevant = if mask == 0 { found } else { found & mask };
-                if relevant != 0 {
-                    let kinds: Vec<&str> = PiiKind::ALL
-                        .iter()
-                        .filter(|k| relevant & k.bit() != 0)
-                        .map(|k| k.as_str())
-                        .collect();
-                    push(d, action, ReasonCode::PiiDetected, kinds.join(","));
-                }
+        if let Some(found) = pii_found {
+            let relevant = if mask == 0 { found } else { found & mask };
+            if relevant != 0 {
+                let kinds: Vec<&str> = PiiKind::ALL
+                    .iter()
+                    .filter(|k| relevant & k.bit() != 0)
+                    .map(|k| k.as_str())
+                    .collect();
+                push(d, action, ReasonCode::PiiDetected, kinds.join(","));
             }
-            (Some(PiiFact::Unavailable), _) => {
-                let (a, detail) = missing_fact(p.failure_mode, action);
-                push(d, a, ReasonCode::FactUnavailable(Fact::Pii), detail);
-            }
-            _ => {}
+        }
+        if matches!(
+            req.facts.pii,
+            Some(PiiFact::Unavailable) | Some(PiiFact::Partial(_))
+        ) {
+            let (a, detail) = missing_fact(p.failure_mode, action);
+            push(d, a, ReasonCode::FactUnavailable(Fact::Pii), detail);
         }
     }
 

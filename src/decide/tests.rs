@@ -397,3 +397,38 @@ fn decisions_round_trip_through_json() {
     let req_json = serde_json::to_string(&r).unwrap();
     assert_eq!(serde_json::from_str::<Request>(&req_json).unwrap(), r);
 }
+
+#[test]
+fn partial_pii_facts_judge_both_the_found_kinds_and_the_unread_rest() {
+    // fail_closed: the unread rest refuses even when the kinds found are none (or not the
+    // policy's); fail_open: kinds found still refuse, the unread rest only warns.
+    let s = snap("");
+    let mut r = llm();
+    r.facts.pii = Some(PiiFact::Partial(vec![]));
+    let d = run(&s, &r);
+    assert_eq!(
+        (d.action, d.code),
+        (Action::Stop, Some(Code::FactUnavailable))
+    );
+    let open = CONTRACT.replace(
+        "detectors: { pii: { on_match: stop } }\n  limits:",
+        "detectors: { pii: { on_match: stop } }\n  failure_mode: fail_open\n  limits:",
+    );
+    let s = compile_str("b.yaml", &open).unwrap();
+    let d = run(&s, &r);
+    assert_eq!(
+        (d.action, d.code),
+        (Action::Warn, Some(Code::FactUnavailable))
+    );
+    r.facts.pii = Some(PiiFact::Partial(vec![PiiKind::Email]));
+    let d = run(&s, &r);
+    assert_eq!(
+        (d.action, d.code),
+        (Action::Stop, Some(Code::PiiDetected)),
+        "a kind found in the part read is not excused by fail_open"
+    );
+    assert!(d
+        .reasons
+        .iter()
+        .any(|x| x.code.as_str() == "fact_unavailable:pii"));
+}

@@ -3,6 +3,9 @@
 //!
 //! Detectors do no I/O and keep no clock: the same text always gives the same facts, so a
 //! decision that used them can be replayed. [`pii`] finds the "regex facts" (email, phone,
-//! card, SSN, IBAN) that block by default, in whole texts and in streamed answers.
+//! card, SSN, IBAN) that block by default, in whole texts and in streamed answers; [`text`] turns
+//! a body into the texts they read (content coding, charset, JSON and other escapes), or says it
+//! cannot be read (the fact is then unavailable, never clean).
 
 pub mod pii;
+pub mod text;

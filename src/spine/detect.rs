@@ -1,5 +1,10 @@
 //! Detectors on what the agent sends, before anything reaches an upstream: PII facts for
 //! `decide` (DESIGN §4). Replies are scanned by the connectors as they stream.
+//!
+//! On the HTTP channel everything that goes upstream is read (path, query, forwarded headers,
+//! the body decoded by `detect::text`); a body that cannot be read makes the fact unavailable,
+//! never clean. A `CONNECT` tunnel's content is never seen at all: its fact is unavailable,
+//! so a PII policy's `failure_mode` decides whether a tunnel may open.
 
 use super::{next, BoxFut, Call, Next, Step, Target};
 use crate::decide::PiiFact;
@@ -22,15 +27,14 @@ pub fn fact(mask: u8) -> PiiFact {
 impl Step for Detect {
     fn call(&self, mut call: Call, rest: Next) -> BoxFut {
         Box::pin(async move {
-            let mask = match &call.target {
-                Some(Target::Chat(chat)) => Some(pii::kinds(&chat.prompt_text)),
-                Some(Target::Http(_)) => {
-                    Some(std::str::from_utf8(&call.body).map(pii::kinds).unwrap_or(0))
-                }
-                Some(Target::Models) | Some(Target::Tunnel(_)) | None => None,
+            let found = match &call.target {
+                Some(Target::Chat(chat)) => Some(fact(pii::kinds(&chat.prompt_text))),
+                Some(Target::Http(hc)) => Some(crate::connectors::http::request_fact(&call, hc)),
+                Some(Target::Tunnel(_)) => Some(PiiFact::Unavailable),
+                Some(Target::Models) | None => None,
             };
-            if let (Some(mask), Some(req)) = (mask, call.request.as_mut()) {
-                req.facts.pii = Some(fact(mask));
+            if let (Some(found), Some(req)) = (found, call.request.as_mut()) {
+                req.facts.pii = Some(found);
             }
             next(rest, call).await
         })
