@@ -64,8 +64,9 @@ fn with_ledger<R>(call: &Call, f: impl FnOnce(&Ledger<'_>) -> R) -> Result<R, Re
 /// Decide again mid-call, with facts the call revealed (a longer answer, PII in a reply);
 /// `req` states the call's whole amount so far. A refusing decision replaces the call's
 /// recorded decision — with the request and usage it was taken on, so `evidence replay`
-/// reproduces it (so does one the mode downgraded to WARN). Otherwise the call's reservation grows to cover `req` (a stream past what
-/// it reserved draws from the shared headroom). Same-step enforcement rests on this.
+/// reproduces it (so does one the mode downgraded to WARN). Otherwise the call's reservation
+/// grows to cover `req` (a stream past what it reserved draws from the shared headroom).
+/// Same-step enforcement rests on this.
 pub fn recheck(call: &Call, req: Request) -> Result<Option<Decision>, Refusal> {
     let mut pending = call
         .trace
