@@ -226,6 +226,51 @@ async fn connections_over_the_cap_are_closed_at_once() {
     assert_eq!(resp.status, 200, "{}", resp.text());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_admin_port_makes_room_for_the_operator() {
+    // The agent shares the pod's loopback, so it can reach the admin port too: filling the
+    // admin budget must not lock the operator out.
+    let env = start_with(
+        "admin-full",
+        |b| b,
+        |c| format!("{c}limits: {{ admin_max_connections: 4 }}\n"),
+    )
+    .await;
+    let admin = env.sidecar.admin_addr;
+    let mut squatters = Vec::new();
+    for i in 0..12 {
+        let mut s = TcpStream::connect(admin).await.unwrap();
+        if i % 2 == 0 {
+            // Headers sent, body stalled: a request in flight.
+            s.write_all(
+                b"POST /ops/mode HTTP/1.1\r\nhost: x\r\nauthorization: Bearer test-admin-token\r\n\
+                  content-length: 100\r\n\r\n{",
+            )
+            .await
+            .unwrap();
+        }
+        squatters.push(s);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let t = Instant::now();
+    let health = tokio::time::timeout(Duration::from_secs(2), env.admin_get("/healthz"))
+        .await
+        .expect("/healthz answers with the admin budget full");
+    assert_eq!(health.status, 200);
+    let halt = tokio::time::timeout(Duration::from_secs(2), env.set_mode("halted"))
+        .await
+        .expect("the kill switch answers with the admin budget full");
+    assert_eq!(halt.status, 200, "{}", halt.text());
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    // The oldest squatters were the ones closed.
+    let first = closed_within(&mut squatters[0], Duration::from_millis(500)).await;
+    assert!(first.is_some(), "the oldest admin connection was closed");
+    let resp = env
+        .chat(None, chat_body("gpt-4o-mini", "hello", false, None))
+        .await;
+    assert_eq!(resp.code(), "governance_halted");
+}
+
 // === the real binary under a low open-file limit ===
 
 struct Sidecar {
@@ -339,6 +384,12 @@ async fn the_kill_switch_answers_while_idle_connections_flood_the_agent_port() {
         }
     }
     eprintln!("{} idle connections open", idle.len());
+    // The agent can reach the admin port too: it squats there as well.
+    for _ in 0..40 {
+        if let Ok(s) = TcpStream::connect(sc.admin).await {
+            idle.push(s);
+        }
+    }
     let flooded = Instant::now();
     tokio::time::sleep(Duration::from_millis(200)).await;
     // The agent's share of descriptors is capped: the process keeps some free.
@@ -392,7 +443,7 @@ async fn the_kill_switch_answers_while_idle_connections_flood_the_agent_port() {
     }
     assert_eq!(still_open, 0, "connections the sidecar never closed");
     assert_eq!(
-        opened, 400,
+        opened, 440,
         "every connection was accepted (the backlog drains)"
     );
     assert!(

@@ -141,7 +141,8 @@ pub struct LimitsConfig {
     /// process's open-file limit, so the admin port keeps descriptors of its own.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
-    /// Admin connections held at once (their own budget, on their own thread).
+    /// Admin connections held at once (their own budget, on their own thread); when full, the
+    /// oldest is closed to make room.
     #[serde(default = "default_admin_connections")]
     pub admin_max_connections: usize,
     /// Time a connection waiting for a request has to send the request's headers (HTTP/1).

@@ -39,8 +39,12 @@ const RESERVED_FDS: u64 = 48;
 /// What one listener allows.
 #[derive(Debug, Clone)]
 pub struct Bounds {
-    /// Connections held at once; one more is closed as soon as it is accepted.
+    /// Connections held at once; past it a new connection is closed as soon as it is
+    /// accepted — or, with `evict_oldest`, the oldest held connection is closed to make room.
     pub max_connections: usize,
+    /// The admin listener's policy: whoever fills it (the agent shares the pod's loopback)
+    /// holds its connections only until newer ones arrive, so an operator always gets in.
+    pub evict_oldest: bool,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub http2_keepalive: Duration,
@@ -59,6 +63,7 @@ impl Bounds {
         );
         Bounds {
             max_connections: max,
+            evict_oldest: false,
             header_read_timeout: Duration::from_millis(l.header_read_timeout_ms),
             idle_timeout: Duration::from_millis(l.idle_timeout_ms),
             http2_keepalive: Duration::from_millis(l.http2_keepalive_ms),
@@ -71,6 +76,7 @@ impl Bounds {
     pub fn admin(l: &LimitsConfig) -> Bounds {
         Bounds {
             max_connections: l.admin_max_connections,
+            evict_oldest: true,
             header_read_timeout: Duration::from_millis(l.header_read_timeout_ms),
             idle_timeout: Duration::from_millis(l.idle_timeout_ms),
             http2_keepalive: Duration::from_millis(l.http2_keepalive_ms),
@@ -145,6 +151,7 @@ where
     S::Future: Send + 'static,
 {
     let permits = Arc::new(Semaphore::new(bounds.max_connections));
+    let held = Arc::new(Held::default());
     let builder = bounds.builder();
     let bounds = Arc::new(bounds);
     // One descriptor kept in hand: when accept fails for want of descriptors, it is released
@@ -173,18 +180,92 @@ where
                 continue;
             }
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            // Over the cap: closed at once rather than queued (the agent sees a reset).
-            tracing::debug!(%peer, "connection cap reached; closing a new connection");
-            drop(stream);
-            continue;
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) if bounds.evict_oldest && held.evict_oldest() => {
+                // The evicted connection's task drops its socket, and its permit, at once.
+                match tokio::time::timeout(
+                    Duration::from_millis(200),
+                    permits.clone().acquire_owned(),
+                )
+                .await
+                {
+                    Ok(Ok(p)) => p,
+                    _ => continue,
+                }
+            }
+            Err(_) => {
+                // Over the cap: closed at once rather than queued.
+                tracing::debug!(%peer, "connection cap reached; closing a new connection");
+                drop(stream);
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let svc = service.clone();
         let (builder, bounds) = (builder.clone(), bounds.clone());
+        let entry = held.register();
         tokio::spawn(async move {
-            serve_connection(stream, permit, svc, &builder, &bounds, peer).await;
+            let evicted = entry.evict.clone();
+            tokio::select! {
+                _ = serve_connection(stream, permit, svc, &builder, &bounds, peer) => {}
+                _ = evicted.notified() => {
+                    tracing::debug!(%peer, "oldest connection closed to make room");
+                }
+            }
+            drop(entry);
         });
+    }
+}
+
+// === impl Held ===
+
+/// The connections a listener holds, oldest first, each with the signal that closes it.
+#[derive(Default)]
+struct Held {
+    next: AtomicU64,
+    live: std::sync::Mutex<std::collections::BTreeMap<u64, Arc<Notify>>>,
+}
+
+/// A held connection's place in [`Held`]; leaves it when dropped.
+struct Entry {
+    id: u64,
+    evict: Arc<Notify>,
+    held: Arc<Held>,
+}
+
+impl Held {
+    fn register(self: &Arc<Self>) -> Entry {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let evict = Arc::new(Notify::new());
+        if let Ok(mut live) = self.live.lock() {
+            live.insert(id, evict.clone());
+        }
+        Entry {
+            id,
+            evict,
+            held: self.clone(),
+        }
+    }
+
+    /// Tell the oldest held connection to close; false when there is none.
+    fn evict_oldest(&self) -> bool {
+        let oldest = self.live.lock().ok().and_then(|mut l| l.pop_first());
+        match oldest {
+            Some((_, evict)) => {
+                evict.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        if let Ok(mut live) = self.held.live.lock() {
+            live.remove(&self.id);
+        }
     }
 }
 
@@ -211,7 +292,7 @@ async fn serve_connection<S>(
     });
     // The permit travels with the socket: an upgraded connection (a CONNECT tunnel) keeps
     // holding it after the HTTP connection hands its socket over.
-    let io = TokioIo::new(Held {
+    let io = TokioIo::new(Counted {
         io: stream,
         _permit: permit,
     });
@@ -391,15 +472,15 @@ impl http_body::Body for Guarded {
     }
 }
 
-// === impl Held ===
+// === impl Counted ===
 
 /// A socket holding its place under the listener's connection cap.
-struct Held {
+struct Counted {
     io: TcpStream,
     _permit: OwnedSemaphorePermit,
 }
 
-impl AsyncRead for Held {
+impl AsyncRead for Counted {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -409,7 +490,7 @@ impl AsyncRead for Held {
     }
 }
 
-impl AsyncWrite for Held {
+impl AsyncWrite for Counted {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
