@@ -70,6 +70,7 @@ codes! {
     InternalError       => "internal_error",      500, "INTERNAL",           -32603;
     RequestTimeout      => "request_timeout",     408, "DEADLINE_EXCEEDED",  -32600;
     Unauthorized        => "unauthorized",        401, "UNAUTHENTICATED",    -32001;
+    Overloaded          => "overloaded",          503, "UNAVAILABLE",        -32003;
 }
 
 impl std::fmt::Display for Code {

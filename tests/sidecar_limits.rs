@@ -227,6 +227,70 @@ async fn connections_over_the_cap_are_closed_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_in_flight_are_capped_like_connections_on_http2() {
+    // One HTTP/2 connection carries many calls, each of which may hold an upstream
+    // connection: the cap counts calls too, and refuses the one too many with a record.
+    let env = start_with(
+        "h2-cap",
+        |b| b,
+        |c| format!("{c}limits: {{ max_connections: 2 }}\n"),
+    )
+    .await;
+    let addr = env.sidecar.agent_addr;
+    let io = hyper_util::rt::TokioIo::new(TcpStream::connect(addr).await.unwrap());
+    let (tx, conn) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(
+        hyper_util::rt::TokioExecutor::new(),
+        io,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let call = |run: &'static str, delay: u64| {
+        let mut tx = tx.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            let body = chat_body("gpt-4o-mini", "hi [[slow:1500]]", false, None);
+            let r = tx
+                .send_request(
+                    http::Request::post(format!("http://{addr}/v1/chat/completions"))
+                        .header("content-type", "application/json")
+                        .header("x-warden-run-id", run)
+                        .body(Full::new(Bytes::from(body)))
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let body = r.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    let (a, b, c) = tokio::join!(
+        call("run-h2-a", 0),
+        call("run-h2-b", 0),
+        call("run-h2-c", 300)
+    );
+    assert_eq!(a.0, 200, "{}", a.1);
+    assert_eq!(b.0, 200, "{}", b.1);
+    assert_eq!(c.0, 503, "{}", c.1);
+    assert!(c.1.contains("\"code\":\"overloaded\""), "{}", c.1);
+    assert_eq!(
+        env.llm.request_count(),
+        2,
+        "the refused call never reached the upstream"
+    );
+    let ev = env.evidence();
+    let rec = ev
+        .iter()
+        .find(|r| r.run_id.as_deref() == Some("run-h2-c"))
+        .expect("the refusal has its record");
+    assert_eq!(rec.code, Some(warden::codes::Code::Overloaded));
+    // Once the calls are done their places are free again.
+    let d = call("run-h2-d", 0).await;
+    assert_eq!(d.0, 200, "{}", d.1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_admin_port_makes_room_for_the_operator() {
     // The agent shares the pod's loopback, so it can reach the admin port too: filling the
     // admin budget must not lock the operator out.

@@ -259,21 +259,22 @@ pub async fn start(cfg: SidecarConfig) -> Result<Running, SidecarError> {
     });
     let (agent_l, agent_addr) = server::bind(&shared.cfg.listen.agent).await?;
     let (admin_l, admin_addr) = server::bind_std(&shared.cfg.listen.admin)?;
+    let agent_bounds = server::Bounds::agent(&shared.cfg.limits);
     let agent = crate::spine::identity::Identity {
         shared: shared.clone(),
         spine: crate::spine::stack(),
         api_keys: Arc::new(api_keys),
+        in_flight: Arc::new(tokio::sync::Semaphore::new(agent_bounds.max_connections)),
     };
     let admin = admin::Admin {
         shared: shared.clone(),
     };
     let admin_thread = spawn_admin(admin_l, admin, server::Bounds::admin(&shared.cfg.limits))?;
-    let bounds = server::Bounds::agent(&shared.cfg.limits);
     tracing::info!(
-        max_connections = bounds.max_connections,
-        "agent connection cap"
+        max_connections = agent_bounds.max_connections,
+        "agent connection and call cap"
     );
-    let tasks = vec![tokio::spawn(server::serve(agent_l, agent, bounds))];
+    let tasks = vec![tokio::spawn(server::serve(agent_l, agent, agent_bounds))];
     tracing::info!(%agent_addr, %admin_addr, "sidecar listening");
     Ok(Running {
         agent_addr,

@@ -436,23 +436,27 @@ where
                     ),
                 },
             };
-            Ok(reply.map(|body| {
-                BoxBody::new(Guarded {
-                    inner: body,
-                    _guard: guard,
-                })
-            }))
+            Ok(reply.map(|body| Holding::body(body, guard)))
         })
     }
 }
 
-/// A response body that keeps its request counted as in flight until it is done.
-struct Guarded {
+/// A response body that holds `G` (a request's place in some count) until it is done.
+pub struct Holding<G> {
     inner: crate::spine::Body,
-    _guard: InFlight,
+    _guard: G,
 }
 
-impl http_body::Body for Guarded {
+impl<G: Send + Sync + Unpin + 'static> Holding<G> {
+    pub fn body(inner: crate::spine::Body, guard: G) -> crate::spine::Body {
+        BoxBody::new(Holding {
+            inner,
+            _guard: guard,
+        })
+    }
+}
+
+impl<G: Unpin> http_body::Body for Holding<G> {
     type Data = Bytes;
     type Error = io::Error;
 

@@ -40,6 +40,9 @@ pub struct Identity {
     pub shared: Arc<Shared>,
     pub spine: Next,
     pub api_keys: Arc<ApiKeys>,
+    /// Calls in flight on the agent listener, capped like its connections: an HTTP/2
+    /// connection carries many calls, each of which may hold an upstream connection.
+    pub in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 // === impl ApiKeys ===
@@ -250,9 +253,16 @@ impl Service<http::Request<Incoming>> for Identity {
         let shared = self.shared.clone();
         let spine = self.spine.clone();
         let keys = self.api_keys.clone();
+        let permit = self.in_flight.clone().try_acquire_owned().ok();
         Box::pin(async move {
             let (parts, incoming) = req.into_parts();
-            let (ctx, problem) = establish(&shared, &keys, &parts);
+            let (ctx, mut problem) = establish(&shared, &keys, &parts);
+            if permit.is_none() {
+                problem = Some(Refusal::new(
+                    Code::Overloaded,
+                    "too many calls in flight on this sidecar; retry later",
+                ));
+            }
             let ctx = Arc::new(ctx);
             let span = tracing::info_span!(
                 "call",
@@ -280,11 +290,16 @@ impl Service<http::Request<Incoming>> for Identity {
                 sealer: None,
                 shared: shared.clone(),
             });
-            match spine.oneshot(call).instrument(span).await {
-                Ok(r) => Ok(r),
+            let reply = match spine.oneshot(call).instrument(span).await {
+                Ok(r) => r,
                 // Rescue turns every refusal into a response; this is the last resort.
-                Err(r) => Ok(super::rescue::to_response(&r, &ctx.decision_id)),
-            }
+                Err(r) => super::rescue::to_response(&r, &ctx.decision_id),
+            };
+            // The call keeps its place until its answer (streamed or not) is done.
+            Ok(match permit {
+                Some(p) => reply.map(|b| crate::sidecar::server::Holding::body(b, p)),
+                None => reply,
+            })
         })
     }
 }
