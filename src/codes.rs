@@ -68,6 +68,9 @@ codes! {
     UpstreamError       => "upstream_error",      502, "UNAVAILABLE",        -32603;
     UpstreamTimeout     => "upstream_timeout",    504, "DEADLINE_EXCEEDED",  -32603;
     InternalError       => "internal_error",      500, "INTERNAL",           -32603;
+    RequestTimeout      => "request_timeout",     408, "DEADLINE_EXCEEDED",  -32600;
+    Unauthorized        => "unauthorized",        401, "UNAUTHENTICATED",    -32001;
+    Overloaded          => "overloaded",          503, "UNAVAILABLE",        -32003;
 }
 
 impl std::fmt::Display for Code {

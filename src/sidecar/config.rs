@@ -46,6 +46,21 @@ pub struct Identity {
     pub tenant: String,
     pub project: String,
     pub agent: String,
+    /// Api keys the agent may present as `Authorization: Bearer <secret>`; a matching bearer
+    /// sets the call's api key id (what `scope.api_keys` matches). Empty: the agent's
+    /// `Authorization` is ignored and no call has an api key.
+    #[serde(default)]
+    pub api_keys: Vec<ApiKeyConfig>,
+}
+
+/// One declared api key: its id (named by `scope.api_keys`) and where its secret is.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    pub id: String,
+    /// `env:NAME`, `file:PATH` (the secret), or `sha256:<64 hex>` (its hash, so the secret
+    /// need not be present on the sidecar's host at all).
+    pub key: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -111,7 +126,8 @@ fn default_segment_bytes() -> u64 {
     64 * 1024 * 1024
 }
 
-/// Caps on what passes through; each refusal is `body_too_large` or `upstream_timeout`.
+/// Caps on what passes through (`body_too_large`, `upstream_timeout`, `request_timeout`) and
+/// on the connections the listeners hold.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {
@@ -121,6 +137,26 @@ pub struct LimitsConfig {
     pub max_response_bytes: u64,
     #[serde(default = "default_upstream_timeout")]
     pub upstream_timeout_ms: u64,
+    /// Agent connections held at once; more are closed as they arrive. Clamped below the
+    /// process's open-file limit, so the admin port keeps descriptors of its own.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Admin connections held at once (their own budget, on their own thread); when full, the
+    /// oldest is closed to make room.
+    #[serde(default = "default_admin_connections")]
+    pub admin_max_connections: usize,
+    /// Time a connection waiting for a request has to send the request's headers (HTTP/1).
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout_ms: u64,
+    /// A connection with no request in flight for this long is closed (HTTP/1 and HTTP/2).
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_ms: u64,
+    /// Time the agent has to send a request's whole body (`request_timeout`).
+    #[serde(default = "default_body_read_timeout")]
+    pub body_read_timeout_ms: u64,
+    /// HTTP/2 keep-alive ping interval; a ping unanswered for as long closes the connection.
+    #[serde(default = "default_http2_keepalive")]
+    pub http2_keepalive_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -129,8 +165,38 @@ impl Default for LimitsConfig {
             max_request_bytes: default_request_bytes(),
             max_response_bytes: default_response_bytes(),
             upstream_timeout_ms: default_upstream_timeout(),
+            max_connections: default_max_connections(),
+            admin_max_connections: default_admin_connections(),
+            header_read_timeout_ms: default_header_read_timeout(),
+            idle_timeout_ms: default_idle_timeout(),
+            body_read_timeout_ms: default_body_read_timeout(),
+            http2_keepalive_ms: default_http2_keepalive(),
         }
     }
+}
+
+fn default_max_connections() -> usize {
+    1024
+}
+
+fn default_admin_connections() -> usize {
+    32
+}
+
+fn default_header_read_timeout() -> u64 {
+    10_000
+}
+
+fn default_idle_timeout() -> u64 {
+    60_000
+}
+
+fn default_body_read_timeout() -> u64 {
+    30_000
+}
+
+fn default_http2_keepalive() -> u64 {
+    30_000
 }
 
 fn default_request_bytes() -> u64 {
@@ -308,6 +374,33 @@ impl SidecarConfig {
             if v.is_empty() || v == "*" {
                 return Err(ConfigError::Semantic(format!(
                     "{name}: {what} must name one tenant, project or agent"
+                )));
+            }
+        }
+        let l = &cfg.limits;
+        for (what, v) in [
+            ("limits.max_connections", l.max_connections as u64),
+            (
+                "limits.admin_max_connections",
+                l.admin_max_connections as u64,
+            ),
+            ("limits.header_read_timeout_ms", l.header_read_timeout_ms),
+            ("limits.idle_timeout_ms", l.idle_timeout_ms),
+            ("limits.body_read_timeout_ms", l.body_read_timeout_ms),
+            ("limits.http2_keepalive_ms", l.http2_keepalive_ms),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::Semantic(format!(
+                    "{name}: {what} must be at least 1"
+                )));
+            }
+        }
+        let mut ids = std::collections::HashSet::new();
+        for k in &cfg.identity.api_keys {
+            if k.id.is_empty() || k.id == "*" || !ids.insert(k.id.as_str()) {
+                return Err(ConfigError::Semantic(format!(
+                    "{name}: identity.api_keys: id `{}` must be non-empty, not `*`, and unique",
+                    k.id
                 )));
             }
         }

@@ -44,6 +44,11 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     pub shared: Arc<Shared>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The admin listener's own thread, and the signal that stops it.
+    admin: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        std::thread::JoinHandle<()>,
+    )>,
 }
 
 impl Drop for Running {
@@ -51,7 +56,51 @@ impl Drop for Running {
         for t in &self.tasks {
             t.abort();
         }
+        if let Some((stop, thread)) = self.admin.take() {
+            let _ = stop.send(());
+            let _ = thread.join();
+        }
     }
+}
+
+/// Serve the admin port on a thread and runtime of its own, so that agent traffic — however
+/// much of it, however slow — cannot keep the kill switch from being answered. Its handlers
+/// share `Shared` with the agent side (mode changes reach in-flight calls through a watch
+/// channel, which works across runtimes).
+fn spawn_admin(
+    listener: std::net::TcpListener,
+    service: admin::Admin,
+    bounds: server::Bounds,
+) -> Result<
+    (
+        tokio::sync::oneshot::Sender<()>,
+        std::thread::JoinHandle<()>,
+    ),
+    SidecarError,
+> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("warden-admin".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!(error = %e, "admin listener unusable");
+                        return;
+                    }
+                };
+                tokio::select! {
+                    _ = server::serve(listener, service, bounds) => {}
+                    _ = stopped => {}
+                }
+            });
+            rt.shutdown_timeout(std::time::Duration::from_secs(1));
+        })?;
+    Ok((stop, thread))
 }
 
 /// Compile the policy files; on failure fall back to the last-known-good snapshot.
@@ -154,6 +203,8 @@ pub async fn start(cfg: SidecarConfig) -> Result<Running, SidecarError> {
     if admin_token.is_none() {
         tracing::warn!("no admin token: mutating admin calls are refused");
     }
+    let api_keys = crate::spine::identity::ApiKeys::resolve(&cfg.identity.api_keys, &cfg.base_dir)
+        .map_err(SidecarError::Config)?;
     let client: state::UpstreamClient = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(std::time::Duration::from_secs(30))
         .build(https_connector());
@@ -207,23 +258,29 @@ pub async fn start(cfg: SidecarConfig) -> Result<Running, SidecarError> {
             .build(),
     });
     let (agent_l, agent_addr) = server::bind(&shared.cfg.listen.agent).await?;
-    let (admin_l, admin_addr) = server::bind(&shared.cfg.listen.admin).await?;
+    let (admin_l, admin_addr) = server::bind_std(&shared.cfg.listen.admin)?;
+    let agent_bounds = server::Bounds::agent(&shared.cfg.limits);
     let agent = crate::spine::identity::Identity {
         shared: shared.clone(),
         spine: crate::spine::stack(),
+        api_keys: Arc::new(api_keys),
+        in_flight: Arc::new(tokio::sync::Semaphore::new(agent_bounds.max_connections)),
     };
     let admin = admin::Admin {
         shared: shared.clone(),
     };
-    let tasks = vec![
-        tokio::spawn(server::serve(agent_l, agent)),
-        tokio::spawn(server::serve(admin_l, admin)),
-    ];
+    let admin_thread = spawn_admin(admin_l, admin, server::Bounds::admin(&shared.cfg.limits))?;
+    tracing::info!(
+        max_connections = agent_bounds.max_connections,
+        "agent connection and call cap"
+    );
+    let tasks = vec![tokio::spawn(server::serve(agent_l, agent, agent_bounds))];
     tracing::info!(%agent_addr, %admin_addr, "sidecar listening");
     Ok(Running {
         agent_addr,
         admin_addr,
         shared,
         tasks,
+        admin: Some(admin_thread),
     })
 }

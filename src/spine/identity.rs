@@ -2,9 +2,15 @@
 //!
 //! Tenant, project and agent come from the sidecar's configuration, never from the request.
 //! Per call the agent may send `x-warden-run-id`, `x-warden-step-id`, `x-warden-session-id`
-//! (defaults to the run id), `x-warden-actor` (the human it acts for) and `x-warden-api-key`
-//! (the id of the key it uses, for `scope.api_keys`). A call without a run id gets one,
-//! returned in `x-warden-run-id`; a call without a step id is a step of its own.
+//! (defaults to the run id) and `x-warden-actor` (the human it acts for). A call without a run
+//! id gets one, returned in `x-warden-run-id`; a call without a step id is a step of its own.
+//!
+//! An api key (for `scope.api_keys`) is identity only when it is proved: the agent's
+//! `Authorization: Bearer <secret>` must match a key declared in `identity.api_keys`, held
+//! here only as a SHA-256 hash and compared in constant time. A bearer that matches none is
+//! refused (`unauthorized`), never taken as "no key"; with no keys declared the agent's
+//! `Authorization` is ignored. A header that merely names a key (`x-warden-api-key`) is
+//! refused as `bad_request`.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -13,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use hyper::body::Incoming;
+use sha2::{Digest, Sha256};
 use tower::{Service, ServiceExt};
 use tracing::Instrument;
 
@@ -24,6 +31,7 @@ pub const RUN: &str = "x-warden-run-id";
 pub const STEP: &str = "x-warden-step-id";
 pub const SESSION: &str = "x-warden-session-id";
 pub const ACTOR: &str = "x-warden-actor";
+/// No longer identity: a call that sends it is refused (use `Authorization: Bearer`).
 pub const API_KEY: &str = "x-warden-api-key";
 
 /// The agent listener's service: establishes identity, then runs the spine.
@@ -31,6 +39,115 @@ pub const API_KEY: &str = "x-warden-api-key";
 pub struct Identity {
     pub shared: Arc<Shared>,
     pub spine: Next,
+    pub api_keys: Arc<ApiKeys>,
+    /// Calls in flight on the agent listener, capped like its connections: an HTTP/2
+    /// connection carries many calls, each of which may hold an upstream connection.
+    pub in_flight: Arc<tokio::sync::Semaphore>,
+}
+
+// === impl ApiKeys ===
+
+/// The api keys declared in `identity.api_keys`: ids and SHA-256 hashes of their secrets.
+#[derive(Default)]
+pub struct ApiKeys {
+    keys: Vec<(String, [u8; 32])>,
+}
+
+impl std::fmt::Debug for ApiKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ids: Vec<&str> = self.keys.iter().map(|(id, _)| id.as_str()).collect();
+        f.debug_struct("ApiKeys").field("ids", &ids).finish()
+    }
+}
+
+/// Whether the bearer proves a declared key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyCheck {
+    /// No keys are declared: the agent's `Authorization` means nothing to the sidecar.
+    NotConfigured,
+    /// Keys are declared and the call presents no `Authorization` at all.
+    Absent,
+    Verified(String),
+    Refused(&'static str),
+}
+
+impl ApiKeys {
+    /// Resolve the declared keys at start; a key that cannot be resolved stops the start.
+    pub fn resolve(
+        declared: &[crate::sidecar::config::ApiKeyConfig],
+        base: &std::path::Path,
+    ) -> Result<ApiKeys, String> {
+        let mut keys = Vec::with_capacity(declared.len());
+        for k in declared {
+            let hash = match k.key.strip_prefix("sha256:") {
+                Some(hex) => parse_hash(hex).ok_or_else(|| {
+                    format!("identity.api_keys `{}`: sha256: needs 64 hex digits", k.id)
+                })?,
+                None => {
+                    let secret = crate::connectors::creds::resolve(&k.key, base)
+                        .map_err(|e| format!("identity.api_keys `{}`: {e}", k.id))?;
+                    if secret.is_empty() {
+                        return Err(format!("identity.api_keys `{}`: the secret is empty", k.id));
+                    }
+                    Sha256::digest(secret.as_bytes()).into()
+                }
+            };
+            keys.push((k.id.clone(), hash));
+        }
+        Ok(ApiKeys { keys })
+    }
+
+    /// Check the call's credential header (`Authorization`, or `Proxy-Authorization` for a
+    /// request to the sidecar as a proxy) against every declared key, in constant time over
+    /// the hashes (every key is compared, whichever matches).
+    pub fn check(&self, headers: &http::HeaderMap, name: &http::HeaderName) -> KeyCheck {
+        if self.keys.is_empty() {
+            return KeyCheck::NotConfigured;
+        }
+        let mut values = headers.get_all(name).iter();
+        let Some(value) = values.next() else {
+            return KeyCheck::Absent;
+        };
+        if values.next().is_some() {
+            return KeyCheck::Refused("more than one credential header");
+        }
+        let Some(secret) = value.to_str().ok().and_then(bearer) else {
+            return KeyCheck::Refused("the credential header is not `Bearer <api key>`");
+        };
+        let given: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+        let mut found: Option<&str> = None;
+        for (id, hash) in &self.keys {
+            let diff = hash
+                .iter()
+                .zip(&given)
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+            if diff == 0 && found.is_none() {
+                found = Some(id);
+            }
+        }
+        match found {
+            Some(id) => KeyCheck::Verified(id.to_string()),
+            None => KeyCheck::Refused("the bearer matches no api key declared for this sidecar"),
+        }
+    }
+}
+
+/// The secret of `Bearer <secret>` (scheme case-insensitive, as RFC 9110 has it).
+fn bearer(v: &str) -> Option<&str> {
+    let (scheme, rest) = v.split_once(' ')?;
+    let secret = rest.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !secret.is_empty()).then_some(secret)
+}
+
+fn parse_hash(hex: &str) -> Option<[u8; 32]> {
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 fn header(parts: &http::request::Parts, name: &str) -> Result<Option<String>, Refusal> {
@@ -56,10 +173,41 @@ fn header(parts: &http::request::Parts, name: &str) -> Result<Option<String>, Re
     Ok(Some(s.to_string()))
 }
 
-/// Build the context of a call from the configuration and the request headers.
-pub fn establish(shared: &Shared, parts: &http::request::Parts) -> (Ctx, Option<Refusal>) {
+/// Build the context of a call from the configuration, the request headers and the api keys.
+pub fn establish(
+    shared: &Shared,
+    keys: &ApiKeys,
+    parts: &http::request::Parts,
+) -> (Ctx, Option<Refusal>) {
     let id = &shared.cfg.identity;
     let mut problem = None;
+    if parts.headers.contains_key(API_KEY) {
+        problem = Some(Refusal::new(
+            Code::BadRequest,
+            format!(
+                "{API_KEY} does not name an api key: send the key itself as `Authorization: Bearer <api key>` (declared in sidecar.yaml identity.api_keys)"
+            ),
+        ));
+    }
+    // A client using the sidecar as its proxy (CONNECT, absolute-form HTTP/1) proves itself
+    // with `Proxy-Authorization`; its `Authorization` is meant for the origin (and dropped).
+    let proxied = parts.method == http::Method::CONNECT
+        || (parts.version < http::Version::HTTP_2
+            && parts.uri.scheme().is_some()
+            && parts.uri.authority().is_some());
+    let credential = if proxied {
+        http::header::PROXY_AUTHORIZATION
+    } else {
+        http::header::AUTHORIZATION
+    };
+    let api_key = match keys.check(&parts.headers, &credential) {
+        KeyCheck::Verified(id) => Some(id),
+        KeyCheck::NotConfigured | KeyCheck::Absent => None,
+        KeyCheck::Refused(why) => {
+            problem.get_or_insert(Refusal::new(Code::Unauthorized, why));
+            None
+        }
+    };
     let mut get = |name: &str| match header(parts, name) {
         Ok(v) => v,
         Err(r) => {
@@ -71,7 +219,6 @@ pub fn establish(shared: &Shared, parts: &http::request::Parts) -> (Ctx, Option<
     let step = get(STEP);
     let session = get(SESSION);
     let actor = get(ACTOR);
-    let api_key = get(API_KEY);
     let decision_id = crate::ids::v7().to_string();
     let run_assigned = run.is_none();
     let run_id = run.unwrap_or_else(|| format!("run-{}", crate::ids::v4()));
@@ -105,9 +252,17 @@ impl Service<http::Request<Incoming>> for Identity {
     fn call(&mut self, req: http::Request<Incoming>) -> Self::Future {
         let shared = self.shared.clone();
         let spine = self.spine.clone();
+        let keys = self.api_keys.clone();
+        let permit = self.in_flight.clone().try_acquire_owned().ok();
         Box::pin(async move {
             let (parts, incoming) = req.into_parts();
-            let (ctx, problem) = establish(&shared, &parts);
+            let (ctx, mut problem) = establish(&shared, &keys, &parts);
+            if permit.is_none() {
+                problem = Some(Refusal::new(
+                    Code::Overloaded,
+                    "too many calls in flight on this sidecar; retry later",
+                ));
+            }
             let ctx = Arc::new(ctx);
             let span = tracing::info_span!(
                 "call",
@@ -135,11 +290,112 @@ impl Service<http::Request<Incoming>> for Identity {
                 sealer: None,
                 shared: shared.clone(),
             });
-            match spine.oneshot(call).instrument(span).await {
-                Ok(r) => Ok(r),
+            let reply = match spine.oneshot(call).instrument(span).await {
+                Ok(r) => r,
                 // Rescue turns every refusal into a response; this is the last resort.
-                Err(r) => Ok(super::rescue::to_response(&r, &ctx.decision_id)),
-            }
+                Err(r) => super::rescue::to_response(&r, &ctx.decision_id),
+            };
+            // The call keeps its place until its answer (streamed or not) is done.
+            Ok(match permit {
+                Some(p) => reply.map(|b| crate::sidecar::server::Holding::body(b, p)),
+                None => reply,
+            })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sidecar::config::ApiKeyConfig;
+
+    fn keys() -> ApiKeys {
+        std::env::set_var("WARDEN_TEST_IDENTITY_KEY", "s3cret-ci");
+        let hash: String = Sha256::digest(b"other-secret")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        ApiKeys::resolve(
+            &[
+                ApiKeyConfig {
+                    id: "ci-key".into(),
+                    key: "env:WARDEN_TEST_IDENTITY_KEY".into(),
+                },
+                ApiKeyConfig {
+                    id: "ops-key".into(),
+                    key: format!("sha256:{hash}"),
+                },
+            ],
+            std::path::Path::new("."),
+        )
+        .unwrap()
+    }
+
+    const A: http::HeaderName = http::header::AUTHORIZATION;
+
+    fn auth(v: &[&str]) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        for v in v {
+            h.append(http::header::AUTHORIZATION, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn a_bearer_is_an_api_key_only_when_it_matches_a_declared_one() {
+        let k = keys();
+        assert_eq!(
+            k.check(&auth(&["Bearer s3cret-ci"]), &A),
+            KeyCheck::Verified("ci-key".into())
+        );
+        assert_eq!(
+            k.check(&auth(&["bearer other-secret"]), &A),
+            KeyCheck::Verified("ops-key".into())
+        );
+        assert_eq!(k.check(&auth(&[]), &A), KeyCheck::Absent);
+        for bad in [
+            &["Bearer ci-key"][..],
+            &["Bearer s3cret-ci2"],
+            &["Bearer "],
+            &["Basic czNjcmV0LWNp"],
+            &["s3cret-ci"],
+            &["Bearer s3cret-ci", "Bearer s3cret-ci"],
+        ] {
+            assert!(
+                matches!(k.check(&auth(bad), &A), KeyCheck::Refused(_)),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            ApiKeys::default().check(&auth(&["Bearer anything"]), &A),
+            KeyCheck::NotConfigured
+        );
+        // The proxy credential is its own header: an origin's Authorization does not count.
+        assert_eq!(
+            k.check(
+                &auth(&["Bearer s3cret-ci"]),
+                &http::header::PROXY_AUTHORIZATION
+            ),
+            KeyCheck::Absent
+        );
+    }
+
+    #[test]
+    fn keys_that_cannot_be_resolved_stop_the_start() {
+        let bad = |key: &str| {
+            ApiKeys::resolve(
+                &[ApiKeyConfig {
+                    id: "k".into(),
+                    key: key.into(),
+                }],
+                std::path::Path::new("."),
+            )
+            .unwrap_err()
+        };
+        assert!(bad("env:WARDEN_TEST_NO_SUCH_KEY").contains("not set"));
+        assert!(bad("sha256:abc").contains("64 hex"));
+        assert!(bad("plain-secret").contains("credential reference"));
+        let dbg = format!("{:?}", keys());
+        assert!(dbg.contains("ci-key") && !dbg.contains("s3cret"), "{dbg}");
     }
 }

@@ -1,5 +1,9 @@
 //! Body limit: read the request body, refusing anything over `limits.max_request_bytes` with
-//! `body_too_large` before it is buffered.
+//! `body_too_large` before it is buffered, and a body that has not fully arrived within
+//! `limits.body_read_timeout_ms` with `request_timeout` (a slow or stalled sender holds a
+//! connection, and a slot under the connection cap, no longer than that).
+
+use std::time::Duration;
 
 use http_body_util::{BodyExt, Limited};
 
@@ -30,7 +34,16 @@ impl Step for BodyLimit {
             }
             if let Some(incoming) = call.incoming.take() {
                 let limited = Limited::new(incoming, usize::try_from(max).unwrap_or(usize::MAX));
-                match limited.collect().await {
+                let ms = call.shared.cfg.limits.body_read_timeout_ms;
+                let Ok(read) =
+                    tokio::time::timeout(Duration::from_millis(ms), limited.collect()).await
+                else {
+                    return Err(Refusal::new(
+                        Code::RequestTimeout,
+                        format!("the request body did not arrive within {ms} ms"),
+                    ));
+                };
+                match read {
                     Ok(c) => call.body = c.to_bytes(),
                     Err(e)
                         if e.downcast_ref::<http_body_util::LengthLimitError>()

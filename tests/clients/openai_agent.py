@@ -97,7 +97,8 @@ def stream_cut_at_run_budget_then_run_stopped():
     text = ""
     stream = client.chat.completions.create(
         model="gpt-4o-mini",
-        messages=user("long [[reply:30]]"),
+        # An upstream that ignores the clamped max_tokens: cut where the budget ends.
+        messages=user("long [[reply:30]] [[overrun]]"),
         stream=True,
         extra_headers={"x-warden-run-id": "py-budget"},
     )
