@@ -291,6 +291,68 @@ async fn calls_in_flight_are_capped_like_connections_on_http2() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_the_agent_hung_up_on_keep_their_place_until_they_end() {
+    // A call the agent hangs up on goes on (to its record) and may still hold an upstream
+    // connection: it keeps its place under the cap until then, so hanging up and calling
+    // again cannot run more upstream calls than the cap.
+    let env = start_with(
+        "hangup-cap",
+        |b| b,
+        |c| format!("{c}limits: {{ max_connections: 4 }}\n"),
+    )
+    .await;
+    let addr = env.sidecar.agent_addr;
+    let io = hyper_util::rt::TokioIo::new(TcpStream::connect(addr).await.unwrap());
+    let (tx, conn) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(
+        hyper_util::rt::TokioExecutor::new(),
+        io,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let send = |run: &'static str, content: &'static str| {
+        let mut tx = tx.clone();
+        async move {
+            let body = chat_body("gpt-4o-mini", content, false, None);
+            tx.send_request(
+                http::Request::post(format!("http://{addr}/v1/chat/completions"))
+                    .header("content-type", "application/json")
+                    .header("x-warden-run-id", run)
+                    .body(Full::new(Bytes::from(body)))
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    // Four slow calls, each abandoned by the agent after 300 ms.
+    for run in ["run-hu-a", "run-hu-b", "run-hu-c", "run-hu-d"] {
+        let _ =
+            tokio::time::timeout(Duration::from_millis(300), send(run, "hi [[slow:2500]]")).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        env.llm.request_count(),
+        4,
+        "the abandoned calls went on upstream"
+    );
+    let r = send("run-hu-e", "hi").await.unwrap();
+    let status = r.status().as_u16();
+    let body = r.into_body().collect().await.unwrap().to_bytes();
+    let body = String::from_utf8_lossy(&body).into_owned();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("\"code\":\"overloaded\""), "{body}");
+    assert_eq!(
+        env.llm.request_count(),
+        4,
+        "the fifth never reached the upstream"
+    );
+    // Once the abandoned calls end, their places are free again.
+    tokio::time::sleep(Duration::from_millis(2800)).await;
+    let r = send("run-hu-f", "hi").await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_admin_port_makes_room_for_the_operator() {
     // The agent shares the pod's loopback, so it can reach the admin port too: filling the
     // admin budget must not lock the operator out.

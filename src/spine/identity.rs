@@ -253,7 +253,14 @@ impl Service<http::Request<Incoming>> for Identity {
         let shared = self.shared.clone();
         let spine = self.spine.clone();
         let keys = self.api_keys.clone();
-        let permit = self.in_flight.clone().try_acquire_owned().ok();
+        // The call's place under the cap: held by its trace (so a call the agent hangs up on
+        // keeps it until its record is sealed) and by its answer's body (until it is sent).
+        let permit = self
+            .in_flight
+            .clone()
+            .try_acquire_owned()
+            .ok()
+            .map(Arc::new);
         Box::pin(async move {
             let (parts, incoming) = req.into_parts();
             let (ctx, mut problem) = establish(&shared, &keys, &parts);
@@ -273,6 +280,7 @@ impl Service<http::Request<Incoming>> for Identity {
             );
             let trace = Trace {
                 refusal: problem,
+                place: permit.clone(),
                 ..Trace::default()
             };
             let call = Call::new(CallState {

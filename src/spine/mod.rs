@@ -116,6 +116,9 @@ pub struct Trace {
     /// What the call holds against its limits, settled once its amounts are final (set by
     /// the decide layer).
     pub pending_meter: Option<meter::Pending>,
+    /// The call's place under the sidecar's cap on calls in flight, released when the call is
+    /// over (its record sealed) and its answer sent.
+    pub place: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
 }
 
 /// One call on its way through the spine: a box, so that handing it from layer to layer (and
