@@ -226,6 +226,19 @@ async fn connections_over_the_cap_are_closed_at_once() {
     assert_eq!(resp.status, 200, "{}", resp.text());
 }
 
+/// One prior-knowledge HTTP/2 (h2c) connection to `addr`, for sending many calls on it.
+async fn h2_client(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+    let io = hyper_util::rt::TokioIo::new(TcpStream::connect(addr).await.unwrap());
+    let (tx, conn) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(
+        hyper_util::rt::TokioExecutor::new(),
+        io,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    tx
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_in_flight_are_capped_like_connections_on_http2() {
     // One HTTP/2 connection carries many calls, each of which may hold an upstream
@@ -237,14 +250,7 @@ async fn calls_in_flight_are_capped_like_connections_on_http2() {
     )
     .await;
     let addr = env.sidecar.agent_addr;
-    let io = hyper_util::rt::TokioIo::new(TcpStream::connect(addr).await.unwrap());
-    let (tx, conn) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(
-        hyper_util::rt::TokioExecutor::new(),
-        io,
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let tx = h2_client(addr).await;
     let call = |run: &'static str, delay: u64| {
         let mut tx = tx.clone();
         async move {
@@ -302,14 +308,7 @@ async fn calls_the_agent_hung_up_on_keep_their_place_until_they_end() {
     )
     .await;
     let addr = env.sidecar.agent_addr;
-    let io = hyper_util::rt::TokioIo::new(TcpStream::connect(addr).await.unwrap());
-    let (tx, conn) = hyper::client::conn::http2::handshake::<_, _, Full<Bytes>>(
-        hyper_util::rt::TokioExecutor::new(),
-        io,
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let tx = h2_client(addr).await;
     let send = |run: &'static str, content: &'static str| {
         let mut tx = tx.clone();
         async move {
