@@ -614,8 +614,9 @@ async fn plain(
             t.content.get_or_insert_with(Content::default).response = Some(text.clone());
         }
     });
-    // Every string of the reply, whatever field it is in: what the agent may read is read.
-    let mask = crate::detect::json::kinds(&value);
+    // Every string of the reply, whatever field it is in (and the strings of one field, such
+    // as the tokens of `logprobs`, together): what the agent may read is read.
+    let mask = crate::detect::json::kinds_by_field(&value);
     // Decide again only when the answer revealed something the first decision did not cover:
     // PII, or more output than the call reserved against a blocking limit (an upstream that
     // ignored `max_tokens`).
@@ -808,7 +809,15 @@ mod stream {
         /// Its choice (index into `Pump::choices`), and the last event that continued it.
         choice: usize,
         last: u64,
+        /// The last [`WINDOW`] bytes pushed, and how far they were judged as a whole text when
+        /// the field stopped (a later event of its choice did not continue it).
+        window: String,
+        settled: usize,
     }
+
+    /// Bytes of a field's recent text kept to judge it whole when it stops: more than the
+    /// scanner holds back plus the longest address.
+    const WINDOW: usize = 512;
 
     /// An event waiting until every field it touched is past where a match may start.
     struct Held {
@@ -913,15 +922,13 @@ mod stream {
         /// them once the detectors are done: `all`).
         async fn release(&mut self, all: bool) -> Result<(), End> {
             while let Some(front) = self.held.front() {
-                // A field waits until its scanner has passed the event's text, or until a later
-                // event of its choice did not continue it: a field that stopped (a `role`, a
-                // tool call's `name`) must not hold the stream back until its end. Its scanner
-                // keeps the context: should it resume, a match across the pause is still cut.
-                let (slots, choices) = (&self.slots, &self.choices);
+                // A field waits until its scanner has passed the event's text, or until it
+                // stopped and its text was judged whole (`settle`).
+                let slots = &self.slots;
                 let safe = all
                     || front.needs.iter().all(|&(f, end)| {
                         let f = &slots[f];
-                        f.emitted >= end || f.last < choices[f.choice]
+                        f.emitted.max(f.settled) >= end
                     });
                 if !safe {
                     break;
@@ -1015,12 +1022,22 @@ mod stream {
                                 emitted: 0,
                                 choice: c,
                                 last: 0,
+                                window: String::new(),
+                                settled: 0,
                             });
                             slots.len() - 1
                         }
                     };
                     let f = &mut slots[i];
                     f.last = seq;
+                    f.window.push_str(s);
+                    if f.window.len() > WINDOW {
+                        let mut cut = f.window.len() - WINDOW;
+                        while !f.window.is_char_boundary(cut) {
+                            cut += 1;
+                        }
+                        f.window.drain(..cut);
+                    }
                     let pushed = f.scanner.push(s);
                     f.pushed += s.len();
                     f.emitted += pushed.emit.len();
@@ -1040,6 +1057,24 @@ mod stream {
                 ));
             }
             Ok((needs, found))
+        }
+
+        /// Judge whole the held text of every field that stopped: a later event of its choice
+        /// did not continue it (a `role`, a tool call's `name`, a refusal before the finish
+        /// chunk). Such a field must not hold the stream back until its end; its scanner keeps
+        /// its context, so should it resume, a match across the pause is still found.
+        fn settle(&mut self) -> u8 {
+            let mut found = 0;
+            for h in &self.held {
+                for &(i, _) in &h.needs {
+                    let f = &mut self.slots[i];
+                    if f.last < self.choices[f.choice] && f.settled < f.pushed {
+                        found |= crate::detect::pii::kinds(&f.window);
+                        f.settled = f.pushed;
+                    }
+                }
+            }
+            found
         }
 
         /// One upstream event: budget check of every choice's output, the detectors on every
@@ -1077,7 +1112,7 @@ mod stream {
                     })
                     .await;
             }
-            let (needs, found) = self.scan(v).map_err(|r| self.cut(r))?;
+            let (needs, mut found) = self.scan(v).map_err(|r| self.cut(r))?;
             self.held_bytes += bytes.len();
             self.held.push_back(Held {
                 bytes,
@@ -1085,6 +1120,7 @@ mod stream {
                 tokens,
                 content,
             });
+            found |= self.settle();
             if found != 0 {
                 self.pii(found)?;
                 // A policy let it pass: nothing is held back any more.

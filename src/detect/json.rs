@@ -36,6 +36,30 @@ pub fn kinds(v: &Value) -> u8 {
     mask
 }
 
+/// [`kinds`], plus the strings of each field (see [`fields`]) concatenated in order and
+/// scanned as one text: the tokens of `logprobs.content[]` read as the answer they spell.
+pub fn kinds_by_field(v: &Value) -> u8 {
+    let mut mask = kinds(v);
+    let mut joined: std::collections::HashMap<String, (usize, String)> = Default::default();
+    let mut path = String::new();
+    fields(
+        v,
+        &mut path,
+        &mut |p, s| {
+            let e = joined.entry(p.to_string()).or_default();
+            e.0 += 1;
+            e.1.push_str(s);
+        },
+        &mut |_| {},
+    );
+    for (n, text) in joined.values() {
+        if *n > 1 {
+            mask |= pii::kinds(text);
+        }
+    }
+    mask
+}
+
 /// Calls `f(field, value)` on every string value of `v`, and `key(k)` on every object key.
 ///
 /// `field` is the path of the value (`/`-separated, `#N` for the element of an array named by
@@ -97,6 +121,15 @@ mod tests {
         assert_ne!(kinds(&v), 0, "a key is read too");
         assert_eq!(kinds(&json!({"a": ["x", "y"]})), 0);
         assert_ne!(kinds(&json!({"deep": [[[{"z": "call 415-555-0123 now"}]]]})), 0);
+    }
+
+    #[test]
+    fn strings_of_one_field_are_read_together() {
+        let v = json!({"logprobs": {"content": [{"token": "jane.doe"}, {"token": "@example.com"}]}});
+        assert_eq!(kinds(&v), 0);
+        assert_ne!(kinds_by_field(&v), 0);
+        let apart = json!({"a": "jane.doe", "b": "@example.com"});
+        assert_eq!(kinds_by_field(&apart), 0, "two fields stay apart");
     }
 
     #[test]
