@@ -63,7 +63,11 @@ fn cut_for_pii(env: &Env, what: &str) {
         .find(|r| r.kind == warden::evidence::Kind::Call)
         .expect("a record");
     assert_eq!(rec.outcome, Some(Outcome::Cut), "{what}: {rec:?}");
-    assert_eq!(rec.cut.as_ref().map(|c| c.code), Some(Code::PiiDetected), "{what}");
+    assert_eq!(
+        rec.cut.as_ref().map(|c| c.code),
+        Some(Code::PiiDetected),
+        "{what}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,9 +75,17 @@ async fn pii_in_any_field_of_a_plain_reply_is_withheld() {
     let env = start("fields-plain").await;
     for (i, field) in FIELDS.iter().enumerate() {
         let r = env
-            .chat(None, body(&format!("x [[leak:{field}]] [[reply:3]]"), false, json!({})))
+            .chat(
+                None,
+                body(&format!("x [[leak:{field}]] [[reply:3]]"), false, json!({})),
+            )
             .await;
-        assert_eq!((r.status, r.code().as_str()), (403, "pii_detected"), "{field}: {}", r.text());
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (403, "pii_detected"),
+            "{field}: {}",
+            r.text()
+        );
         no_leak(field, &r.text());
         cut_for_pii(&env, field);
         assert_eq!(env.llm.request_count(), i as u64 + 1);
@@ -84,7 +96,12 @@ async fn pii_in_any_field_of_a_plain_reply_is_withheld() {
 async fn pii_in_any_field_of_a_stream_never_reaches_the_agent() {
     let env = start("fields-stream").await;
     for field in FIELDS {
-        let events = stream(&env, None, body(&format!("x [[leak:{field}]] [[reply:3]]"), true, json!({}))).await;
+        let events = stream(
+            &env,
+            None,
+            body(&format!("x [[leak:{field}]] [[reply:3]]"), true, json!({})),
+        )
+        .await;
         let all = events.join("\n");
         no_leak(field, &all);
         let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
@@ -102,22 +119,39 @@ async fn pii_in_any_field_of_a_stream_never_reaches_the_agent() {
 async fn pii_split_over_events_of_one_field_is_cut_before_its_first_piece() {
     // `write to `, `jane.doe`, `@exa`, `mple.com` arrive as four events of `x_mock_note`.
     let env = start("fields-split").await;
-    let events = stream(&env, None, body("x [[leak:extra]] [[reply:30]]", true, json!({}))).await;
+    let events = stream(
+        &env,
+        None,
+        body("x [[leak:extra]] [[reply:30]]", true, json!({})),
+    )
+    .await;
     let all = events.join("\n");
     no_leak("extra", &all);
     let note: String = events
         .iter()
         .filter_map(|e| serde_json::from_str::<Value>(e).ok())
-        .filter_map(|v| v["choices"][0]["delta"]["x_mock_note"].as_str().map(str::to_string))
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["x_mock_note"]
+                .as_str()
+                .map(str::to_string)
+        })
         .collect();
-    assert_eq!(note, "write to ", "what is safe passes, no piece of the address: {all}");
+    assert_eq!(
+        note, "write to ",
+        "what is safe passes, no piece of the address: {all}"
+    );
     assert_eq!(stream_text(&events).split_whitespace().count(), 30);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streamed_tool_call_arrives_intact() {
     let env = start("tool-stream").await;
-    let events = stream(&env, None, body("weather? [[tool:get_weather]] [[reply:5]]", true, json!({}))).await;
+    let events = stream(
+        &env,
+        None,
+        body("weather? [[tool:get_weather]] [[reply:5]]", true, json!({})),
+    )
+    .await;
     assert_eq!(events.last().unwrap(), "[DONE]", "{events:?}");
     let (mut name, mut args) = (String::new(), String::new());
     let mut chunks = 0;
@@ -134,12 +168,22 @@ async fn a_streamed_tool_call_arrives_intact() {
     }
     assert_eq!(name, "get_weather");
     assert_eq!(args, r#"{"text":"the of and to in"}"#);
-    assert_eq!(chunks, 8, "the name event and seven argument fragments, none dropped");
+    assert_eq!(
+        chunks, 8,
+        "the name event and seven argument fragments, none dropped"
+    );
     let finish: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
     assert_eq!(finish["choices"][0]["finish_reason"], "tool_calls");
     // Plain, too.
     let r = env
-        .chat(None, body("weather? [[tool:get_weather]] [[reply:5]]", false, json!({})))
+        .chat(
+            None,
+            body(
+                "weather? [[tool:get_weather]] [[reply:5]]",
+                false,
+                json!({}),
+            ),
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
@@ -152,14 +196,26 @@ async fn a_streamed_tool_call_arrives_intact() {
 async fn every_choice_is_counted_when_the_upstream_reports_no_usage() {
     let env = start("count-choices").await;
     let r = env
-        .chat(None, body("x [[reply:5]] [[nousage]]", false, json!({ "n": 3 })))
+        .chat(
+            None,
+            body("x [[reply:5]] [[nousage]]", false, json!({ "n": 3 })),
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.json().get("usage").is_none());
-    assert_eq!(env.evidence().last().unwrap().output_tokens, 15, "5 words × 3 choices");
+    assert_eq!(
+        env.evidence().last().unwrap().output_tokens,
+        15,
+        "5 words × 3 choices"
+    );
 
     // Streamed: every choice arrives whole, with its own index, and all are counted.
-    let events = stream(&env, None, body("x [[reply:4]] [[nousage]]", true, json!({ "n": 2 }))).await;
+    let events = stream(
+        &env,
+        None,
+        body("x [[reply:4]] [[nousage]]", true, json!({ "n": 2 })),
+    )
+    .await;
     let mut texts = [String::new(), String::new()];
     for e in events.iter().filter(|e| *e != "[DONE]") {
         let v: Value = serde_json::from_str(e).unwrap();
@@ -173,7 +229,16 @@ async fn every_choice_is_counted_when_the_upstream_reports_no_usage() {
     assert_eq!(env.evidence().last().unwrap().output_tokens, 8);
 
     // A streamed tool call: its name and arguments are output.
-    let events = stream(&env, None, body("x [[tool:get_weather]] [[reply:3]] [[nousage]]", true, json!({}))).await;
+    let events = stream(
+        &env,
+        None,
+        body(
+            "x [[tool:get_weather]] [[reply:3]] [[nousage]]",
+            true,
+            json!({}),
+        ),
+    )
+    .await;
     assert_eq!(events.last().unwrap(), "[DONE]");
     let count = |s: &str| warden::connectors::llm::count_tokens("gpt-4o-mini", s);
     let expected = count("get_weather")
@@ -192,13 +257,23 @@ async fn streamed_tool_call_arguments_count_against_the_budget() {
         |c| c,
     )
     .await;
-    let events = stream(&env, Some("run-tool"), body("x [[tool:get_weather]] [[reply:30]]", true, json!({}))).await;
+    let events = stream(
+        &env,
+        Some("run-tool"),
+        body("x [[tool:get_weather]] [[reply:30]]", true, json!({})),
+    )
+    .await;
     let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
     assert_eq!(last["error"]["code"], "budget_exceeded", "{events:?}");
     let ev = env.evidence();
-    let cut = ev.iter().find(|r| r.cut.is_some()).expect("the cut is recorded");
+    let cut = ev
+        .iter()
+        .find(|r| r.cut.is_some())
+        .expect("the cut is recorded");
     assert!(cut.cut.as_ref().unwrap().after_tokens <= 10);
-    let r = env.chat(Some("run-tool"), body("again", false, json!({}))).await;
+    let r = env
+        .chat(Some("run-tool"), body("again", false, json!({})))
+        .await;
     assert_eq!(r.code(), "run_stopped");
 }
 
@@ -219,7 +294,10 @@ async fn pii_anywhere_in_the_request_is_refused_before_the_upstream() {
     };
     let clean_schema = json!({ "type": "object", "properties": { "q": { "type": "string" } } });
     let cases: Vec<(&str, Value)> = vec![
-        ("message name", json!({ "messages": [user(json!({ "name": ADDRESS }))] })),
+        (
+            "message name",
+            json!({ "messages": [user(json!({ "name": ADDRESS }))] }),
+        ),
         (
             "earlier tool-call arguments",
             json!({ "messages": [
@@ -229,7 +307,10 @@ async fn pii_anywhere_in_the_request_is_refused_before_the_upstream() {
                 { "role": "tool", "tool_call_id": "c1", "content": "ok" },
             ] }),
         ),
-        ("tool description", json!({ "tools": tool(&format!("mails {ADDRESS}"), clean_schema.clone()) })),
+        (
+            "tool description",
+            json!({ "tools": tool(&format!("mails {ADDRESS}"), clean_schema.clone()) }),
+        ),
         (
             "tool schema",
             json!({ "tools": tool("lookup", json!({ "type": "object", "properties": {
@@ -260,7 +341,12 @@ async fn pii_anywhere_in_the_request_is_refused_before_the_upstream() {
     ];
     for (what, extra) in &cases {
         let r = env.chat(None, body("hello", false, extra.clone())).await;
-        assert_eq!((r.status, r.code().as_str()), (403, "pii_detected"), "{what}: {}", r.text());
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (403, "pii_detected"),
+            "{what}: {}",
+            r.text()
+        );
         assert_eq!(env.llm.request_count(), 0, "{what} reached the upstream");
     }
     let ev = env.evidence();

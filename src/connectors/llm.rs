@@ -4,8 +4,10 @@
 //! agent's `Authorization`, injects the connector's key, clamps `max_tokens`, counts tokens
 //! with the model's real tokenizer (prompt before the call, every streamed chunk as it passes),
 //! reconciles with the upstream's reported usage, and prices the call from the connector's
-//! table. A streamed answer is checked chunk by chunk: the agent receives no token past a
-//! blocking limit and no PII a policy blocks; the stream then ends with one SSE event carrying
+//! table. Detectors read every string of the request and of the answer, in any field. A
+//! streamed answer is checked event by event: the agent receives no token past a blocking limit
+//! and no PII a policy blocks (the upstream's events are held back whole until the detectors
+//! have passed them, then sent unmodified); the stream then ends with one SSE event carrying
 //! the refusal (DESIGN §10).
 
 use std::time::Duration;
@@ -651,8 +653,10 @@ async fn plain(
 }
 
 mod stream {
-    //! The streamed answer: a task reads the upstream SSE, checks every chunk, and feeds the
-    //! agent through a channel; it seals the evidence before the last event.
+    //! The streamed answer: a task reads the upstream SSE, checks every event (the budget on
+    //! every choice's output, the PII scanners on every string, one scanner per field), holds
+    //! each event back until it is safe, and feeds the agent through a channel, unmodified and
+    //! in order; it seals the evidence before the last event.
 
     use super::*;
     use crate::connectors::ChannelBody;
@@ -1140,7 +1144,7 @@ mod stream {
     }
 
     /// The choice a field path belongs to (`/choices/#0` of `/choices/#0/delta/content`).
-    fn choice_of(path: &str) -> Option<&str> {
+    pub(super) fn choice_of(path: &str) -> Option<&str> {
         let rest = path.strip_prefix("/choices/")?;
         let end = rest.find('/').map_or(path.len(), |i| "/choices/".len() + i);
         path.get(..end)
@@ -1283,6 +1287,45 @@ mod tests {
         let chat = parse_chat(BODY, &snap, "acme", None).unwrap();
         assert_eq!(chat.prompt_tokens, Some(chat.prompt_count()));
         assert_eq!(chat.connector.as_deref(), Some("openai"));
+    }
+
+    #[test]
+    fn output_is_every_string_of_a_delta_but_its_structure() {
+        let delta = serde_json::json!({
+            "role": "assistant", "content": "a", "refusal": "b", "x_new": ["c"],
+            "tool_calls": [{ "index": 0, "id": "call_1", "type": "function",
+                             "function": { "name": "d", "arguments": "e" } }],
+        });
+        let mut seen = Vec::new();
+        output_strings(&delta, &mut |s| seen.push(s));
+        assert_eq!(seen, ["a", "b", "d", "e", "c"]);
+    }
+
+    #[test]
+    fn fields_belong_to_their_choice() {
+        assert_eq!(
+            stream::choice_of("/choices/#2/delta/content"),
+            Some("/choices/#2")
+        );
+        assert_eq!(stream::choice_of("/choices/*"), Some("/choices/*"));
+        assert_eq!(stream::choice_of("/id"), None);
+        assert_eq!(stream::choice_of("/x/choices/#0/a"), None);
+    }
+
+    #[test]
+    fn request_pii_is_read_everywhere_and_across_parts() {
+        let snap = crate::policy::compile_str("b.yaml", CONTRACT).unwrap();
+        let kinds = |body: &str| {
+            parse_chat(body.as_bytes(), &snap, "acme", None)
+                .unwrap()
+                .pii_kinds()
+        };
+        assert_eq!(kinds(std::str::from_utf8(BODY).unwrap()), 0);
+        let split = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":[
+            {"type":"text","text":"jane.doe@exa"},{"type":"text","text":"mple.com"}]}]}"#;
+        assert_ne!(kinds(split), 0);
+        let named = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","name":"jane.doe@example.com","content":"x"}]}"#;
+        assert_ne!(kinds(named), 0);
     }
 
     #[test]

@@ -120,12 +120,16 @@ mod tests {
         assert_eq!(seen, ["a", "x", "b", "y", "jane.doe@example.com", "c", "d"]);
         assert_ne!(kinds(&v), 0, "a key is read too");
         assert_eq!(kinds(&json!({"a": ["x", "y"]})), 0);
-        assert_ne!(kinds(&json!({"deep": [[[{"z": "call 415-555-0123 now"}]]]})), 0);
+        assert_ne!(
+            kinds(&json!({"deep": [[[{"z": "call 415-555-0123 now"}]]]})),
+            0
+        );
     }
 
     #[test]
     fn strings_of_one_field_are_read_together() {
-        let v = json!({"logprobs": {"content": [{"token": "jane.doe"}, {"token": "@example.com"}]}});
+        let v =
+            json!({"logprobs": {"content": [{"token": "jane.doe"}, {"token": "@example.com"}]}});
         assert_eq!(kinds(&v), 0);
         assert_ne!(kinds_by_field(&v), 0);
         let apart = json!({"a": "jane.doe", "b": "@example.com"});

@@ -382,9 +382,10 @@ impl Plan {
     /// The side field of `[[leak:FIELD]]` and its pieces, if the reply has one.
     fn side(&self) -> Option<(LeakField, Vec<String>)> {
         match self.leak_field {
-            Some(f @ (LeakField::Refusal | LeakField::Audio | LeakField::Extra | LeakField::Logprobs)) => {
-                Some((f, LEAK_PIECES.iter().map(|p| p.to_string()).collect()))
-            }
+            Some(
+                f
+                @ (LeakField::Refusal | LeakField::Audio | LeakField::Extra | LeakField::Logprobs),
+            ) => Some((f, LEAK_PIECES.iter().map(|p| p.to_string()).collect())),
             _ => None,
         }
     }
@@ -394,7 +395,11 @@ impl Plan {
         let main: u64 = match &self.tool {
             Some(name) => {
                 count_tokens(name)
-                    + self.tool_pieces().iter().map(|p| count_tokens(p)).sum::<u64>()
+                    + self
+                        .tool_pieces()
+                        .iter()
+                        .map(|p| count_tokens(p))
+                        .sum::<u64>()
             }
             None => self.pieces(i).iter().map(|p| count_tokens(p)).sum(),
         };
@@ -540,12 +545,12 @@ fn whole_choice(plan: &Plan, i: usize) -> Value {
         match field {
             LeakField::Refusal => message["refusal"] = Value::String(text),
             LeakField::Audio => {
-                message["audio"] = json!({ "id": "audio_mock_0", "transcript": text, "expires_at": 0 })
+                message["audio"] =
+                    json!({ "id": "audio_mock_0", "transcript": text, "expires_at": 0 })
             }
             LeakField::Extra => message["x_mock_note"] = Value::String(text),
             LeakField::Logprobs => {
-                let tokens: Vec<Value> =
-                    pieces.iter().chain(&side).map(|p| logprob(p)).collect();
+                let tokens: Vec<Value> = pieces.iter().chain(&side).map(|p| logprob(p)).collect();
                 logprobs = json!({ "content": tokens, "refusal": null });
             }
             LeakField::Tool | LeakField::Choice => {}
