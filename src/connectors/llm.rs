@@ -68,7 +68,6 @@ impl ChatCall {
         }
     }
 
-
     /// The PII kinds in everything sent upstream: every string and key of the request body
     /// (names, tool calls and tools, `user`, `metadata`, image URLs, fields not known today),
     /// each on its own, and each message's text parts concatenated without a separator, the
