@@ -1297,7 +1297,7 @@ mod tests {
         });
         let mut seen = Vec::new();
         output_strings(&delta, &mut |s| seen.push(s));
-        assert_eq!(seen, ["a", "b", "d", "e", "c"]);
+        assert_eq!(seen, ["a", "b", "e", "d", "c"], "in key order");
     }
 
     #[test]

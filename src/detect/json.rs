@@ -163,6 +163,6 @@ mod tests {
                 ("pre/choices/#0/logprobs/content/*/token".into(), "b".into()),
             ]
         );
-        assert_eq!(keys, 13);
+        assert_eq!(keys, 12);
     }
 }
