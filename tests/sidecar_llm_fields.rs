@@ -376,3 +376,21 @@ async fn pii_anywhere_in_the_request_is_refused_before_the_upstream() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(env.llm.request_count(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_stream_holds_back_is_bounded() {
+    // Events wait for the detectors; past `limits.max_response_bytes` of them the stream is cut
+    // rather than buffered without limit.
+    let env = start_with(
+        "held-bound",
+        |b| b,
+        |c| c + "limits: { max_response_bytes: 300 }\n",
+    )
+    .await;
+    let events = stream(&env, None, body("x [[reply:20]]", true, json!({}))).await;
+    let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "body_too_large", "{events:?}");
+    let ev = env.evidence();
+    assert_eq!(ev[0].outcome, Some(Outcome::Cut));
+    assert_eq!(ev[0].cut.as_ref().map(|c| c.code), Some(Code::BodyTooLarge));
+}
