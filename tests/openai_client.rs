@@ -52,15 +52,16 @@ async fn openai_sdk_against_the_sidecar() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert!(stdout.contains("9 passed, 0 failed"), "{stdout}\n{stderr}");
+    assert!(stdout.contains("12 passed, 0 failed"), "{stdout}\n{stderr}");
     // Refused calls never reached the upstream: 2 allowed + budget stream + leak + kill + 2 running
-    // + bypass; the no-allow, PII-prompt, stopped-run and degraded-new-run calls did not.
-    assert_eq!(env.llm.request_count(), 8, "{stdout}");
+    // + bypass + 3 tool-call streams; the no-allow, PII-prompt, stopped-run and degraded-new-run
+    // calls did not.
+    assert_eq!(env.llm.request_count(), 11, "{stdout}");
     // Every call left evidence and the chain verifies.
     let ev = env.evidence();
     let calls = ev
         .iter()
         .filter(|r| r.kind == warden::evidence::Kind::Call)
         .count();
-    assert_eq!(calls, 12, "{stdout}");
+    assert_eq!(calls, 15, "{stdout}");
 }

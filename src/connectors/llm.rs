@@ -4,8 +4,10 @@
 //! agent's `Authorization`, injects the connector's key, clamps `max_tokens`, counts tokens
 //! with the model's real tokenizer (prompt before the call, every streamed chunk as it passes),
 //! reconciles with the upstream's reported usage, and prices the call from the connector's
-//! table. A streamed answer is checked chunk by chunk: the agent receives no token past a
-//! blocking limit and no PII a policy blocks; the stream then ends with one SSE event carrying
+//! table. Detectors read every string of the request and of the answer, in any field. A
+//! streamed answer is checked event by event: the agent receives no token past a blocking limit
+//! and no PII a policy blocks (the upstream's events are held back whole until the detectors
+//! have passed them, then sent unmodified); the stream then ends with one SSE event carrying
 //! the refusal (DESIGN §10).
 
 use std::time::Duration;
@@ -35,7 +37,8 @@ pub struct ChatCall {
     /// Whether the agent asked for the usage chunk at the end of a stream.
     pub include_usage: bool,
     pub connector: Option<String>,
-    /// All message text, for detectors and hashing.
+    /// The text the tokenizer counts: every message's content, one message a line. It is
+    /// hashed and recorded as the prompt; detectors read more ([`ChatCall::pii_kinds`]).
     pub prompt_text: String,
     /// Counted before the call only when a limit needs it (input, total tokens or cost);
     /// otherwise the upstream's reported usage is used, and counted after as a fallback.
@@ -63,6 +66,28 @@ impl ChatCall {
             max_tokens: self.max_tokens,
             output_usd_per_token: self.prices.output_usd_per_mtok / 1e6,
         }
+    }
+
+    /// The PII kinds in everything sent upstream: every string and key of the request body
+    /// (names, tool calls and tools, `user`, `metadata`, image URLs, fields not known today),
+    /// each on its own, and each message's text parts concatenated without a separator, the
+    /// way the upstream reads them (`jane.doe@exa` + `mple.com` is an address).
+    pub fn pii_kinds(&self) -> u8 {
+        let mut mask = 0u8;
+        for v in self.body.values() {
+            mask |= crate::detect::json::kinds(v);
+        }
+        for k in self.body.keys() {
+            mask |= crate::detect::pii::kinds(k);
+        }
+        let messages = self.body.get("messages").and_then(Value::as_array);
+        for m in messages.into_iter().flatten() {
+            if let Some(Value::Array(parts)) = m.get("content") {
+                let joined: String = parts.iter().filter_map(part_text).collect();
+                mask |= crate::detect::pii::kinds(&joined);
+            }
+        }
+        mask
     }
 
     /// The prompt's tokens, counting them now if they were not counted before the call.
@@ -251,6 +276,14 @@ pub fn parse_chat(
         clamp: None,
         reserved_output: 0,
     })
+}
+
+/// The text a content part contributes to what the model reads (`text`, or an assistant
+/// turn's `refusal`).
+fn part_text(p: &Value) -> Option<&str> {
+    p.get("text")
+        .or_else(|| p.get("refusal"))
+        .and_then(Value::as_str)
 }
 
 fn push_text(out: &mut String, s: &str) {
@@ -497,6 +530,23 @@ fn bounded(d: &Decision) -> bool {
         .any(|m| d.headroom_for(m).is_some())
 }
 
+/// Calls `f` on every string of a choice's `message` or `delta` that the model wrote: all of
+/// them (fields not known today included) but the structural `role`, `id` and `type`.
+fn output_strings<'a>(v: &'a Value, f: &mut impl FnMut(&'a str)) {
+    match v {
+        Value::String(s) if !s.is_empty() => f(s),
+        Value::Array(items) => items.iter().for_each(|i| output_strings(i, f)),
+        Value::Object(map) => {
+            for (k, v) in map {
+                if !matches!(k.as_str(), "role" | "id" | "type") {
+                    output_strings(v, f);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Re-decide after the answer grew or revealed facts; a refusal here is same-step enforcement.
 fn recheck(
     call: &Call,
@@ -542,8 +592,18 @@ async fn plain(
         .pointer("/usage/completion_tokens")
         .and_then(Value::as_u64);
     let input = reported_in.unwrap_or_else(|| chat.prompt_count());
-    // The upstream's own count is authoritative; count ourselves only when it gives none.
-    let output = reported_out.unwrap_or_else(|| count_tokens(&chat.model, &text));
+    // The upstream's own count is authoritative; count ourselves only when it gives none:
+    // every choice, all of its output (content, tool-call arguments, refusal, ...).
+    let output = reported_out.unwrap_or_else(|| {
+        let mut n = 0;
+        let choices = value.get("choices").and_then(Value::as_array);
+        for c in choices.into_iter().flatten() {
+            output_strings(c.get("message").unwrap_or(&Value::Null), &mut |s| {
+                n += count_tokens(&chat.model, s)
+            });
+        }
+        n
+    });
     let n = bytes.len() as u64;
     call.trace(|t| {
         t.input_tokens = input;
@@ -555,7 +615,9 @@ async fn plain(
             t.content.get_or_insert_with(Content::default).response = Some(text.clone());
         }
     });
-    let mask = crate::detect::pii::kinds(&text);
+    // Every string of the reply, whatever field it is in (and the strings of one field, such
+    // as the tokens of `logprobs`, together): what the agent may read is read.
+    let mask = crate::detect::json::kinds_by_field(&value);
     // Decide again only when the answer revealed something the first decision did not cover:
     // PII, or more output than the call reserved against a blocking limit (an upstream that
     // ignored `max_tokens`).
@@ -590,12 +652,15 @@ async fn plain(
 }
 
 mod stream {
-    //! The streamed answer: a task reads the upstream SSE, checks every chunk, and feeds the
-    //! agent through a channel; it seals the evidence before the last event.
+    //! The streamed answer: a task reads the upstream SSE, checks every event (the budget on
+    //! every choice's output, the PII scanners on every string, one scanner per field), holds
+    //! each event back until it is safe, and feeds the agent through a channel, unmodified and
+    //! in order; it seals the evidence before the last event.
 
     use super::*;
     use crate::connectors::ChannelBody;
     use futures_util::FutureExt;
+    use std::collections::{HashMap, VecDeque};
     use std::panic::AssertUnwindSafe;
     use tokio::sync::mpsc;
 
@@ -729,6 +794,45 @@ mod stream {
         }
     }
 
+    /// Most distinct fields (JSON paths) one streamed answer may carry.
+    const MAX_FIELDS: usize = 1024;
+
+    /// Most events held back at once, waiting for the detectors.
+    const MAX_HELD_EVENTS: usize = 4096;
+
+    /// One streamed field of a choice (a JSON path under `choices[]`, array positions as the
+    /// stream names them, e.g. `/choices/#0/delta/tool_calls/#1/function/arguments`). Like
+    /// the SDKs, which append each string of a delta to the same field of the choice, its
+    /// text goes through one scanner, so a match split across events is found.
+    struct Field {
+        scanner: StreamScanner,
+        /// Bytes pushed into the scanner, and how many of them it declared safe.
+        pushed: usize,
+        emitted: usize,
+        /// Its choice (index into `Pump::choices`), and the last event that continued it.
+        choice: usize,
+        last: u64,
+        /// The last [`WINDOW`] bytes pushed, and how far they were judged as a whole text when
+        /// the field stopped (a later event of its choice did not continue it).
+        window: String,
+        settled: usize,
+    }
+
+    /// Bytes of a field's recent text kept to judge it whole when it stops: more than the
+    /// scanner holds back plus the longest address.
+    const WINDOW: usize = 512;
+
+    /// An event waiting until every field it touched is past where a match may start.
+    struct Held {
+        bytes: Bytes,
+        /// (field, end of this event's text in that field) not yet declared safe.
+        needs: Vec<(usize, usize)>,
+        /// Output tokens charged for this event.
+        tokens: u64,
+        /// Its `choices[0].delta.content`, for the record.
+        content: String,
+    }
+
     /// The state of one streamed answer as it passes.
     struct Pump<'a> {
         call: &'a Call,
@@ -736,13 +840,27 @@ mod stream {
         decision: &'a Decision,
         prices: &'a ModelPrice,
         tx: &'a mpsc::Sender<Bytes>,
-        scanner: StreamScanner,
-        /// A policy let detected PII through (warn): stop holding text back.
+        /// Field path -> index into `slots`.
+        fields: HashMap<String, usize>,
+        slots: Vec<Field>,
+        /// Choice path (`/choices/#N`) -> index into `choices`: the last event touching it.
+        choice_ids: HashMap<String, usize>,
+        choices: Vec<u64>,
+        /// Events seen so far.
+        seq: u64,
+        /// Events not sent yet, in order, and their bytes.
+        held: VecDeque<Held>,
+        held_bytes: usize,
+        max_held_bytes: usize,
+        /// Scratch buffer for field paths.
+        path: String,
+        /// A policy let detected PII through (warn): stop holding events back.
         pii_allowed: bool,
-        /// Everything the upstream said, and how much of it the agent has received.
+        /// The `choices[0].delta.content` the agent has received.
         text: String,
-        sent: usize,
+        /// Output tokens charged (everything the upstream sent), and those the agent received.
         out_tokens: u64,
+        sent_tokens: u64,
         /// Output tokens the call holds; a blocking limit bounds the answer (`bounded`), so
         /// passing what is held means drawing more or being cut.
         reserved: u64,
@@ -752,7 +870,7 @@ mod stream {
     impl Pump<'_> {
         /// Record what the agent received: `out` output tokens, on a prompt of `input` tokens.
         fn record(&self, input: u64, out: u64) {
-            let (text, prices, decision) = (&self.text[..self.sent], self.prices, self.decision);
+            let (text, prices, decision) = (&self.text, self.prices, self.decision);
             self.call.trace(|t| {
                 t.input_tokens = input;
                 t.output_tokens = out;
@@ -765,10 +883,11 @@ mod stream {
             })
         }
 
-        /// End the stream with a refusal, recording what the agent received.
+        /// End the stream with a refusal, recording what the agent received; the events held
+        /// back are never sent.
         fn cut(&self, r: Refusal) -> End {
             self.record(self.chat.prompt_count(), self.out_tokens);
-            End::Cut(r, self.out_tokens)
+            End::Cut(r, self.sent_tokens)
         }
 
         /// A refusing decision taken mid-stream: apply it to the run and cut.
@@ -792,33 +911,54 @@ mod stream {
             }
         }
 
-        async fn send(&self, v: &Value) -> Result<(), End> {
-            if self.tx.send(event(v)).await.is_err() {
+        async fn send(&mut self, h: Held) -> Result<(), End> {
+            if self.tx.send(h.bytes).await.is_err() {
                 self.record(self.chat.prompt_count(), self.out_tokens);
                 return Err(End::Gone);
+            }
+            self.sent_tokens += h.tokens;
+            self.text.push_str(&h.content);
+            Ok(())
+        }
+
+        /// Send the held events, in order, as far as every field they touched is safe (all of
+        /// them once the detectors are done: `all`).
+        async fn release(&mut self, all: bool) -> Result<(), End> {
+            while let Some(front) = self.held.front() {
+                // A field waits until its scanner has passed the event's text, or until it
+                // stopped and its text was judged whole (`settle`).
+                let slots = &self.slots;
+                let safe = all
+                    || front.needs.iter().all(|&(f, end)| {
+                        let f = &slots[f];
+                        f.emitted.max(f.settled) >= end
+                    });
+                if !safe {
+                    break;
+                }
+                let Some(h) = self.held.pop_front() else {
+                    break;
+                };
+                self.held_bytes -= h.bytes.len();
+                self.send(h).await?;
             }
             Ok(())
         }
 
-        /// Release the text held back for PII checking (the answer is complete).
-        async fn release(&mut self) -> Result<(), End> {
+        /// The answer is complete: the final scans, then every held event.
+        async fn finish(&mut self) -> Result<(), End> {
             if !self.pii_allowed {
-                let rest = self.scanner.finish();
-                if rest.found != 0 {
-                    self.pii(rest.found)?;
+                let mut found = 0;
+                for f in &mut self.slots {
+                    let rest = f.scanner.finish();
+                    f.emitted += rest.emit.len();
+                    found |= rest.found;
+                }
+                if found != 0 {
+                    self.pii(found)?;
                 }
             }
-            let tail = self.text[self.sent..].to_string();
-            if tail.is_empty() {
-                return Ok(());
-            }
-            self.sent = self.text.len();
-            let v = serde_json::json!({
-                "id": "warden-tail", "object": "chat.completion.chunk", "created": 0,
-                "model": self.chat.model,
-                "choices": [{ "index": 0, "delta": { "content": tail }, "finish_reason": null }],
-            });
-            self.send(&v).await
+            self.release(true).await
         }
 
         /// Count `tokens` more output tokens against the call's budget; past a blocking limit
@@ -837,22 +977,176 @@ mod stream {
             Ok(())
         }
 
-        /// One content chunk: budget check, PII hold-back, then what the agent may see.
-        fn content(&mut self, piece: &str) -> Result<String, End> {
-            if !piece.is_empty() {
-                self.charge(count_tokens(&self.chat.model, piece))?;
-                self.text.push_str(piece);
+        /// Push every string of `v` into its field's scanner: the fields the event still
+        /// waits on, and the PII kinds found (in a field, or in an object key).
+        fn scan(&mut self, v: &Value) -> Result<(Vec<(usize, usize)>, u8), Refusal> {
+            let mut needs = Vec::new();
+            let (mut found, mut in_keys) = (0u8, 0u8);
+            let mut overflow = false;
+            self.seq += 1;
+            let seq = self.seq;
+            let (fields, slots) = (&mut self.fields, &mut self.slots);
+            let (choice_ids, choices) = (&mut self.choice_ids, &mut self.choices);
+            let mut path = std::mem::take(&mut self.path);
+            path.clear();
+            crate::detect::json::fields(
+                v,
+                &mut path,
+                &mut |p, s| {
+                    if s.is_empty() {
+                        return;
+                    }
+                    // Outside `choices[]` (id, model, object, ...) a string is a whole value,
+                    // repeated or replaced by each event (the SDKs keep the latest).
+                    let Some(choice) = choice_of(p) else {
+                        found |= crate::detect::pii::kinds(s);
+                        return;
+                    };
+                    let c = match choice_ids.get(choice) {
+                        Some(&c) => c,
+                        None => {
+                            choice_ids.insert(choice.to_string(), choices.len());
+                            choices.push(0);
+                            choices.len() - 1
+                        }
+                    };
+                    choices[c] = seq;
+                    let i = match fields.get(p) {
+                        Some(&i) => i,
+                        None if slots.len() >= MAX_FIELDS => {
+                            overflow = true;
+                            return;
+                        }
+                        None => {
+                            fields.insert(p.to_string(), slots.len());
+                            slots.push(Field {
+                                scanner: StreamScanner::new(),
+                                pushed: 0,
+                                emitted: 0,
+                                choice: c,
+                                last: 0,
+                                window: String::new(),
+                                settled: 0,
+                            });
+                            slots.len() - 1
+                        }
+                    };
+                    let f = &mut slots[i];
+                    f.last = seq;
+                    f.window.push_str(s);
+                    if f.window.len() > WINDOW {
+                        let mut cut = f.window.len() - WINDOW;
+                        while !f.window.is_char_boundary(cut) {
+                            cut += 1;
+                        }
+                        f.window.drain(..cut);
+                    }
+                    let pushed = f.scanner.push(s);
+                    f.pushed += s.len();
+                    f.emitted += pushed.emit.len();
+                    found |= pushed.found;
+                    if f.emitted < f.pushed {
+                        needs.push((i, f.pushed));
+                    }
+                },
+                &mut |k| in_keys |= crate::detect::pii::kinds(k),
+            );
+            found |= in_keys;
+            self.path = path;
+            if overflow {
+                return Err(Refusal::new(
+                    Code::BodyTooLarge,
+                    format!("streamed answer has more than {MAX_FIELDS} fields"),
+                ));
             }
-            if self.pii_allowed {
-                return Ok(self.text[self.sent..].to_string());
-            }
-            let pushed = self.scanner.push(piece);
-            if pushed.found != 0 {
-                self.pii(pushed.found)?;
-                return Ok(self.text[self.sent..].to_string());
-            }
-            Ok(pushed.emit)
+            Ok((needs, found))
         }
+
+        /// Judge whole the held text of every field that stopped: a later event of its choice
+        /// did not continue it (a `role`, a tool call's `name`, a refusal before the finish
+        /// chunk). Such a field must not hold the stream back until its end; its scanner keeps
+        /// its context, so should it resume, a match across the pause is still found.
+        fn settle(&mut self) -> u8 {
+            let mut found = 0;
+            for h in &self.held {
+                for &(i, _) in &h.needs {
+                    let f = &mut self.slots[i];
+                    if f.last < self.choices[f.choice] && f.settled < f.pushed {
+                        found |= crate::detect::pii::kinds(&f.window);
+                        f.settled = f.pushed;
+                    }
+                }
+            }
+            found
+        }
+
+        /// One upstream event: budget check of every choice's output, the detectors on every
+        /// string, then it waits until it is safe to send.
+        async fn event(&mut self, v: &Value) -> Result<(), End> {
+            let mut tokens = 0;
+            let choices = v.get("choices").and_then(Value::as_array);
+            for c in choices.into_iter().flatten() {
+                output_strings(c.get("delta").unwrap_or(&Value::Null), &mut |s| {
+                    tokens += count_tokens(&self.chat.model, s)
+                });
+            }
+            if tokens > 0 {
+                self.charge(tokens)?;
+            }
+            let content = v
+                .pointer("/choices/0/delta/content")
+                .and_then(Value::as_str)
+                .filter(|_| {
+                    v.pointer("/choices/0/index")
+                        .and_then(Value::as_u64)
+                        .unwrap_or(0)
+                        == 0
+                })
+                .unwrap_or("")
+                .to_string();
+            let bytes = event(v);
+            if self.pii_allowed {
+                return self
+                    .send(Held {
+                        bytes,
+                        needs: Vec::new(),
+                        tokens,
+                        content,
+                    })
+                    .await;
+            }
+            let (needs, mut found) = self.scan(v).map_err(|r| self.cut(r))?;
+            self.held_bytes += bytes.len();
+            self.held.push_back(Held {
+                bytes,
+                needs,
+                tokens,
+                content,
+            });
+            found |= self.settle();
+            if found != 0 {
+                self.pii(found)?;
+                // A policy let it pass: nothing is held back any more.
+                return self.release(true).await;
+            }
+            if self.held.len() > MAX_HELD_EVENTS || self.held_bytes > self.max_held_bytes {
+                return Err(self.cut(Refusal::new(
+                    Code::BodyTooLarge,
+                    format!(
+                        "streamed answer held back past {} events or {} bytes awaiting the detectors",
+                        MAX_HELD_EVENTS, self.max_held_bytes
+                    ),
+                )));
+            }
+            self.release(false).await
+        }
+    }
+
+    /// The choice a field path belongs to (`/choices/#0` of `/choices/#0/delta/content`).
+    pub(super) fn choice_of(path: &str) -> Option<&str> {
+        let rest = path.strip_prefix("/choices/")?;
+        let end = rest.find('/').map_or(path.len(), |i| "/choices/".len() + i);
+        path.get(..end)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -875,16 +1169,24 @@ mod stream {
             decision,
             prices,
             tx,
-            scanner: StreamScanner::new(),
+            fields: HashMap::new(),
+            slots: Vec::new(),
+            choice_ids: HashMap::new(),
+            choices: Vec::new(),
+            seq: 0,
+            held: VecDeque::new(),
+            held_bytes: 0,
+            max_held_bytes: usize::try_from(call.shared.cfg.limits.max_response_bytes)
+                .unwrap_or(usize::MAX),
+            path: String::new(),
             pii_allowed: false,
             text: String::new(),
-            sent: 0,
             out_tokens: 0,
+            sent_tokens: 0,
             reserved: chat.reserved_output,
             bounded: bounded(decision),
         };
         let mut reported: Option<(u64, u64)> = None;
-        let mut released = false;
         let cut = crate::connectors::cut_signal(call);
         tokio::pin!(cut);
         loop {
@@ -905,7 +1207,7 @@ mod stream {
             if data == "[DONE]" {
                 break;
             }
-            let Ok(mut v) = serde_json::from_str::<Value>(data) else {
+            let Ok(v) = serde_json::from_str::<Value>(data) else {
                 return Err(p.cut(Refusal::new(
                     Code::UpstreamError,
                     "upstream sent an invalid SSE event",
@@ -918,66 +1220,17 @@ mod stream {
             ) {
                 reported = Some((pt, ct));
             }
-            let finished = v
-                .pointer("/choices/0/finish_reason")
-                .is_some_and(|f| !f.is_null());
             let usage_only = v
                 .get("choices")
                 .and_then(Value::as_array)
                 .is_some_and(|c| c.is_empty());
-            if usage_only {
-                if !released {
-                    p.release().await?;
-                    released = true;
-                }
-                if chat.include_usage {
-                    p.send(&v).await?;
-                }
+            if usage_only && !chat.include_usage {
+                // The sidecar asked for it; the agent did not.
                 continue;
             }
-            let piece = v
-                .pointer("/choices/0/delta/content")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            let emit = p.content(&piece)?;
-            p.sent += emit.len();
-            if finished && !released {
-                // The answer is complete: release the held-back text before the final chunk.
-                if !emit.is_empty() {
-                    let mut with_text = v.clone();
-                    if let Some(c) = with_text.pointer_mut("/choices/0") {
-                        c["delta"] = serde_json::json!({ "content": emit });
-                        c["finish_reason"] = Value::Null;
-                    }
-                    p.send(&with_text).await?;
-                }
-                p.release().await?;
-                released = true;
-                if let Some(delta) = v
-                    .pointer_mut("/choices/0/delta")
-                    .and_then(Value::as_object_mut)
-                {
-                    delta.remove("content");
-                }
-                p.send(&v).await?;
-                continue;
-            }
-            let has_role = v.pointer("/choices/0/delta/role").is_some();
-            if emit.is_empty() && !has_role {
-                continue;
-            }
-            if let Some(delta) = v
-                .pointer_mut("/choices/0/delta")
-                .and_then(Value::as_object_mut)
-            {
-                delta.insert("content".into(), Value::String(emit));
-            }
-            p.send(&v).await?;
+            p.event(&v).await?;
         }
-        if !released {
-            p.release().await?;
-        }
+        p.finish().await?;
         let out = reported.map(|(_, c)| c).unwrap_or(p.out_tokens);
         let input = reported
             .map(|(i, _)| i)
@@ -1033,6 +1286,45 @@ mod tests {
         let chat = parse_chat(BODY, &snap, "acme", None).unwrap();
         assert_eq!(chat.prompt_tokens, Some(chat.prompt_count()));
         assert_eq!(chat.connector.as_deref(), Some("openai"));
+    }
+
+    #[test]
+    fn output_is_every_string_of_a_delta_but_its_structure() {
+        let delta = serde_json::json!({
+            "role": "assistant", "content": "a", "refusal": "b", "x_new": ["c"],
+            "tool_calls": [{ "index": 0, "id": "call_1", "type": "function",
+                             "function": { "name": "d", "arguments": "e" } }],
+        });
+        let mut seen = Vec::new();
+        output_strings(&delta, &mut |s| seen.push(s));
+        assert_eq!(seen, ["a", "b", "e", "d", "c"], "in key order");
+    }
+
+    #[test]
+    fn fields_belong_to_their_choice() {
+        assert_eq!(
+            stream::choice_of("/choices/#2/delta/content"),
+            Some("/choices/#2")
+        );
+        assert_eq!(stream::choice_of("/choices/*"), Some("/choices/*"));
+        assert_eq!(stream::choice_of("/id"), None);
+        assert_eq!(stream::choice_of("/x/choices/#0/a"), None);
+    }
+
+    #[test]
+    fn request_pii_is_read_everywhere_and_across_parts() {
+        let snap = crate::policy::compile_str("b.yaml", CONTRACT).unwrap();
+        let kinds = |body: &str| {
+            parse_chat(body.as_bytes(), &snap, "acme", None)
+                .unwrap()
+                .pii_kinds()
+        };
+        assert_eq!(kinds(std::str::from_utf8(BODY).unwrap()), 0);
+        let split = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":[
+            {"type":"text","text":"jane.doe@exa"},{"type":"text","text":"mple.com"}]}]}"#;
+        assert_ne!(kinds(split), 0);
+        let named = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","name":"jane.doe@example.com","content":"x"}]}"#;
+        assert_ne!(kinds(named), 0);
     }
 
     #[test]

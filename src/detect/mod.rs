@@ -7,5 +7,6 @@
 //! a body into the texts they read (content coding, charset, JSON and other escapes), or says it
 //! cannot be read (the fact is then unavailable, never clean).
 
+pub mod json;
 pub mod pii;
 pub mod text;

@@ -16,13 +16,20 @@
 //! | `[[slow:MS]]` | waits MS ms between streamed chunks, or once before a non-streamed answer (or a `[[fail]]`) |
 //! | `[[fail:CODE]]` | answers with HTTP status CODE (400–599) and an OpenAI error JSON |
 //! | `[[overrun]]` | ignores `max_tokens` (an upstream that does not honour the cap): the reply is `[[reply:N]]` words even past `max_tokens` |
+//! | `[[tool:NAME]]` | the reply is a call of tool NAME (`content: null`, `finish_reason: "tool_calls"`) whose arguments are `{"text":"<the words>"}`; streamed, the first event carries the id, type and name with empty arguments, then the arguments follow in several events without `role`: `{"text":"`, one per word, `"}` |
+//! | `[[leak:FIELD]]` | puts `jane.doe@example.com` into FIELD instead of the content: `content` (same as `[[leak]]`), `tool` (the tool-call arguments, after word 20; a call of `lookup` unless `[[tool:NAME]]` names one), `refusal`, `audio` (`audio.transcript`), `extra` (an unknown field `x_mock_note`), `logprobs` (a `logprobs.content[].token`; the content stays clean), `choice` (a second choice: `n` is at least 2 and only the last choice leaks, in its content); except for `content`, `tool` and `choice` the text is `write to jane.doe@example.com`, streamed as the four pieces `write to `, `jane.doe`, `@exa`, `mple.com` after the words |
+//! | `[[nousage]]` | no `usage` in the answer, nor a usage chunk in a stream |
+//!
+//! The request's `n` (1–16) is honoured: n choices, each with the same reply (a stream
+//! interleaves them: one event per choice at each step, each with its `index`).
 //!
 //! Usage is reported like OpenAI's, with two documented approximations:
 //! `prompt_tokens` is the o200k_base count of all message contents concatenated (no
-//! per-message framing tokens), and `completion_tokens` is the number of words plus the
-//! o200k_base count of the leaked address piece (5 tokens for ` jane.doe@example.com`).
-//! `finish_reason` is `"length"` when the reply reached the requested `max_tokens`, else
-//! `"stop"`. `created` is always 0 and ids count requests, so answers are reproducible.
+//! per-message framing tokens), and `completion_tokens` is, over every choice, the sum of the
+//! o200k_base counts of each streamed piece of its output (content, tool name and arguments,
+//! refusal, transcript, extra field; not logprobs): the number of words plus 5 tokens for the
+//! leaked ` jane.doe@example.com` of `[[leak]]`. `finish_reason` is `"tool_calls"` for a tool
+//! call, else `"length"` when the reply reached the requested `max_tokens`, else `"stop"`. `created` is always 0 and ids count requests, so answers are reproducible.
 
 use std::convert::Infallible;
 use std::io;
@@ -69,6 +76,12 @@ pub const DEFAULT_REPLY_TOKENS: u64 = 16;
 
 /// Upper bound on a reply's length, so a typo cannot make the mock allocate gigabytes.
 const MAX_REPLY_TOKENS: u64 = 100_000;
+
+/// The pieces of `write to jane.doe@example.com`, as `[[leak:FIELD]]` streams them.
+pub const LEAK_PIECES: [&str; 4] = ["write to ", "jane.doe", "@exa", "mple.com"];
+
+/// Upper bound on the request's `n`.
+const MAX_N: u64 = 16;
 
 /// Upper bound on `[[slow:MS]]`.
 const MAX_SLOW_MS: u64 = 600_000;
@@ -118,6 +131,8 @@ struct ChatRequest {
     stream: Option<bool>,
     #[serde(default)]
     stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    n: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -153,6 +168,20 @@ struct Markers {
     slow_ms: Option<u64>,
     fail: Option<StatusCode>,
     overrun: bool,
+    tool: Option<String>,
+    leak_field: Option<LeakField>,
+    nousage: bool,
+}
+
+/// Where `[[leak:FIELD]]` puts the address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LeakField {
+    Tool,
+    Refusal,
+    Audio,
+    Extra,
+    Logprobs,
+    Choice,
 }
 
 impl Markers {
@@ -181,6 +210,25 @@ impl Markers {
                 "slow" => markers.slow_ms = Some(number(MAX_SLOW_MS)?),
                 "leak" if value.is_none() => markers.leak = true,
                 "overrun" if value.is_none() => markers.overrun = true,
+                "leak" => {
+                    let field = match value.unwrap_or("") {
+                        "content" => None,
+                        "tool" => Some(LeakField::Tool),
+                        "refusal" => Some(LeakField::Refusal),
+                        "audio" => Some(LeakField::Audio),
+                        "extra" => Some(LeakField::Extra),
+                        "logprobs" => Some(LeakField::Logprobs),
+                        "choice" => Some(LeakField::Choice),
+                        _ => return Err(format!("marker [[{inner}]] names no known field")),
+                    };
+                    markers.leak = field.is_none();
+                    markers.leak_field = field;
+                }
+                "tool" => match value {
+                    Some(v) if !v.is_empty() => markers.tool = Some(v.to_string()),
+                    _ => return Err(format!("marker [[{inner}]] needs a tool name")),
+                },
+                "nousage" if value.is_none() => markers.nousage = true,
                 "fail" => {
                     let code = u16::try_from(number(599)?).unwrap_or(0);
                     let status = StatusCode::from_u16(code)
@@ -204,6 +252,10 @@ struct Plan {
     words: usize,
     finish_reason: &'static str,
     leak: bool,
+    leak_field: Option<LeakField>,
+    tool: Option<String>,
+    n: usize,
+    usage: bool,
     slow: Option<Duration>,
     fail: Option<StatusCode>,
     stream: bool,
@@ -240,7 +292,26 @@ impl Plan {
             Some(m) if !markers.overrun => wanted.min(m),
             _ => wanted,
         };
-        let finish_reason = if max == Some(words) { "length" } else { "stop" };
+        let tool = markers.tool.or_else(|| {
+            (markers.leak_field == Some(LeakField::Tool)).then(|| "lookup".to_string())
+        });
+        let finish_reason = if tool.is_some() {
+            "tool_calls"
+        } else if max == Some(words) {
+            "length"
+        } else {
+            "stop"
+        };
+        let n = match req.n {
+            None => 1,
+            Some(n) if (1..=MAX_N).contains(&n) => n,
+            Some(_) => return Err(format!("n must be between 1 and {MAX_N}")),
+        };
+        let n = if markers.leak_field == Some(LeakField::Choice) {
+            n.max(2)
+        } else {
+            n
+        };
         let prompt: String = req
             .messages
             .iter()
@@ -252,6 +323,10 @@ impl Plan {
             words: usize::try_from(words).map_err(|_| "reply too long".to_string())?,
             finish_reason,
             leak: markers.leak,
+            leak_field: markers.leak_field,
+            tool,
+            n: usize::try_from(n).map_err(|_| "n too large".to_string())?,
+            usage: !markers.nousage,
             slow: markers.slow_ms.map(Duration::from_millis),
             fail: markers.fail,
             stream: req.stream.unwrap_or(false),
@@ -264,9 +339,15 @@ impl Plan {
         })
     }
 
+    /// The content pieces of choice `i` (the words, and the address where it leaks there).
+    fn pieces(&self, i: usize) -> Vec<String> {
+        let leak = self.leak || (self.leak_field == Some(LeakField::Choice) && i + 1 == self.n);
+        self.words_with(leak)
+    }
+
     /// The reply as the pieces a stream sends, one SSE event each: words with their leading
-    /// space, and the leaked address as one extra piece.
-    fn pieces(&self) -> Vec<String> {
+    /// space, and (`leak`) the leaked address as one extra piece after word 20.
+    fn words_with(&self, leak: bool) -> Vec<String> {
         let mut pieces: Vec<String> = (0..self.words)
             .map(|i| {
                 let word = WORDS[i % WORDS.len()];
@@ -277,7 +358,7 @@ impl Plan {
                 }
             })
             .collect();
-        if self.leak {
+        if leak {
             let at = LEAK_AFTER.min(pieces.len());
             let piece = if at == 0 {
                 LEAK_ADDRESS.to_string()
@@ -289,16 +370,48 @@ impl Plan {
         pieces
     }
 
-    fn usage(&self, pieces: &[String]) -> Value {
-        let completion = self.words as u64
-            + if self.leak {
-                pieces
-                    .iter()
-                    .find(|p| p.contains(LEAK_ADDRESS))
-                    .map_or(0, |p| count_tokens(p))
-            } else {
-                0
-            };
+    /// The tool-call argument pieces: `{"text":"`, the words (and the address with
+    /// `[[leak:tool]]`), `"}`.
+    fn tool_pieces(&self) -> Vec<String> {
+        let mut pieces = vec![r#"{"text":""#.to_string()];
+        pieces.extend(self.words_with(self.leak_field == Some(LeakField::Tool)));
+        pieces.push(r#""}"#.to_string());
+        pieces
+    }
+
+    /// The side field of `[[leak:FIELD]]` and its pieces, if the reply has one.
+    fn side(&self) -> Option<(LeakField, Vec<String>)> {
+        match self.leak_field {
+            Some(
+                f
+                @ (LeakField::Refusal | LeakField::Audio | LeakField::Extra | LeakField::Logprobs),
+            ) => Some((f, LEAK_PIECES.iter().map(|p| p.to_string()).collect())),
+            _ => None,
+        }
+    }
+
+    /// The output pieces of choice `i` that usage counts.
+    fn counted(&self, i: usize) -> u64 {
+        let main: u64 = match &self.tool {
+            Some(name) => {
+                count_tokens(name)
+                    + self
+                        .tool_pieces()
+                        .iter()
+                        .map(|p| count_tokens(p))
+                        .sum::<u64>()
+            }
+            None => self.pieces(i).iter().map(|p| count_tokens(p)).sum(),
+        };
+        let side: u64 = match self.side() {
+            Some((LeakField::Logprobs, _)) | None => 0,
+            Some((_, pieces)) => pieces.iter().map(|p| count_tokens(p)).sum(),
+        };
+        main + side
+    }
+
+    fn usage(&self) -> Value {
+        let completion: u64 = (0..self.n).map(|i| self.counted(i)).sum();
         json!({
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": completion,
@@ -396,25 +509,59 @@ fn failure(status: StatusCode) -> Response<MockBody> {
 }
 
 fn whole(plan: &Plan) -> Response<MockBody> {
-    let pieces = plan.pieces();
-    let content: String = pieces.concat();
-    super::json_response(
-        StatusCode::OK,
-        &json!({
-            "id": plan.id,
-            "object": "chat.completion",
-            "created": 0,
-            "model": plan.model,
-            "choices": [{
-                "index": 0,
-                "message": { "role": "assistant", "content": content, "refusal": null },
-                "logprobs": null,
-                "finish_reason": plan.finish_reason,
-            }],
-            "usage": plan.usage(&pieces),
-            "system_fingerprint": null,
-        }),
-    )
+    let choices: Vec<Value> = (0..plan.n).map(|i| whole_choice(plan, i)).collect();
+    let mut answer = json!({
+        "id": plan.id,
+        "object": "chat.completion",
+        "created": 0,
+        "model": plan.model,
+        "choices": choices,
+        "system_fingerprint": null,
+    });
+    if plan.usage {
+        answer["usage"] = plan.usage();
+    }
+    super::json_response(StatusCode::OK, &answer)
+}
+
+fn logprob(token: &str) -> Value {
+    json!({ "token": token, "logprob": 0.0, "bytes": token.as_bytes(), "top_logprobs": [] })
+}
+
+fn whole_choice(plan: &Plan, i: usize) -> Value {
+    let pieces = plan.pieces(i);
+    let mut message = json!({ "role": "assistant", "content": pieces.concat(), "refusal": null });
+    if let Some(name) = &plan.tool {
+        message["content"] = Value::Null;
+        message["tool_calls"] = json!([{
+            "id": "call_mock_0",
+            "type": "function",
+            "function": { "name": name, "arguments": plan.tool_pieces().concat() },
+        }]);
+    }
+    let mut logprobs = Value::Null;
+    if let Some((field, side)) = plan.side() {
+        let text = side.concat();
+        match field {
+            LeakField::Refusal => message["refusal"] = Value::String(text),
+            LeakField::Audio => {
+                message["audio"] =
+                    json!({ "id": "audio_mock_0", "transcript": text, "expires_at": 0 })
+            }
+            LeakField::Extra => message["x_mock_note"] = Value::String(text),
+            LeakField::Logprobs => {
+                let tokens: Vec<Value> = pieces.iter().chain(&side).map(|p| logprob(p)).collect();
+                logprobs = json!({ "content": tokens, "refusal": null });
+            }
+            LeakField::Tool | LeakField::Choice => {}
+        }
+    }
+    json!({
+        "index": i,
+        "message": message,
+        "logprobs": logprobs,
+        "finish_reason": plan.finish_reason,
+    })
 }
 
 // === streaming ===
@@ -453,45 +600,107 @@ fn streamed(plan: Plan) -> Response<MockBody> {
     resp
 }
 
-/// One `chat.completion.chunk` with one choice.
-fn chunk(plan: &Plan, delta: Value, finish_reason: Option<&str>) -> Value {
+/// One `chat.completion.chunk` with one choice, `i`.
+fn chunk(plan: &Plan, i: usize, delta: Value, finish_reason: Option<&str>) -> Value {
+    chunk_with(plan, i, delta, Value::Null, finish_reason)
+}
+
+fn chunk_with(
+    plan: &Plan,
+    i: usize,
+    delta: Value,
+    logprobs: Value,
+    finish_reason: Option<&str>,
+) -> Value {
     let mut chunk = json!({
         "id": plan.id,
         "object": "chat.completion.chunk",
         "created": 0,
         "model": plan.model,
-        "choices": [{ "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason }],
+        "choices": [{ "index": i, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason }],
     });
     // Like OpenAI: with include_usage every chunk carries `usage: null` but the last.
-    if plan.include_usage {
+    if plan.include_usage && plan.usage {
         chunk["usage"] = Value::Null;
     }
     chunk
 }
 
+/// The events of choice `i`, role first, finish last.
+fn choice_events(plan: &Plan, i: usize) -> Vec<Value> {
+    let mut events = Vec::new();
+    match &plan.tool {
+        Some(name) => {
+            events.push(chunk(
+                plan,
+                i,
+                json!({ "role": "assistant", "content": null, "tool_calls": [{
+                    "index": 0, "id": "call_mock_0", "type": "function",
+                    "function": { "name": name, "arguments": "" },
+                }] }),
+                None,
+            ));
+            events.extend(plan.tool_pieces().iter().map(|p| {
+                chunk(
+                    plan,
+                    i,
+                    json!({ "tool_calls": [{ "index": 0, "function": { "arguments": p } }] }),
+                    None,
+                )
+            }));
+        }
+        None => {
+            events.push(chunk(
+                plan,
+                i,
+                json!({ "role": "assistant", "content": "" }),
+                None,
+            ));
+            let with_logprobs = matches!(plan.side(), Some((LeakField::Logprobs, _)));
+            events.extend(plan.pieces(i).iter().map(|p| {
+                let lp = if with_logprobs {
+                    json!({ "content": [logprob(p)], "refusal": null })
+                } else {
+                    Value::Null
+                };
+                chunk_with(plan, i, json!({ "content": p }), lp, None)
+            }));
+        }
+    }
+    if let Some((field, side)) = plan.side() {
+        events.extend(side.iter().map(|p| match field {
+            LeakField::Refusal => chunk(plan, i, json!({ "refusal": p }), None),
+            LeakField::Audio => chunk(plan, i, json!({ "audio": { "transcript": p } }), None),
+            LeakField::Extra => chunk(plan, i, json!({ "x_mock_note": p }), None),
+            _ => chunk_with(
+                plan,
+                i,
+                json!({}),
+                json!({ "content": [logprob(p)], "refusal": null }),
+                None,
+            ),
+        }));
+    }
+    events.push(chunk(plan, i, json!({}), Some(plan.finish_reason)));
+    events
+}
+
 /// Sends the SSE events of `plan` one by one; stops quietly when the client goes away.
 async fn produce(plan: Plan, tx: mpsc::Sender<Bytes>) {
-    let pieces = plan.pieces();
-    let mut events = Vec::with_capacity(pieces.len() + 4);
-    events.push(chunk(
-        &plan,
-        json!({ "role": "assistant", "content": "" }),
-        None,
-    ));
-    events.extend(
-        pieces
-            .iter()
-            .map(|p| chunk(&plan, json!({ "content": p }), None)),
-    );
-    events.push(chunk(&plan, json!({}), Some(plan.finish_reason)));
-    if plan.include_usage {
+    let per_choice: Vec<Vec<Value>> = (0..plan.n).map(|i| choice_events(&plan, i)).collect();
+    let steps = per_choice.iter().map(Vec::len).max().unwrap_or(0);
+    let mut events = Vec::with_capacity(steps * plan.n + 1);
+    for step in 0..steps {
+        events.extend(per_choice.iter().filter_map(|c| c.get(step).cloned()));
+    }
+    if plan.include_usage && plan.usage {
         events.push(json!({
             "id": plan.id,
             "object": "chat.completion.chunk",
             "created": 0,
             "model": plan.model,
             "choices": [],
-            "usage": plan.usage(&pieces),
+            "usage": plan.usage(),
         }));
     }
     let frames = events

@@ -3,8 +3,8 @@
 //! Each mock is a plain HTTP server (HTTP/1.1 and h2c on one port) that answers the same
 //! input with the same output, so anyone can reproduce an enforcement by hand:
 //! - [`llm`] — an OpenAI-compatible `/v1/chat/completions` and `/v1/models` whose replies are
-//!   steered by markers in the last user message (`[[reply:N]]`, `[[leak]]`, `[[slow:MS]]`,
-//!   `[[fail:CODE]]`);
+//!   steered by markers in the last user message (`[[reply:N]]`, `[[leak]]`, `[[leak:FIELD]]`,
+//!   `[[tool:NAME]]`, `[[nousage]]`, `[[slow:MS]]`, `[[fail:CODE]]`, and the request's `n`);
 //! - [`weather`] — `GET /v1/forecast/{city}`, a small fixed forecast that echoes whether an
 //!   `authorization` header arrived (never its value).
 //!

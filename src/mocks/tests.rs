@@ -10,7 +10,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 
-use super::llm::{LEAK_ADDRESS, WORDS};
+use super::llm::{LEAK_ADDRESS, LEAK_PIECES, WORDS};
 use super::*;
 
 // === helpers ===
@@ -612,4 +612,133 @@ async fn weather_other_paths_and_methods_are_404_and_recorded() {
     }
     assert_eq!(mock.request_count(), 6);
     assert_eq!(mock.last_request().unwrap().uri.path(), "/");
+}
+
+// === tool calls, leaks into other fields, n, no usage ===
+
+#[tokio::test]
+async fn tool_marker_makes_a_tool_call_streamed_without_role() {
+    let mock = spawn_llm("127.0.0.1:0").await.unwrap();
+    let (_, reply) = chat(&mock, user("[[tool:get_weather]] [[reply:3]]", json!({}))).await;
+    let call = &reply["choices"][0]["message"]["tool_calls"][0];
+    assert_eq!(call["function"]["name"], "get_weather");
+    assert_eq!(call["function"]["arguments"], r#"{"text":"the of and"}"#);
+    assert!(reply["choices"][0]["message"]["content"].is_null());
+    assert_eq!(reply["choices"][0]["finish_reason"], "tool_calls");
+    let events = json_events(
+        &stream(
+            &mock,
+            user("[[tool:get_weather]] [[reply:3]]", json!({"stream": true})),
+        )
+        .await,
+    );
+    let first = &events[0]["choices"][0]["delta"];
+    assert_eq!(first["tool_calls"][0]["function"]["name"], "get_weather");
+    assert_eq!(first["tool_calls"][0]["function"]["arguments"], "");
+    let args: Vec<&str> = events[1..]
+        .iter()
+        .filter_map(|e| e["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str())
+        .collect();
+    assert_eq!(args, [r#"{"text":""#, "the", " of", " and", r#""}"#]);
+    assert!(events[1..]
+        .iter()
+        .all(|e| e["choices"][0]["delta"]["role"].is_null()));
+}
+
+#[tokio::test]
+async fn leak_field_puts_the_address_where_asked() {
+    let mock = spawn_llm("127.0.0.1:0").await.unwrap();
+    let ask = |f: &str| user(&format!("[[leak:{f}]] [[reply:3]]"), json!({}));
+    let (_, r) = chat(&mock, ask("refusal")).await;
+    assert_eq!(
+        r["choices"][0]["message"]["refusal"],
+        "write to jane.doe@example.com"
+    );
+    assert_eq!(content(&r), "the of and");
+    let (_, r) = chat(&mock, ask("audio")).await;
+    assert_eq!(
+        r["choices"][0]["message"]["audio"]["transcript"],
+        "write to jane.doe@example.com"
+    );
+    let (_, r) = chat(&mock, ask("extra")).await;
+    assert_eq!(
+        r["choices"][0]["message"]["x_mock_note"],
+        "write to jane.doe@example.com"
+    );
+    let (_, r) = chat(&mock, ask("logprobs")).await;
+    assert_eq!(content(&r), "the of and");
+    assert_eq!(
+        r["choices"][0]["logprobs"]["content"][4]["token"],
+        "jane.doe"
+    );
+    let (_, r) = chat(&mock, ask("tool")).await;
+    assert_eq!(
+        r["choices"][0]["message"]["tool_calls"][0]["function"]["name"],
+        "lookup"
+    );
+    assert!(
+        r["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]
+            .as_str()
+            .unwrap()
+            .contains(LEAK_ADDRESS)
+    );
+    let (_, r) = chat(&mock, ask("choice")).await;
+    assert_eq!(content(&r), "the of and");
+    assert_eq!(
+        r["choices"][1]["message"]["content"],
+        format!("the of and {LEAK_ADDRESS}")
+    );
+    let (status, _) = chat(&mock, ask("nowhere")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // Streamed, the side field comes in four pieces after the words.
+    let events = json_events(
+        &stream(
+            &mock,
+            user("[[leak:extra]] [[reply:2]]", json!({"stream": true})),
+        )
+        .await,
+    );
+    let notes: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e["choices"][0]["delta"]["x_mock_note"].as_str())
+        .collect();
+    assert_eq!(notes, LEAK_PIECES);
+}
+
+#[tokio::test]
+async fn n_choices_and_nousage() {
+    let mock = spawn_llm("127.0.0.1:0").await.unwrap();
+    let (_, r) = chat(&mock, user("[[reply:4]]", json!({"n": 3}))).await;
+    let choices = r["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 3);
+    assert!(choices
+        .iter()
+        .enumerate()
+        .all(|(i, c)| c["index"] == i && c["message"]["content"] == "the of and to"));
+    assert_eq!(r["usage"]["completion_tokens"], 12);
+    let (_, r) = chat(&mock, user("[[reply:4]] [[nousage]]", json!({}))).await;
+    assert!(r.get("usage").is_none());
+    let (status, _) = chat(&mock, user("hi", json!({"n": 0}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let body = user(
+        "[[reply:2]]",
+        json!({"stream": true, "n": 2, "stream_options": {"include_usage": true}}),
+    );
+    let events = json_events(&stream(&mock, body).await);
+    let indexes: Vec<u64> = events
+        .iter()
+        .filter_map(|e| e["choices"][0]["index"].as_u64())
+        .collect();
+    assert_eq!(
+        indexes,
+        [0, 1, 0, 1, 0, 1, 0, 1],
+        "interleaved: role, 2 words, finish"
+    );
+    assert_eq!(events.last().unwrap()["usage"]["completion_tokens"], 4);
+    let body = user(
+        "[[nousage]]",
+        json!({"stream": true, "stream_options": {"include_usage": true}}),
+    );
+    let events = json_events(&stream(&mock, body).await);
+    assert!(events.iter().all(|e| e.get("usage").is_none()));
 }

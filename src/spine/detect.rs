@@ -1,6 +1,9 @@
 //! Detectors on what the agent sends, before anything reaches an upstream: PII facts for
 //! `decide` (DESIGN §4). Replies are scanned by the connectors as they stream.
 //!
+//! On the LLM channel every string and key of a chat request's body is read, and each
+//! message's text parts together (`ChatCall::pii_kinds`).
+//!
 //! On the HTTP channel everything that goes upstream is read (path, query, forwarded headers,
 //! the body decoded by `detect::text`); a body that cannot be read makes the fact unavailable,
 //! never clean. A `CONNECT` tunnel's content is never seen at all: its fact is unavailable,
@@ -8,7 +11,6 @@
 
 use super::{next, BoxFut, Call, Next, Step, Target};
 use crate::decide::PiiFact;
-use crate::detect::pii;
 use crate::policy::model::PiiKind;
 
 #[derive(Clone)]
@@ -28,7 +30,7 @@ impl Step for Detect {
     fn call(&self, mut call: Call, rest: Next) -> BoxFut {
         Box::pin(async move {
             let found = match &call.target {
-                Some(Target::Chat(chat)) => Some(fact(pii::kinds(&chat.prompt_text))),
+                Some(Target::Chat(chat)) => Some(fact(chat.pii_kinds())),
                 Some(Target::Http(hc)) => Some(crate::connectors::http::request_fact(&call, hc)),
                 Some(Target::Tunnel(_)) => Some(PiiFact::Unavailable),
                 Some(Target::Models) | None => None,

@@ -190,6 +190,77 @@ def bypass_passes_unenforced():
         admin_mode("enforcing")
 
 
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "the forecast of a city",
+        "strict": True,
+        "parameters": {
+            "type": "object",
+            "properties": {"text": {"type": "string"}},
+            "required": ["text"],
+            "additionalProperties": False,
+        },
+    },
+}
+ARGS = '{"text":"the of"}'
+
+
+@scenario
+def streamed_tool_call_with_the_stream_helper():
+    deltas = 0
+    with client.chat.completions.stream(
+        model="gpt-4o-mini", messages=user("weather? [[tool:get_weather]] [[reply:2]]"), tools=[WEATHER_TOOL]
+    ) as stream:
+        for event in stream:
+            if event.type == "tool_calls.function.arguments.delta":
+                deltas += 1
+        final = stream.get_final_completion()
+    call = final.choices[0].message.tool_calls[0]
+    assert call.function.name == "get_weather", call
+    assert call.function.arguments == ARGS, call.function.arguments
+    assert call.function.parsed_arguments == {"text": "the of"}, call.function.parsed_arguments
+    assert deltas >= 4, deltas
+    assert final.choices[0].finish_reason == "tool_calls"
+
+
+@scenario
+def streamed_tool_call_with_plain_iteration():
+    name, args, chunks = "", "", 0
+    for chunk in client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=user("weather? [[tool:get_weather]] [[reply:2]]"),
+        tools=[WEATHER_TOOL],
+        stream=True,
+    ):
+        for call in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+            name += call.function.name or ""
+            if call.function.arguments:
+                args += call.function.arguments
+                chunks += 1
+    assert name == "get_weather", name
+    assert args == ARGS, args
+    assert chunks >= 4, chunks
+
+
+@scenario
+def pii_in_streamed_tool_arguments_never_reaches_the_client():
+    args = ""
+    try:
+        with client.chat.completions.stream(
+            model="gpt-4o-mini", messages=user("go [[tool:f]] [[leak:tool]] [[reply:0]]"), tools=[WEATHER_TOOL]
+        ) as stream:
+            for event in stream:
+                if event.type == "tool_calls.function.arguments.delta":
+                    args += event.arguments_delta
+    except openai.APIError as e:
+        assert code_of(e) == "pii_detected", e.body
+        assert "jane.doe" not in args and "example.com" not in args, args
+        return
+    raise AssertionError("leak passed: " + args)
+
+
 failed = sum(1 for _, e in RESULTS if e is not None)
 print(f"{len(RESULTS) - failed} passed, {failed} failed")
 sys.exit(1 if failed else 0)
