@@ -21,7 +21,7 @@
 //! `WARDEN_LOAD_PERF=DIR` also records `perf record -g` of each sidecar process during its
 //! closed-loop phase into `DIR/perf-<durability>.data` (perf perturbs the figures of that run).
 //! `WARDEN_LOAD_QUICK=closed` (or `=open`, `=ttft`) runs one phase only, a quick look while
-//! tuning.
+//! tuning. `WARDEN_LOAD_BIN=PATH` runs that `warden` binary as the sidecar (to compare builds).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
@@ -459,8 +459,12 @@ fn start_sidecar(bin: Option<&Path>, mock: &str, durability: &str) -> Sidecar {
     Sidecar::Process { child, agent, dir }
 }
 
-/// `target/release/warden` (or under `CARGO_TARGET_DIR`), warning when it is older than `src/`.
+/// `target/release/warden` (or under `CARGO_TARGET_DIR`), warning when it is older than `src/`;
+/// `WARDEN_LOAD_BIN=PATH` runs another build instead (an A/B of two commits in one run).
 fn locate_binary() -> Option<PathBuf> {
+    if let Some(bin) = std::env::var_os("WARDEN_LOAD_BIN") {
+        return Some(PathBuf::from(bin));
+    }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
