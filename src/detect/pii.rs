@@ -590,13 +590,18 @@ fn alnum(b: u8) -> bool {
     b.is_ascii_alphanumeric()
 }
 
+/// A number right after `#` is an id, not a phone number.
+fn id_glued(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'#'
+}
+
 /// International: `+` or `00` (`prefix` bytes), then 8–15 digits starting with 1–9 in groups
 /// joined by at most one space, hyphen, dot or `/`, a group optionally in parentheses (`+1
 /// (415) 555-2671`, `+44 20 7946 0958`, `+49 (0)30 1234567`, `+4930123456`, `0044 20 7946
 /// 0958`). After `00` at least two groups: a bare run of digits is just a number.
 fn intl_at(src: &mut Src<'_>, i: usize, prefix: usize) -> Option<usize> {
     if src.before(i).is_some_and(|b| alnum(b) || b == b'+')
-        || (prefix == 2 && !left_clear(src, i, alnum, b' '))
+        || (prefix == 2 && !left_clear(src, i, id_glued, b' '))
     {
         return None;
     }
@@ -643,10 +648,11 @@ fn intl_at(src: &mut Src<'_>, i: usize, prefix: usize) -> Option<usize> {
 }
 
 /// National with a trunk `0`: `0` and 1–9, then groups of 2 or more digits joined by one
-/// space, hyphen, dot or `/`, the same throughout, 10–12 digits in all (`020 7946 0958`,
-/// `030 1234567`, `01 23 45 67 89`, `06-12-34-56-78`). Dates and versions are shorter.
+/// space, hyphen, dot or `/`, the same throughout, 10–11 digits in all (`020 7946 0958`,
+/// `030 1234567`, `01 23 45 67 89`, `06-12-34-56-78`), not after `#` (an order number).
+/// Dates and versions are shorter.
 fn trunk_at(src: &mut Src<'_>, i: usize) -> Option<usize> {
-    if !left_clear(src, i, alnum, b' ') || !src.at(i + 1)?.is_ascii_digit() {
+    if !left_clear(src, i, id_glued, b' ') || !src.at(i + 1)?.is_ascii_digit() {
         return None;
     }
     let mut n = src.digits(i, 13);
@@ -664,11 +670,11 @@ fn trunk_at(src: &mut Src<'_>, i: usize) -> Option<usize> {
         }
         n += g;
         j += 1 + g;
-        if n > 12 {
+        if n > 11 {
             return None;
         }
     }
-    if !(10..=12).contains(&n) || j == i + n || !right_clear(src, j, alnum, b' ') {
+    if !(10..=11).contains(&n) || j == i + n || !right_clear(src, j, alnum, b' ') {
         return None;
     }
     Some(j)
@@ -880,12 +886,10 @@ pub const HOLD_MAX: usize = 128;
 const CONTEXT: usize = 128;
 
 /// Most original bytes held back, however little they normalise to (invisible characters
-/// normalise to nothing).
+/// normalise to nothing). Past it, what is held is decided as if the text ended there: a
+/// match is reported, anything else passes.
 const HOLD_RAW_MAX: usize = 1024;
 
-/// Most original bytes kept in view (context and held-back text) between chunks: it bounds the
-/// memory and the rescan per chunk of a scanner fed only invisible characters.
-const KEEP_RAW_MAX: usize = 4096;
 
 /// What one [`StreamScanner::push`] or [`StreamScanner::finish`] lets through.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -949,20 +953,35 @@ impl StreamScanner {
 
     fn step(&mut self, last: bool) -> Pushed {
         let norm = Norm::new(&self.buf);
-        let scan = scan_bytes(norm.bytes(), last);
         let len = self.buf.len();
         let nlen = norm.bytes().len();
         // Hits wholly inside the emitted context were seen (or are artefacts of the cut).
         let ctx = norm.of(self.ctx);
-        let fresh = scan.hits.iter().filter(|h| h.end > ctx);
-        let found = fresh.clone().fold(0, |m, h| m | h.kind.bit());
-        let hold = if found != 0 {
-            let first = fresh.map(|h| h.start).min().unwrap_or(ctx);
-            norm.start(first.min(scan.open))
-        } else {
-            norm.start(scan.open)
+        let mut scan = scan_bytes(norm.bytes(), last);
+        let waiting = |scan: &Scan| {
+            let first = scan.hits.iter().find(|h| h.end > ctx).map(|h| h.start);
+            first.map_or(scan.open, |s| s.min(scan.open))
+        };
+        if !last && waiting(&scan) < nlen && len - norm.start(waiting(&scan)) > HOLD_RAW_MAX {
+            // Invisible characters keep an attempt undecided without adding to what it
+            // reads: past the raw bound, decide as if the text ended here.
+            scan = scan_bytes(norm.bytes(), true);
+        }
+        let mut fresh = scan.hits.iter().filter(|h| h.end > ctx).peekable();
+        let first = fresh.peek().map(|h| (h.start, h.end));
+        let mut found = fresh.fold(0, |m, h| m | h.kind.bit());
+        if first.is_some_and(|(_, end)| scan.open < end) {
+            // An attempt still open where the first hit is may yet be a more specific kind
+            // covering it (a card inside a half-arrived IBAN): report the kind a whole-text
+            // scan would, once it is decided; meanwhile nothing from the hit on is emitted.
+            found = 0;
+        }
+        let hold = match first {
+            Some((start, _)) => norm.start(start.min(scan.open)),
+            None => norm
+                .start(scan.open)
                 .max(norm.start(nlen.saturating_sub(HOLD_MAX)))
-                .max(ceil_boundary(&self.buf, len.saturating_sub(HOLD_RAW_MAX)))
+                .max(ceil_boundary(&self.buf, len.saturating_sub(HOLD_RAW_MAX))),
         };
         let hold = floor_boundary(&self.buf, hold.clamp(self.ctx, len));
         let emit = self.buf.get(self.ctx..hold).unwrap_or_default().to_owned();
@@ -977,10 +996,23 @@ impl StreamScanner {
         let keep = norm
             .start(norm.of(hold).saturating_sub(CONTEXT))
             .min(norm.start(scan.open_email))
-            .max(ceil_boundary(&self.buf, len.saturating_sub(KEEP_RAW_MAX)))
             .min(hold);
-        self.buf.drain(..keep);
-        self.ctx = hold - keep;
+        // The context is only read, never emitted again: keep its normalised form, so
+        // invisible padding cannot push what precedes it out of view.
+        let context = match Norm::new(&self.buf[keep..hold]).text {
+            Cow::Borrowed(_) => None,
+            Cow::Owned(c) => Some(c),
+        };
+        match context {
+            Some(c) => {
+                self.buf.replace_range(..hold, &c);
+                self.ctx = c.len();
+            }
+            None => {
+                self.buf.drain(..keep);
+                self.ctx = hold - keep;
+            }
+        }
         Pushed { emit, found: 0 }
     }
 }
@@ -1002,3 +1034,6 @@ fn floor_boundary(s: &str, mut i: usize) -> usize {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod corpus;

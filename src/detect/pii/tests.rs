@@ -738,9 +738,61 @@ fn invisible_padding_is_bounded_and_still_caught() {
     let mut s = StreamScanner::new();
     let p = s.push(&"\u{200B}".repeat(5000));
     assert!(5000 * 3 - p.emit.len() <= HOLD_RAW_MAX);
-    assert!(s.buf.len() <= KEEP_RAW_MAX);
+    assert!(s.buf.len() <= HOLD_RAW_MAX + CONTEXT);
+    // A match that invisible padding keeps undecided is decided past the raw bound.
+    let text = format!("pay 4111 1111 1111 1111{} thanks", "\u{200B}".repeat(400));
+    for step in [1, 7, 64, 500] {
+        let cuts: Vec<usize> = (step..text.len()).step_by(step).collect();
+        let (out, mask) = stream(&split_at(&text, &cuts));
+        assert_eq!((out.as_str(), mask), ("pay ", Card.bit()), "chunks of {step}");
+    }
+    // Padding longer than any bound inside a match: its start may pass, the match is still
+    // found (the context keeps its normalised form, where the padding is gone).
+    for pad in [2000, 20_000] {
+        let zw = "\u{2060}".repeat(pad);
+        for text in [
+            format!("pay 4111 1111{zw} 1111 1111 now"),
+            format!("mail jane{zw}@example.com now"),
+            format!("iban GB82 WEST{zw} 1234 5698 7654 32 ok"),
+        ] {
+            let cuts: Vec<usize> = (5..text.len()).step_by(97).collect();
+            let (out, mask) = stream(&split_at(&text, &cuts));
+            assert_ne!(mask, 0, "{pad}: {:?}", &text[..12]);
+            assert_eq!(mask, super::kinds(&text));
+            assert!(!out.contains("now") && !out.contains("ok"));
+        }
+    }
     // The local part of an address stays in view past a run of invisible characters.
     let text = format!("jane{}@example.com", "\u{200B}".repeat(200));
     let (out, mask) = stream(&split_at(&text, &(1..text.len()).step_by(7).collect::<Vec<_>>()));
     assert_eq!((out.as_str(), mask), ("", Email.bit()));
+}
+
+#[test]
+fn a_stream_reports_the_kind_a_whole_scan_would() {
+    // A card-shaped run inside an IBAN whose end has not arrived is not reported as a card.
+    let text = "on file: PL17 6240 5150 1358 6346 3004 0271)";
+    assert_eq!(super::kinds(text), Iban.bit());
+    for chunks in splits(text) {
+        let (out, mask) = stream(&chunks);
+        assert_eq!((out.as_str(), mask), ("on file: ", Iban.bit()), "{chunks:?}");
+    }
+    // A hit kept waiting by padding that never resolves is reported all the same.
+    let mut s = StreamScanner::new();
+    assert_eq!(s.push("PL17 4111 1111 1111 1111").found, 0);
+    let mut found = 0;
+    for _ in 0..2000 {
+        found |= s.push("\u{200B}").found;
+    }
+    assert_eq!(found, Card.bit());
+}
+
+#[test]
+fn non_ascii_context_is_cut_on_char_boundaries() {
+    // Found by proptest: plain non-ASCII text is scanned in place, and the kept context must
+    // still start on a character boundary.
+    let text = "éaaaaaaaaaaaaa,——?—aaéé—aaaaaaaaa——aaaaaaaaaaaaaééaaaaaé—aaaaaaaaaa.—aaaaaaaaééaaaaaaaaaaaa éaaaaé.é ,";
+    for chunks in splits(text) {
+        assert_eq!(stream(&chunks), (text.to_string(), 0));
+    }
 }
