@@ -741,33 +741,32 @@ fn nxx(src: &mut Src<'_>, j: usize) -> Option<bool> {
 /// ASCII is kept as it is: every pattern is ASCII, so for the scanners it is a boundary either
 /// way. ASCII text, and text with nothing to replace, is scanned as it is (no copy).
 struct Norm<'a> {
+    raw: &'a str,
     text: Cow<'a, str>,
-    /// For each byte of `text`, the start and end of the original character it came from;
-    /// empty when `text` is the original.
-    from: Vec<(usize, usize)>,
-    raw_len: usize,
+    /// For each byte of `text`, where the original character it came from starts (unused
+    /// when `text` is the original).
+    from: Vec<usize>,
 }
 
 impl<'a> Norm<'a> {
     fn new(raw: &'a str) -> Self {
-        let raw_len = raw.len();
         if raw.is_ascii() || !raw.chars().any(|c| !c.is_ascii() && folds(c)) {
             return Self {
+                raw,
                 text: Cow::Borrowed(raw),
                 from: Vec::new(),
-                raw_len,
             };
         }
-        let mut text = String::with_capacity(raw_len);
-        let mut from = Vec::with_capacity(raw_len);
+        let mut text = String::with_capacity(raw.len());
+        let mut from = Vec::with_capacity(raw.len());
         for (i, c) in raw.char_indices() {
             fold(c, &mut text);
-            from.resize(text.len(), (i, i + c.len_utf8()));
+            from.resize(text.len(), i);
         }
         Self {
+            raw,
             text: Cow::Owned(text),
             from,
-            raw_len,
         }
     }
 
@@ -775,32 +774,41 @@ impl<'a> Norm<'a> {
         self.text.as_bytes()
     }
 
+    /// The text is the original (offsets are the same).
+    fn same(&self) -> bool {
+        matches!(self.text, Cow::Borrowed(_))
+    }
+
     /// Where the character holding normalised byte `k` starts in the original (its length
     /// for `k` at the end).
     fn start(&self, k: usize) -> usize {
-        if self.from.is_empty() {
+        if self.same() {
             return floor_boundary(&self.text, k);
         }
-        self.from.get(k).map_or(self.raw_len, |f| f.0)
+        self.from.get(k).copied().unwrap_or(self.raw.len())
     }
 
     /// Where a normalised range ending at `k` ends in the original.
     fn end(&self, k: usize) -> usize {
-        if self.from.is_empty() {
+        if self.same() {
             return ceil_boundary(&self.text, k);
         }
-        match k.checked_sub(1) {
-            Some(j) => self.from.get(j).map_or(self.raw_len, |f| f.1),
-            None => 0,
+        match k.checked_sub(1).and_then(|j| self.from.get(j)) {
+            Some(&i) => {
+                let c = self.raw.get(i..).and_then(|r| r.chars().next());
+                i + c.map_or(0, char::len_utf8)
+            }
+            None if k == 0 => 0,
+            None => self.raw.len(),
         }
     }
 
     /// The first normalised byte that comes from original byte `raw` or later.
     fn of(&self, raw: usize) -> usize {
-        if self.from.is_empty() {
+        if self.same() {
             return raw.min(self.text.len());
         }
-        self.from.partition_point(|f| f.0 < raw)
+        self.from.partition_point(|&f| f < raw)
     }
 
     fn hit(&self, h: Hit) -> Hit {
@@ -888,7 +896,7 @@ const CONTEXT: usize = 128;
 /// Most original bytes held back, however little they normalise to (invisible characters
 /// normalise to nothing). Past it, what is held is decided as if the text ended there: a
 /// match is reported, anything else passes.
-const HOLD_RAW_MAX: usize = 1024;
+pub const HOLD_RAW_MAX: usize = 1024;
 
 
 /// What one [`StreamScanner::push`] or [`StreamScanner::finish`] lets through.

@@ -796,3 +796,26 @@ fn non_ascii_context_is_cut_on_char_boundaries() {
         assert_eq!(stream(&chunks), (text.to_string(), 0));
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn stream_agrees_with_scan_through_normalisation(
+        text in "([a-zA-Z]{1,3}|[0-9]{1,5}|[ ().+@/#-]|\u{200B}|\u{AD}|\u{2060}|\u{A0}|＠|[０-９]|–|é|日){0,60}",
+        cuts in prop::collection::vec(0usize..300, 0..12),
+    ) {
+        let whole = scan(&text);
+        for h in &whole {
+            prop_assert!(text.is_char_boundary(h.start) && text.is_char_boundary(h.end));
+        }
+        prop_assert!(whole.windows(2).all(|w| w[0].end <= w[1].start));
+        let (out, mask) = stream(&split_at(&text, &cuts));
+        prop_assert!(text.starts_with(&out));
+        prop_assert_eq!(mask != 0, !whole.is_empty());
+        match whole.first() {
+            Some(h) => prop_assert!(out.len() <= h.start),
+            None => prop_assert_eq!(out, text),
+        }
+    }
+}
