@@ -318,6 +318,7 @@ const IBAN_MIN: usize = 15;
 const IBAN_MAX: usize = 34;
 
 /// The IBAN length of each country in the SWIFT IBAN registry.
+#[rustfmt::skip]
 const IBAN_LENGTHS: &[(&[u8; 2], u8)] = &[
     (b"AD", 24), (b"AE", 23), (b"AL", 28), (b"AT", 20), (b"AZ", 28), (b"BA", 20), (b"BE", 16),
     (b"BG", 22), (b"BH", 22), (b"BI", 27), (b"BR", 29), (b"BY", 28), (b"CH", 21), (b"CR", 22),
@@ -612,10 +613,7 @@ fn intl_at(src: &mut Src<'_>, i: usize, prefix: usize) -> Option<usize> {
     let mut j = i + prefix + n;
     let mut groups = 1;
     while n <= 15 {
-        let k = if src
-            .at(j)
-            .is_some_and(|b| is_phone_sep(b) || b == b'/')
-        {
+        let k = if src.at(j).is_some_and(|b| is_phone_sep(b) || b == b'/') {
             j + 1
         } else {
             j
@@ -638,10 +636,7 @@ fn intl_at(src: &mut Src<'_>, i: usize, prefix: usize) -> Option<usize> {
         }
         groups += 1;
     }
-    if !(8..=15).contains(&n)
-        || (prefix == 2 && groups < 2)
-        || src.at(j).is_some_and(alnum)
-    {
+    if !(8..=15).contains(&n) || (prefix == 2 && groups < 2) || src.at(j).is_some_and(alnum) {
         return None;
     }
     Some(j)
@@ -660,9 +655,7 @@ fn trunk_at(src: &mut Src<'_>, i: usize) -> Option<usize> {
         return None;
     }
     let mut j = i + n;
-    let sep = src
-        .at(j)
-        .filter(|&b| is_phone_sep(b) || b == b'/')?;
+    let sep = src.at(j).filter(|&b| is_phone_sep(b) || b == b'/')?;
     while src.at(j) == Some(sep) {
         let g = src.digits(j + 1, 13);
         if g < 2 {
@@ -897,7 +890,6 @@ const CONTEXT: usize = 128;
 /// normalise to nothing). Past it, what is held is decided as if the text ended there: a
 /// match is reported, anything else passes.
 pub const HOLD_RAW_MAX: usize = 1024;
-
 
 /// What one [`StreamScanner::push`] or [`StreamScanner::finish`] lets through.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

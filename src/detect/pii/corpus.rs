@@ -146,7 +146,10 @@ fn iban(rng: &mut Rng) -> (String, String) {
         0 => ("electronic", check.clone()),
         1 => ("printed", grouped(rng, &check, &groups, &[" "])),
         2 => ("hyphens", grouped(rng, &check, &groups, &["-"])),
-        3 => ("lower printed", grouped(rng, &check, &groups, &[" "]).to_lowercase()),
+        3 => (
+            "lower printed",
+            grouped(rng, &check, &groups, &[" "]).to_lowercase(),
+        ),
         _ => ("lower electronic", check.to_lowercase()),
     };
     (format!("{cc} {fmt}"), text)
@@ -164,7 +167,10 @@ fn phone(rng: &mut Rng) -> (String, String) {
     let d = |rng: &mut Rng, n| digits(rng, n);
     let (a, x, l) = nanp(rng);
     let (fmt, text) = match rng.u8(0..24) {
-        20 => ("+7", format!("+7 (495) {}-{}-{}", d(rng, 3), d(rng, 2), d(rng, 2))),
+        20 => (
+            "+7",
+            format!("+7 (495) {}-{}-{}", d(rng, 3), d(rng, 2), d(rng, 2)),
+        ),
         21 => ("+86", format!("+86 138 {} {}", d(rng, 4), d(rng, 4))),
         22 => ("+55", format!("+55 11 9{}-{}", d(rng, 4), d(rng, 4))),
         23 => ("+1 dots", format!("+1.{a}.{x}.{l}")),
@@ -189,7 +195,10 @@ fn phone(rng: &mut Rng) -> (String, String) {
         12 => ("nanp hyphens", format!("{a}-{x}-{l}")),
         13 => ("nanp dots", format!("{a}.{x}.{l}")),
         14 => ("+91", format!("+91 9{} {}", d(rng, 4), d(rng, 5))),
-        15 => ("+61", format!("+61 4{} {} {}", d(rng, 2), d(rng, 3), d(rng, 3))),
+        15 => (
+            "+61",
+            format!("+61 4{} {} {}", d(rng, 2), d(rng, 3), d(rng, 3)),
+        ),
         16 => ("+81", format!("+81 90-{}-{}", d(rng, 4), d(rng, 4))),
         17 => ("uk national", format!("020 {} {}", d(rng, 4), d(rng, 4))),
         18 => {
@@ -201,8 +210,19 @@ fn phone(rng: &mut Rng) -> (String, String) {
     (fmt.into(), text)
 }
 
-const FIRST: &[&str] = &["jane", "john", "maria", "li", "olu", "anne-marie", "ravi", "zoe"];
-const LAST: &[&str] = &["doe", "smith", "garcia", "wang", "okafor", "dupont", "patel"];
+const FIRST: &[&str] = &[
+    "jane",
+    "john",
+    "maria",
+    "li",
+    "olu",
+    "anne-marie",
+    "ravi",
+    "zoe",
+];
+const LAST: &[&str] = &[
+    "doe", "smith", "garcia", "wang", "okafor", "dupont", "patel",
+];
 const DOMAINS: &[&str] = &[
     "example.com",
     "mail.example.co.uk",
@@ -252,13 +272,16 @@ fn fullwidth(s: &str) -> String {
 /// The obfuscation applied to a value, and its name.
 fn obfuscate(rng: &mut Rng, kind: PiiKind, s: String) -> (&'static str, String) {
     match rng.u8(0..8) {
-        0 | 1 | 2 => ("plain", s),
+        0..=2 => ("plain", s),
         3 => ("full-width", fullwidth(&s)),
         4 if kind == Email => ("full-width @", s.replace('@', "＠")),
         4 => ("no-break spaces", s.replace(' ', "\u{A0}")),
         5 => {
             let n = 1 + rng.usize(0..3);
-            ("zero-width", insert(rng, &s, n, &mut |r| ZW[r.usize(0..ZW.len())]))
+            (
+                "zero-width",
+                insert(rng, &s, n, &mut |r| ZW[r.usize(0..ZW.len())]),
+            )
         }
         6 => {
             let n = 1 + rng.usize(0..2);
@@ -307,9 +330,9 @@ fn positives(rng: &mut Rng) -> Vec<Case> {
 // === negatives ===
 
 const WORDS: &[&str] = &[
-    "the", "report", "shows", "that", "revenue", "grew", "in", "quarter", "while", "costs",
-    "fell", "and", "our", "team", "shipped", "release", "with", "fixes", "for", "users", "of",
-    "build", "deploy", "latency", "queue", "items", "order", "invoice", "meeting", "room",
+    "the", "report", "shows", "that", "revenue", "grew", "in", "quarter", "while", "costs", "fell",
+    "and", "our", "team", "shipped", "release", "with", "fixes", "for", "users", "of", "build",
+    "deploy", "latency", "queue", "items", "order", "invoice", "meeting", "room",
 ];
 
 fn prose(rng: &mut Rng) -> String {
@@ -320,8 +343,18 @@ fn prose(rng: &mut Rng) -> String {
     let k = rng.usize(0..n);
     s[k] = match rng.u8(0..8) {
         0 => format!("{}%", rng.u8(1..100)),
-        1 => format!("${},{:03}.{:02}", rng.u16(1..1000), rng.u16(0..1000), rng.u8(0..100)),
-        2 => format!("{} {:03},{:02} €", rng.u16(1..1000), rng.u16(0..1000), rng.u8(0..100)),
+        1 => format!(
+            "${},{:03}.{:02}",
+            rng.u16(1..1000),
+            rng.u16(0..1000),
+            rng.u8(0..100)
+        ),
+        2 => format!(
+            "{} {:03},{:02} €",
+            rng.u16(1..1000),
+            rng.u16(0..1000),
+            rng.u8(0..100)
+        ),
         3 => format!("{}", rng.u16(1990..2031)),
         4 => format!("{}x{}", rng.u16(1..5000), rng.u16(1..5000)),
         5 => format!("{} items in {} boxes", rng.u16(1..10000), rng.u16(1..100)),
@@ -333,13 +366,24 @@ fn prose(rng: &mut Rng) -> String {
 
 fn uuid(rng: &mut Rng) -> String {
     let h = |rng: &mut Rng, n: usize| -> String {
-        (0..n).map(|_| char::from(b"0123456789abcdef"[rng.usize(0..16)])).collect()
+        (0..n)
+            .map(|_| char::from(b"0123456789abcdef"[rng.usize(0..16)]))
+            .collect()
     };
-    format!("{}-{}-{}-{}-{}", h(rng, 8), h(rng, 4), h(rng, 4), h(rng, 4), h(rng, 12))
+    format!(
+        "{}-{}-{}-{}-{}",
+        h(rng, 8),
+        h(rng, 4),
+        h(rng, 4),
+        h(rng, 4),
+        h(rng, 12)
+    )
 }
 
 fn hex(rng: &mut Rng, n: usize) -> String {
-    (0..n).map(|_| char::from(b"0123456789abcdef"[rng.usize(0..16)])).collect()
+    (0..n)
+        .map(|_| char::from(b"0123456789abcdef"[rng.usize(0..16)]))
+        .collect()
 }
 
 fn date(rng: &mut Rng) -> String {
@@ -354,7 +398,13 @@ fn date(rng: &mut Rng) -> String {
 }
 
 fn time(rng: &mut Rng) -> String {
-    format!("{:02}:{:02}:{:02}.{:03}", rng.u8(0..24), rng.u8(0..60), rng.u8(0..60), rng.u16(0..1000))
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        rng.u8(0..24),
+        rng.u8(0..60),
+        rng.u8(0..60),
+        rng.u16(0..1000)
+    )
 }
 
 fn log(rng: &mut Rng) -> String {
@@ -367,13 +417,39 @@ fn log(rng: &mut Rng) -> String {
     let level = ["INFO", "WARN", "DEBUG", "ERROR"][rng.usize(0..4)];
     let tail = match rng.u8(0..8) {
         0 => format!("request_id={} took {}ms", uuid(rng), rng.u16(1..5000)),
-        1 => format!("GET /api/v{}/orders/{} 200 {}B", rng.u8(1..4), rng.u32(1..10_000_000), rng.u32(1..100_000)),
-        2 => format!("peer {}.{}.{}.{}:{}", rng.u8(1..255), rng.u8(0..255), rng.u8(0..255), rng.u8(1..255), rng.u16(1024..65535)),
+        1 => format!(
+            "GET /api/v{}/orders/{} 200 {}B",
+            rng.u8(1..4),
+            rng.u32(1..10_000_000),
+            rng.u32(1..100_000)
+        ),
+        2 => format!(
+            "peer {}.{}.{}.{}:{}",
+            rng.u8(1..255),
+            rng.u8(0..255),
+            rng.u8(0..255),
+            rng.u8(1..255),
+            rng.u16(1024..65535)
+        ),
         3 => format!("commit {} deployed", hex(rng, 40)),
         4 => format!("trace_id={} span={}", hex(rng, 32), hex(rng, 16)),
-        5 => format!("job {} retried {} times, backoff {}.{}s", rng.u32(1..1_000_000), rng.u8(1..10), rng.u8(0..60), rng.u8(0..10)),
-        6 => format!("gc pause {}.{:03}ms heap {} MB", rng.u8(0..100), rng.u16(0..1000), rng.u16(1..16000)),
-        _ => format!("snowflake={}", rng.u64(1_000_000_000_000_000_000..1_999_999_999_999_999_999)),
+        5 => format!(
+            "job {} retried {} times, backoff {}.{}s",
+            rng.u32(1..1_000_000),
+            rng.u8(1..10),
+            rng.u8(0..60),
+            rng.u8(0..10)
+        ),
+        6 => format!(
+            "gc pause {}.{:03}ms heap {} MB",
+            rng.u8(0..100),
+            rng.u16(0..1000),
+            rng.u16(1..16000)
+        ),
+        _ => format!(
+            "snowflake={}",
+            rng.u64(1_000_000_000_000_000_000..1_999_999_999_999_999_999)
+        ),
     };
     format!("{ts} {level} {tail}")
 }
@@ -381,25 +457,85 @@ fn log(rng: &mut Rng) -> String {
 fn code(rng: &mut Rng) -> String {
     match rng.u8(0..8) {
         0 => format!("let buf = vec![0u8; {}];", rng.u32(1..1_000_000)),
-        1 => format!("SELECT * FROM orders WHERE id = {} AND total > {}.{:02};", rng.u32(1..100_000_000), rng.u16(0..10000), rng.u8(0..100)),
-        2 => format!("version = \"{}.{}.{}\"", rng.u8(0..30), rng.u8(0..100), rng.u8(0..100)),
-        3 => format!("timeout_ms: {}  # port {}", rng.u32(1..600_000), rng.u16(1..65535)),
-        4 => format!("color: #{}; margin: {}px {}px;", hex(rng, 6), rng.u8(0..64), rng.u8(0..64)),
-        5 => format!("assert_eq!(f({}, {}), {});", rng.u16(0..1000), rng.u16(0..1000), rng.u32(0..1_000_000)),
-        6 => format!("image: registry.example.com/app:{}.{}.{}-{}", rng.u8(0..10), rng.u8(0..50), rng.u8(0..50), hex(rng, 7)),
-        _ => format!("pos = ({}.{:04}, {}.{:04})", rng.u8(0..90), rng.u16(0..10000), rng.u8(0..180), rng.u16(0..10000)),
+        1 => format!(
+            "SELECT * FROM orders WHERE id = {} AND total > {}.{:02};",
+            rng.u32(1..100_000_000),
+            rng.u16(0..10000),
+            rng.u8(0..100)
+        ),
+        2 => format!(
+            "version = \"{}.{}.{}\"",
+            rng.u8(0..30),
+            rng.u8(0..100),
+            rng.u8(0..100)
+        ),
+        3 => format!(
+            "timeout_ms: {}  # port {}",
+            rng.u32(1..600_000),
+            rng.u16(1..65535)
+        ),
+        4 => format!(
+            "color: #{}; margin: {}px {}px;",
+            hex(rng, 6),
+            rng.u8(0..64),
+            rng.u8(0..64)
+        ),
+        5 => format!(
+            "assert_eq!(f({}, {}), {});",
+            rng.u16(0..1000),
+            rng.u16(0..1000),
+            rng.u32(0..1_000_000)
+        ),
+        6 => format!(
+            "image: registry.example.com/app:{}.{}.{}-{}",
+            rng.u8(0..10),
+            rng.u8(0..50),
+            rng.u8(0..50),
+            hex(rng, 7)
+        ),
+        _ => format!(
+            "pos = ({}.{:04}, {}.{:04})",
+            rng.u8(0..90),
+            rng.u16(0..10000),
+            rng.u8(0..180),
+            rng.u16(0..10000)
+        ),
     }
 }
 
 fn ids(rng: &mut Rng) -> String {
     match rng.u8(0..8) {
-        0 => format!("Order #{}-{}-{}", digits(rng, 4), digits(rng, 4), digits(rng, 4)),
+        0 => format!(
+            "Order #{}-{}-{}",
+            digits(rng, 4),
+            digits(rng, 4),
+            digits(rng, 4)
+        ),
         1 => format!("INV-{}-{:06}", rng.u16(2000..2031), rng.u32(0..1_000_000)),
-        2 => format!("Tracking 1Z{}{}", hex(rng, 6).to_uppercase(), digits(rng, 10)),
+        2 => format!(
+            "Tracking 1Z{}{}",
+            hex(rng, 6).to_uppercase(),
+            digits(rng, 10)
+        ),
         3 => format!("ticket {} / {}", uuid(rng), rng.u32(1..100_000)),
-        4 => format!("build {}.{}.{}.{}", rng.u8(1..20), rng.u8(0..10), rng.u16(10000..30000), rng.u16(0..9999)),
-        5 => format!("SKU {}-{}-{}", digits(rng, 3), digits(rng, 3), digits(rng, 3)),
-        6 => format!("ref {}{}", ["AB", "XQ", "ZZ", "QA"][rng.usize(0..4)], digits(rng, 10)),
+        4 => format!(
+            "build {}.{}.{}.{}",
+            rng.u8(1..20),
+            rng.u8(0..10),
+            rng.u16(10000..30000),
+            rng.u16(0..9999)
+        ),
+        5 => format!(
+            "SKU {}-{}-{}",
+            digits(rng, 3),
+            digits(rng, 3),
+            digits(rng, 3)
+        ),
+        6 => format!(
+            "ref {}{}",
+            ["AB", "XQ", "ZZ", "QA"][rng.usize(0..4)],
+            digits(rng, 10)
+        ),
         _ => format!("account {}", digits(rng, 8)),
     }
 }
@@ -503,7 +639,10 @@ fn recall() -> Vec<Recall> {
         if mask & c.kind.bit() != 0 && out.len() <= c.at.start {
             r.streamed += 1;
         } else if r.misses.len() < 5 {
-            r.misses.push(format!("streamed {}: {:?} emitted {out:?}", c.label, c.text));
+            r.misses.push(format!(
+                "streamed {}: {:?} emitted {out:?}",
+                c.label, c.text
+            ));
         }
         let hit = hits
             .iter()
@@ -565,7 +704,10 @@ fn recall_and_false_positives_hold_their_floors() {
             println!("  miss {m}");
         }
         if rate < 0.999 || exact < 0.99 || streamed < 0.999 {
-            failed.push(format!("recall {}: {rate} (exact {exact})", r.kind.as_str()));
+            failed.push(format!(
+                "recall {}: {rate} (exact {exact})",
+                r.kind.as_str()
+            ));
         }
     }
     let mut lines = 0;

@@ -575,7 +575,10 @@ const ATTACKS: &[(&str, PiiKind)] = &[
     ("de89-3704-0044-0532-0130-00", Iban),
     ("Fr14 2004 1010 0505 0001 3m02 606", Iban),
     ("ＧＢ８２ＷＥＳＴ１２３４５６９８７６５４３２", Iban),
-    ("GB82\u{200B}WEST\u{200B}1234\u{200B}5698\u{200B}7654\u{200B}32", Iban),
+    (
+        "GB82\u{200B}WEST\u{200B}1234\u{200B}5698\u{200B}7654\u{200B}32",
+        Iban,
+    ),
     ("DE89 3704 0044 \u{AD}0532 0130 00", Iban),
     // International and national phone formats.
     ("0044 20 7946 0958", Phone),
@@ -657,7 +660,11 @@ fn streamed_attacks_are_caught_at_every_split() {
         for a in (start..start + pii.len()).filter(|&k| text.is_char_boundary(k)) {
             for b in (a..=start + pii.len()).filter(|&k| text.is_char_boundary(k)) {
                 let (out, mask) = stream(&[&text[..a], &text[a..b], &text[b..]]);
-                assert_eq!((out.as_str(), mask), (&text[..start], kind.bit()), "{pii:?}");
+                assert_eq!(
+                    (out.as_str(), mask),
+                    (&text[..start], kind.bit()),
+                    "{pii:?}"
+                );
             }
         }
     }
@@ -709,11 +716,20 @@ fn hits_are_ranges_of_the_original_text() {
     let text = "ｍａｉｌ: ｊａｎｅ＠ｅｘａｍｐｌｅ．ｃｏｍ — ４１１１ １１１１ １１１１ １１１１";
     let hits = scan(text);
     let got: Vec<&str> = hits.iter().map(|h| &text[h.start..h.end]).collect();
-    assert_eq!(got, ["ｊａｎｅ＠ｅｘａｍｐｌｅ．ｃｏｍ", "４１１１ １１１１ １１１１ １１１１"]);
+    assert_eq!(
+        got,
+        [
+            "ｊａｎｅ＠ｅｘａｍｐｌｅ．ｃｏｍ",
+            "４１１１ １１１１ １１１１ １１１１"
+        ]
+    );
     // An invisible character before a match is not part of it; one inside is.
     let text = "x \u{200B}jane@ex\u{200B}ample.com";
     let hits = scan(text);
-    assert_eq!(&text[hits[0].start..hits[0].end], "jane@ex\u{200B}ample.com");
+    assert_eq!(
+        &text[hits[0].start..hits[0].end],
+        "jane@ex\u{200B}ample.com"
+    );
 }
 
 #[test]
@@ -733,7 +749,10 @@ fn invisible_padding_is_bounded_and_still_caught() {
     let pad = "\u{200B}".repeat(20);
     let card = ["4111", "1111", "1111", "1111"].join(&format!(" {pad}"));
     let text = format!("pay {card} now");
-    let (out, mask) = stream(&split_at(&text, &(1..text.len()).step_by(3).collect::<Vec<_>>()));
+    let (out, mask) = stream(&split_at(
+        &text,
+        &(1..text.len()).step_by(3).collect::<Vec<_>>(),
+    ));
     assert_eq!((out.as_str(), mask), ("pay ", Card.bit()));
     let mut s = StreamScanner::new();
     let p = s.push(&"\u{200B}".repeat(5000));
@@ -744,7 +763,11 @@ fn invisible_padding_is_bounded_and_still_caught() {
     for step in [1, 7, 64, 500] {
         let cuts: Vec<usize> = (step..text.len()).step_by(step).collect();
         let (out, mask) = stream(&split_at(&text, &cuts));
-        assert_eq!((out.as_str(), mask), ("pay ", Card.bit()), "chunks of {step}");
+        assert_eq!(
+            (out.as_str(), mask),
+            ("pay ", Card.bit()),
+            "chunks of {step}"
+        );
     }
     // Padding longer than any bound inside a match: its start may pass, the match is still
     // found (the context keeps its normalised form, where the padding is gone).
@@ -764,7 +787,10 @@ fn invisible_padding_is_bounded_and_still_caught() {
     }
     // The local part of an address stays in view past a run of invisible characters.
     let text = format!("jane{}@example.com", "\u{200B}".repeat(200));
-    let (out, mask) = stream(&split_at(&text, &(1..text.len()).step_by(7).collect::<Vec<_>>()));
+    let (out, mask) = stream(&split_at(
+        &text,
+        &(1..text.len()).step_by(7).collect::<Vec<_>>(),
+    ));
     assert_eq!((out.as_str(), mask), ("", Email.bit()));
 }
 
@@ -775,7 +801,11 @@ fn a_stream_reports_the_kind_a_whole_scan_would() {
     assert_eq!(super::kinds(text), Iban.bit());
     for chunks in splits(text) {
         let (out, mask) = stream(&chunks);
-        assert_eq!((out.as_str(), mask), ("on file: ", Iban.bit()), "{chunks:?}");
+        assert_eq!(
+            (out.as_str(), mask),
+            ("on file: ", Iban.bit()),
+            "{chunks:?}"
+        );
     }
     // A hit kept waiting by padding that never resolves is reported all the same.
     let mut s = StreamScanner::new();
