@@ -1,10 +1,16 @@
 //! PII "regex facts" (DESIGN §4): email, phone, payment card, US SSN and IBAN.
 //!
-//! Hand-written scanners, one per kind, over the text's bytes. Every pattern is ASCII, so a
-//! match never starts or ends inside a UTF-8 character. Each scanner tries a bounded
-//! *attempt* at each candidate start (a card reads at most 19 digits, an email's local part at
-//! most 64 bytes back from its `@`, and email domains are disjoint runs), so a scan is linear
-//! in the text with no backtracking blow-up on adversarial input.
+//! The text is first normalised ([`Norm`]): each character that has an ASCII NFKC form is
+//! replaced by it (full-width `＠` and digits, no-break spaces, …), the dashes and dots that
+//! sit between digit groups read as `-` and `.`, and invisible format characters (zero-width
+//! space and joiners, soft hyphen, BOM, bidi controls, …) are removed. ASCII text is scanned
+//! as it is. Hits are reported as ranges of the original text.
+//!
+//! Hand-written scanners, one per kind, then run over the normalised bytes. Every pattern is
+//! ASCII. Each scanner tries a bounded *attempt* at each candidate start (a card reads at most
+//! 19 digits in at most six groups, an email's local part at most 64 bytes back from its `@`,
+//! and email domains are disjoint runs), so a scan is linear in the text with no backtracking
+//! blow-up on adversarial input.
 //!
 //! Kinds may overlap (a card number also looks like a phone number); the more specific kind
 //! wins, in the order email > IBAN > card > SSN > phone, and hits never overlap.
@@ -13,7 +19,12 @@
 //! as soon as no match could still start in it, and stops at the first match, so PII split
 //! over chunks never reaches the client. To know "no match could still start here" every
 //! attempt reports whether it needed a byte past the end of what has arrived: such an
-//! attempt is *open*, and the text from its start is held back (at most [`HOLD_MAX`] bytes).
+//! attempt is *open*, and the text from its start is held back (at most [`HOLD_MAX`] bytes
+//! once normalised). What it passes on is always the original text.
+
+use std::borrow::Cow;
+
+use unicode_normalization::UnicodeNormalization;
 
 use crate::policy::model::PiiKind;
 
@@ -28,14 +39,17 @@ pub struct Hit {
     pub end: usize,
 }
 
-/// All matches in `text`, in order and non-overlapping.
+/// All matches in `text`, in order, as ranges of `text`.
 pub fn scan(text: &str) -> Vec<Hit> {
-    scan_bytes(text.as_bytes(), true).hits
+    let norm = Norm::new(text);
+    let hits = scan_bytes(norm.bytes(), true).hits;
+    hits.into_iter().map(|h| norm.hit(h)).collect()
 }
 
 /// The kinds found in `text`, as a bitmask of [`PiiKind::bit`].
 pub fn kinds(text: &str) -> u8 {
-    mask(&scan(text))
+    let norm = Norm::new(text);
+    mask(&scan_bytes(norm.bytes(), true).hits)
 }
 
 fn mask(hits: &[Hit]) -> u8 {
@@ -45,7 +59,7 @@ fn mask(hits: &[Hit]) -> u8 {
 // === the scan ===
 
 /// Hits plus the earliest start of an attempt that could not be decided yet (`t.len()` when
-/// there is none, and always when the text is final).
+/// there is none, and always when the text is final), as offsets of the normalised text.
 struct Scan {
     hits: Vec<Hit>,
     open: usize,
@@ -93,6 +107,7 @@ impl Src<'_> {
     }
 }
 
+/// An attempt at byte `i`: the end of a match that starts `back` bytes before `i`.
 type Attempt = fn(&mut Src<'_>, usize) -> Option<usize>;
 
 const S_IBAN: u8 = 1;
@@ -100,20 +115,18 @@ const S_CARD: u8 = 2;
 const S_SSN: u8 = 4;
 const S_PHONE: u8 = 8;
 
-/// For each byte, the kinds (bits `S_*`) whose attempt can start at it: IBANs at upper-case
-/// letters, cards at 1–9, SSNs at digits, phone numbers at digits, `+` and `(`. A table
-/// lookup instead of a call per byte: the scan is mostly skipping plain text.
+/// For each byte, the kinds (bits `S_*`) whose attempt can be made at it: IBANs at their
+/// first check digit (the country code is looked back at), cards at 2–6, SSNs at digits,
+/// phone numbers at digits, `+` and `(`. A table lookup instead of a call per byte: the scan
+/// is mostly skipping plain text.
 static STARTS: [u8; 256] = {
     let mut t = [0u8; 256];
     let mut b = 0;
     while b < 256 {
         let c = b as u8;
-        if c.is_ascii_uppercase() {
-            t[b] |= S_IBAN;
-        }
         if c.is_ascii_digit() {
-            t[b] |= S_SSN | S_PHONE;
-            if c != b'0' {
+            t[b] |= S_IBAN | S_SSN | S_PHONE;
+            if c >= b'2' && c <= b'6' {
                 t[b] |= S_CARD;
             }
         }
@@ -136,7 +149,8 @@ fn scan_bytes(t: &[u8], last: bool) -> Scan {
     let mut hits = emails(&mut src, &mut open_email);
     let mut open = open_email;
     if !last {
-        // A trailing word may be the local part of an address whose `@` has not arrived.
+        // A trailing word may be the local part of an address whose `@` has not arrived (or
+        // the country code of an IBAN whose digits have not).
         let floor = hits.last().map_or(0, |h| h.end);
         let mut r = t.len();
         while r > floor && t.len() - r < LOCAL_MAX && is_local(t[r - 1]) {
@@ -144,16 +158,16 @@ fn scan_bytes(t: &[u8], last: bool) -> Scan {
         }
         open = open.min(r);
     }
-    // Each attempt refuses at once, without looking further, when the byte it starts at cannot
-    // start its kind; `STARTS` says which bytes can, so the scan skips the rest cheaply.
-    let others: [(PiiKind, Attempt, u8); 4] = [
-        (PiiKind::Iban, iban_at, S_IBAN),
-        (PiiKind::CreditCard, card_at, S_CARD),
-        (PiiKind::Ssn, ssn_at, S_SSN),
-        (PiiKind::Phone, phone_at, S_PHONE),
+    // Each attempt refuses at once, without looking further, when the byte it is made at
+    // cannot be its kind's; `STARTS` says which bytes can, so the scan skips the rest cheaply.
+    let others: [(PiiKind, Attempt, u8, usize); 4] = [
+        (PiiKind::Iban, iban_at, S_IBAN, 2),
+        (PiiKind::CreditCard, card_at, S_CARD, 0),
+        (PiiKind::Ssn, ssn_at, S_SSN, 0),
+        (PiiKind::Phone, phone_at, S_PHONE, 0),
     ];
-    for (kind, attempt, first) in others {
-        let found = attempts(&mut src, kind, attempt, first, &mut open);
+    for (kind, attempt, first, back) in others {
+        let found = attempts(&mut src, kind, attempt, first, back, &mut open);
         if found.is_empty() {
             continue;
         }
@@ -173,17 +187,18 @@ fn scan_bytes(t: &[u8], last: bool) -> Scan {
     }
 }
 
-/// Runs `attempt` at every byte that can start its kind (`first`, a bit of [`STARTS`]); a hit
-/// resumes the search at its end.
+/// Runs `attempt` at every byte that can be its kind's (`first`, a bit of [`STARTS`]); a hit
+/// (starting `back` bytes before) resumes the search at its end.
 fn attempts(
     src: &mut Src<'_>,
     kind: PiiKind,
     attempt: Attempt,
     first: u8,
+    back: usize,
     open: &mut usize,
 ) -> Vec<Hit> {
     let mut out = Vec::new();
-    let mut i = 0;
+    let mut i = back;
     while i < src.t.len() {
         match src.t[i..]
             .iter()
@@ -196,7 +211,7 @@ fn attempts(
         let end = attempt(src, i);
         if src.touched && !src.last {
             // The answer depends on bytes not yet here: neither a hit nor safe to pass on.
-            *open = (*open).min(i);
+            *open = (*open).min(i - back);
             i += 1;
             continue;
         }
@@ -204,10 +219,10 @@ fn attempts(
             Some(end) => {
                 out.push(Hit {
                     kind,
-                    start: i,
+                    start: i - back,
                     end,
                 });
-                i = end;
+                i = end + back;
             }
             None => i += 1,
         }
@@ -302,67 +317,95 @@ fn emails(src: &mut Src<'_>, open: &mut usize) -> Vec<Hit> {
 const IBAN_MIN: usize = 15;
 const IBAN_MAX: usize = 34;
 
-fn is_iban_char(b: u8) -> bool {
-    b.is_ascii_uppercase() || b.is_ascii_digit()
+/// The IBAN length of each country in the SWIFT IBAN registry.
+#[rustfmt::skip]
+const IBAN_LENGTHS: &[(&[u8; 2], u8)] = &[
+    (b"AD", 24), (b"AE", 23), (b"AL", 28), (b"AT", 20), (b"AZ", 28), (b"BA", 20), (b"BE", 16),
+    (b"BG", 22), (b"BH", 22), (b"BI", 27), (b"BR", 29), (b"BY", 28), (b"CH", 21), (b"CR", 22),
+    (b"CY", 28), (b"CZ", 24), (b"DE", 22), (b"DJ", 27), (b"DK", 18), (b"DO", 28), (b"EE", 20),
+    (b"EG", 29), (b"ES", 24), (b"FI", 18), (b"FK", 18), (b"FO", 18), (b"FR", 27), (b"GB", 22),
+    (b"GE", 22), (b"GI", 23), (b"GL", 18), (b"GR", 27), (b"GT", 28), (b"HN", 28), (b"HR", 21),
+    (b"HU", 28), (b"IE", 22), (b"IL", 23), (b"IQ", 23), (b"IS", 26), (b"IT", 27), (b"JO", 30),
+    (b"KW", 30), (b"KZ", 20), (b"LB", 28), (b"LC", 32), (b"LI", 21), (b"LT", 20), (b"LU", 20),
+    (b"LV", 21), (b"LY", 25), (b"MC", 27), (b"MD", 24), (b"ME", 22), (b"MK", 19), (b"MN", 20),
+    (b"MR", 27), (b"MT", 31), (b"MU", 30), (b"NI", 28), (b"NL", 18), (b"NO", 15), (b"OM", 23),
+    (b"PK", 24), (b"PL", 28), (b"PS", 29), (b"QA", 29), (b"RO", 24), (b"RS", 22), (b"RU", 33),
+    (b"SA", 24), (b"SC", 31), (b"SD", 18), (b"SE", 24), (b"SI", 19), (b"SK", 24), (b"SM", 27),
+    (b"SO", 23), (b"ST", 25), (b"SV", 28), (b"TL", 23), (b"TN", 24), (b"TR", 26), (b"UA", 29),
+    (b"VA", 22), (b"VG", 24), (b"XK", 20), (b"YE", 30),
+];
+
+/// The registered length of country `cc` (upper case).
+fn iban_len(cc: [u8; 2]) -> Option<usize> {
+    IBAN_LENGTHS
+        .iter()
+        .find(|(c, _)| **c == cc)
+        .map(|&(_, n)| usize::from(n))
 }
 
-/// Country code, check digits and 11–30 more upper-case alphanumerics, unbroken or in groups
-/// of four separated by single spaces, passing ISO 7064 mod 97. Upper case only: that is how
-/// IBANs are written, and lower-case ids and hashes would otherwise pass 1 time in 97.
+/// Country code, check digits and 11–30 more alphanumerics, unbroken or in groups of four
+/// separated by single spaces or hyphens (all the same), passing ISO 7064 mod 97. For a
+/// country in the registry the length must be that country's, and any case is accepted
+/// (`gb82 west 1234 …`); otherwise only upper case is, at 15–34 characters: lower-case ids
+/// and hashes would pass 1 time in 97. Made at the first check digit `i`, two bytes past the
+/// start.
 fn iban_at(src: &mut Src<'_>, i: usize) -> Option<usize> {
     let t = src.t;
-    if !t[i].is_ascii_uppercase() || src.before(i).is_some_and(|b| b.is_ascii_alphanumeric()) {
-        return None;
-    }
-    if !src.at(i + 1)?.is_ascii_uppercase()
-        || !src.at(i + 2)?.is_ascii_digit()
-        || !src.at(i + 3)?.is_ascii_digit()
+    let s = i.checked_sub(2)?;
+    if !t[i].is_ascii_digit()
+        || !t[s].is_ascii_alphabetic()
+        || !t[s + 1].is_ascii_alphabetic()
+        || src.before(s).is_some_and(|b| b.is_ascii_alphanumeric())
     {
         return None;
     }
-    let run = src.alnums(i, IBAN_MAX + 1);
+    let want = iban_len([t[s].to_ascii_uppercase(), t[s + 1].to_ascii_uppercase()]);
+    let fits = |c: &u8| match want {
+        Some(_) => c.is_ascii_alphanumeric(),
+        None => c.is_ascii_uppercase() || c.is_ascii_digit(),
+    };
+    let len_ok = |n: usize| want.map_or((IBAN_MIN..=IBAN_MAX).contains(&n), |w| n == w);
+    if !t[s..i].iter().all(fits) || !src.at(i + 1)?.is_ascii_digit() {
+        return None;
+    }
+    let run = src.alnums(s, IBAN_MAX + 1);
     if run > 4 {
-        let end = i + run;
-        let ok = (IBAN_MIN..=IBAN_MAX).contains(&run)
-            && t[i..end].iter().all(|&b| is_iban_char(b))
-            && mod97(&t[i..end]);
+        let end = s + run;
+        let ok = len_ok(run) && t[s..end].iter().all(fits) && mod97(&t[s..end]);
         return ok.then_some(end);
     }
     // Printed form: "DE89 3704 0044 0532 0130 00". Take the longest prefix that checks out.
+    let sep = src.at(s + 4).filter(|&b| b == b' ' || b == b'-')?;
     let mut best = None;
-    let mut j = i + 4;
+    let mut j = s + 4;
     let mut n = 4;
-    while src.at(j) == Some(b' ') {
+    while src.at(j) == Some(sep) {
         let g = src.alnums(j + 1, 5);
-        if g == 0
-            || g > 4
-            || n + g > IBAN_MAX
-            || !t[j + 1..j + 1 + g].iter().all(|&b| is_iban_char(b))
-        {
+        if g == 0 || g > 4 || n + g > IBAN_MAX || !t[j + 1..j + 1 + g].iter().all(fits) {
             break;
         }
         n += g;
         j += 1 + g;
-        if n >= IBAN_MIN && mod97(&t[i..j]) {
+        if len_ok(n) && mod97(&t[s..j]) {
             best = Some(j);
         }
-        if g < 4 {
+        if g < 4 || want.is_some_and(|w| n >= w) {
             break;
         }
     }
     best
 }
 
-/// ISO 7064 mod 97-10 over an IBAN (spaces ignored): move the first four characters to the
-/// end, read letters as 10..=35, and the number must be 1 mod 97.
+/// ISO 7064 mod 97-10 over an IBAN (separators ignored, any case): move the first four
+/// characters to the end, read letters as 10..=35, and the number must be 1 mod 97.
 fn mod97(b: &[u8]) -> bool {
-    let chars = || b.iter().copied().filter(|&c| c != b' ');
+    let chars = || b.iter().copied().filter(|c| c.is_ascii_alphanumeric());
     let mut r: u32 = 0;
     for c in chars().skip(4).chain(chars().take(4)) {
         r = if c.is_ascii_digit() {
             (r * 10 + u32::from(c - b'0')) % 97
         } else {
-            (r * 100 + u32::from(c - b'A') + 10) % 97
+            (r * 100 + u32::from(c.to_ascii_uppercase() - b'A') + 10) % 97
         };
     }
     r == 1
@@ -370,14 +413,16 @@ fn mod97(b: &[u8]) -> bool {
 
 // === payment card ===
 
-/// 13–19 digits passing Luhn, unbroken, or as a first group of four followed by groups of
-/// 2–6 digits all separated by the same single space or hyphen (4-4-4-4, Amex 4-6-5, …).
+/// 13–19 digits passing Luhn, starting with 2–6 (the major issuer ranges: Mastercard 2 and
+/// 5, Amex, Diners and JCB 3, Visa 4, Discover, UnionPay and Maestro 6; epoch-millisecond
+/// timestamps start with 1), unbroken or in a printed layout: groups of four with a shorter
+/// last one (4-4-4-4, 4-4-4-4-3, 4-4-4-1), or 4-6-5 / 4-6-4 (Amex, Diners). Groups are
+/// separated by a space, `-`, `.` or `/`, each optionally with spaces around it, mixed freely.
 /// Not preceded by a letter, digit or `+` (that is a phone number), not followed by a letter
 /// or digit. Inside a longer run of groups the longest checking window wins.
 fn card_at(src: &mut Src<'_>, i: usize) -> Option<usize> {
     let t = src.t;
-    // Issuer numbers never start with 0; all-zero padding would otherwise pass Luhn.
-    if !matches!(t[i], b'1'..=b'9')
+    if !matches!(t[i], b'2'..=b'6')
         || src
             .before(i)
             .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'+')
@@ -395,25 +440,57 @@ fn card_at(src: &mut Src<'_>, i: usize) -> Option<usize> {
     if first != 4 {
         return None;
     }
-    let sep = src.at(i + 4).filter(|&b| b == b' ' || b == b'-')?;
     let mut best = None;
     let mut j = i + 4;
     let mut total = 4;
-    while src.at(j) == Some(sep) {
-        let g = src.digits(j + 1, 7);
-        if !(2..=6).contains(&g) || total + g > 19 {
+    let mut groups = 1;
+    let mut amex = false;
+    let mut short = false;
+    while let Some(k) = card_sep(src, j) {
+        let g = src.digits(k, 7);
+        let fits = match groups {
+            _ if g == 0 => false,
+            1 if g == 6 => {
+                amex = true;
+                true
+            }
+            _ if amex => groups == 2 && (4..=5).contains(&g),
+            _ => !short && g <= 4,
+        };
+        if !fits || total + g > 19 {
             break;
         }
+        short = g < 4;
         total += g;
-        j += 1 + g;
+        groups += 1;
+        j = k + g;
         if src.at(j).is_some_and(|b| b.is_ascii_alphabetic()) {
             break;
         }
         if total >= 13 && luhn(&t[i..j]) {
             best = Some(j);
         }
+        if amex && groups == 3 {
+            break;
+        }
     }
     best
+}
+
+/// The end of a card group separator at `j`: ` `, `-`, `.` or `/`, with at most one space
+/// on either side of the punctuation.
+fn card_sep(src: &mut Src<'_>, j: usize) -> Option<usize> {
+    let mut k = j;
+    if src.at(k) == Some(b' ') {
+        k += 1;
+    }
+    if src.at(k).is_some_and(|b| matches!(b, b'-' | b'.' | b'/')) {
+        k += 1;
+        if src.at(k) == Some(b' ') {
+            k += 1;
+        }
+    }
+    (k > j).then_some(k)
 }
 
 /// The Luhn check over the digits of `b` (separators skipped).
@@ -440,26 +517,26 @@ fn is_word(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_'
 }
 
-/// `AAA-GG-SSSS` outside any longer run of word characters or hyphen/dot-joined digits, with
-/// the ranges the SSA never issues (area 000, 666, 9xx; group 00; serial 0000) refused.
+/// `AAA-GG-SSSS`, `AAA GG SSSS` or `AAA.GG.SSSS` (the same separator twice) outside any
+/// longer run of word characters or digits joined by that separator (or a hyphen or dot),
+/// with the ranges the SSA never issues (area 000, 666, 9xx; group 00; serial 0000) refused.
 fn ssn_at(src: &mut Src<'_>, i: usize) -> Option<usize> {
     let t = src.t;
-    if !t[i].is_ascii_digit() || !left_clear(src, i, is_word) {
+    if !t[i].is_ascii_digit() || !left_clear(src, i, is_word, b'-') {
         return None;
     }
-    for (k, shape) in b"ddd-dd-dddd".iter().enumerate() {
-        let b = src.at(i + k)?;
-        let fits = if *shape == b'd' {
-            b.is_ascii_digit()
-        } else {
-            b == b'-'
-        };
-        if !fits {
-            return None;
-        }
+    if src.digits(i, 3) != 3 {
+        return None;
+    }
+    let sep = src.at(i + 3).filter(|&b| matches!(b, b'-' | b' ' | b'.'))?;
+    if sep == b' ' && !left_clear(src, i, is_word, b' ') {
+        return None;
+    }
+    if src.digits(i + 4, 2) != 2 || src.at(i + 6)? != sep || src.digits(i + 7, 5) != 4 {
+        return None;
     }
     let end = i + 11;
-    if !right_clear(src, end, is_word) {
+    if !right_clear(src, end, is_word, sep) {
         return None;
     }
     let s = &t[i..end];
@@ -471,20 +548,24 @@ fn ssn_at(src: &mut Src<'_>, i: usize) -> Option<usize> {
     valid.then_some(end)
 }
 
-/// No `glued` byte before `i`, nor a digit joined to it by a hyphen or dot.
-fn left_clear(src: &Src<'_>, i: usize, glued: fn(u8) -> bool) -> bool {
+/// No `glued` byte before `i`, nor a digit joined to it by a hyphen, a dot or `sep`.
+fn left_clear(src: &Src<'_>, i: usize, glued: fn(u8) -> bool, sep: u8) -> bool {
     match src.before(i) {
         Some(b) if glued(b) => false,
-        Some(b'-' | b'.') => !src.before(i - 1).is_some_and(|b| b.is_ascii_digit()),
+        Some(b) if matches!(b, b'-' | b'.') || b == sep => {
+            !src.before(i - 1).is_some_and(|b| b.is_ascii_digit())
+        }
         _ => true,
     }
 }
 
-/// No `glued` byte at `end`, nor a digit joined to it by a hyphen or dot.
-fn right_clear(src: &mut Src<'_>, end: usize, glued: fn(u8) -> bool) -> bool {
+/// No `glued` byte at `end`, nor a digit joined to it by a hyphen, a dot or `sep`.
+fn right_clear(src: &mut Src<'_>, end: usize, glued: fn(u8) -> bool, sep: u8) -> bool {
     match src.at(end) {
         Some(b) if glued(b) => false,
-        Some(b'-' | b'.') => !src.at(end + 1).is_some_and(|b| b.is_ascii_digit()),
+        Some(b) if matches!(b, b'-' | b'.') || b == sep => {
+            !src.at(end + 1).is_some_and(|b| b.is_ascii_digit())
+        }
         _ => true,
     }
 }
@@ -492,10 +573,13 @@ fn right_clear(src: &mut Src<'_>, end: usize, glued: fn(u8) -> bool) -> bool {
 // === phone ===
 
 fn phone_at(src: &mut Src<'_>, i: usize) -> Option<usize> {
-    if src.t[i] == b'+' {
-        plus_at(src, i)
-    } else {
-        nanp_at(src, i)
+    match src.t[i] {
+        b'+' => intl_at(src, i, 1),
+        b'0' => match src.at(i + 1)? {
+            b'0' => intl_at(src, i, 2),
+            _ => trunk_at(src, i),
+        },
+        _ => nanp_at(src, i),
     }
 }
 
@@ -503,22 +587,33 @@ fn is_phone_sep(b: u8) -> bool {
     matches!(b, b' ' | b'-' | b'.')
 }
 
-/// International: `+`, then 8–15 digits in groups joined by at most one space, hyphen or dot,
-/// a group optionally in parentheses (`+1 (415) 555-2671`, `+44 20 7946 0958`, `+4930123456`).
-fn plus_at(src: &mut Src<'_>, i: usize) -> Option<usize> {
-    if src
-        .before(i)
-        .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'+')
+fn alnum(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+}
+
+/// A number right after `#` is an id, not a phone number.
+fn id_glued(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'#'
+}
+
+/// International: `+` or `00` (`prefix` bytes), then 8–15 digits starting with 1–9 in groups
+/// joined by at most one space, hyphen, dot or `/`, a group optionally in parentheses (`+1
+/// (415) 555-2671`, `+44 20 7946 0958`, `+49 (0)30 1234567`, `+4930123456`, `0044 20 7946
+/// 0958`). After `00` at least two groups: a bare run of digits is just a number.
+fn intl_at(src: &mut Src<'_>, i: usize, prefix: usize) -> Option<usize> {
+    if src.before(i).is_some_and(|b| alnum(b) || b == b'+')
+        || (prefix == 2 && !left_clear(src, i, id_glued, b' '))
     {
         return None;
     }
-    let mut n = src.digits(i + 1, 16);
-    if n == 0 {
+    if !src.at(i + prefix).is_some_and(|b| matches!(b, b'1'..=b'9')) {
         return None;
     }
-    let mut j = i + 1 + n;
+    let mut n = src.digits(i + prefix, 16);
+    let mut j = i + prefix + n;
+    let mut groups = 1;
     while n <= 15 {
-        let k = if src.at(j).is_some_and(is_phone_sep) {
+        let k = if src.at(j).is_some_and(|b| is_phone_sep(b) || b == b'/') {
             j + 1
         } else {
             j
@@ -539,8 +634,40 @@ fn plus_at(src: &mut Src<'_>, i: usize) -> Option<usize> {
             }
             _ => break,
         }
+        groups += 1;
     }
-    if !(8..=15).contains(&n) || src.at(j).is_some_and(|b| b.is_ascii_alphanumeric()) {
+    if !(8..=15).contains(&n) || (prefix == 2 && groups < 2) || src.at(j).is_some_and(alnum) {
+        return None;
+    }
+    Some(j)
+}
+
+/// National with a trunk `0`: `0` and 1–9, then groups of 2 or more digits joined by one
+/// space, hyphen, dot or `/`, the same throughout, 10–11 digits in all (`020 7946 0958`,
+/// `030 1234567`, `01 23 45 67 89`, `06-12-34-56-78`), not after `#` (an order number).
+/// Dates and versions are shorter.
+fn trunk_at(src: &mut Src<'_>, i: usize) -> Option<usize> {
+    if !left_clear(src, i, id_glued, b' ') || !src.at(i + 1)?.is_ascii_digit() {
+        return None;
+    }
+    let mut n = src.digits(i, 13);
+    if n < 2 {
+        return None;
+    }
+    let mut j = i + n;
+    let sep = src.at(j).filter(|&b| is_phone_sep(b) || b == b'/')?;
+    while src.at(j) == Some(sep) {
+        let g = src.digits(j + 1, 13);
+        if g < 2 {
+            break;
+        }
+        n += g;
+        j += 1 + g;
+        if n > 11 {
+            return None;
+        }
+    }
+    if !(10..=11).contains(&n) || j == i + n || !right_clear(src, j, alnum, b' ') {
         return None;
     }
     Some(j)
@@ -554,7 +681,7 @@ fn nanp_at(src: &mut Src<'_>, i: usize) -> Option<usize> {
     let t = src.t;
     if !(t[i].is_ascii_digit() || t[i] == b'(')
         || src.before(i) == Some(b'+')
-        || !left_clear(src, i, |b| b.is_ascii_alphanumeric())
+        || !left_clear(src, i, alnum, b'-')
     {
         return None;
     }
@@ -584,7 +711,7 @@ fn nanp_at(src: &mut Src<'_>, i: usize) -> Option<usize> {
         return None;
     }
     let end = j + 4;
-    right_clear(src, end, |b| b.is_ascii_alphanumeric()).then_some(end)
+    right_clear(src, end, alnum, b'-').then_some(end)
 }
 
 /// Three digits, the first 2–9; `None` if the text ends first.
@@ -593,19 +720,181 @@ fn nxx(src: &mut Src<'_>, j: usize) -> Option<bool> {
     Some(matches!(first, b'2'..=b'9') && src.digits(j + 1, 2) == 2)
 }
 
+// === normalisation ===
+
+/// The text the scanners read: the original with each character replaced by its NFKC form
+/// where that form holds ASCII (full-width `＠` and digits, mathematical digits, no-break
+/// spaces, …), the dashes and middle dots that separate numbers read as `-` and `.`, and
+/// format and other default-ignorable characters (zero-width space and joiners, word joiner,
+/// BOM, soft hyphen, bidi controls, variation selectors, tags) removed.
+///
+/// Characters are replaced one at a time, so the form of a text is the concatenation of the
+/// forms of its pieces: a stream can be normalised chunk by chunk, and every byte of the form
+/// maps back to the one original character it came from. A character whose NFKC form holds no
+/// ASCII is kept as it is: every pattern is ASCII, so for the scanners it is a boundary either
+/// way. ASCII text, and text with nothing to replace, is scanned as it is (no copy).
+struct Norm<'a> {
+    raw: &'a str,
+    text: Cow<'a, str>,
+    /// For each byte of `text`, where the original character it came from starts (unused
+    /// when `text` is the original).
+    from: Vec<usize>,
+}
+
+impl<'a> Norm<'a> {
+    fn new(raw: &'a str) -> Self {
+        if raw.is_ascii() || !raw.chars().any(|c| !c.is_ascii() && folds(c)) {
+            return Self {
+                raw,
+                text: Cow::Borrowed(raw),
+                from: Vec::new(),
+            };
+        }
+        let mut text = String::with_capacity(raw.len());
+        let mut from = Vec::with_capacity(raw.len());
+        for (i, c) in raw.char_indices() {
+            fold(c, &mut text);
+            from.resize(text.len(), i);
+        }
+        Self {
+            raw,
+            text: Cow::Owned(text),
+            from,
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        self.text.as_bytes()
+    }
+
+    /// The text is the original (offsets are the same).
+    fn same(&self) -> bool {
+        matches!(self.text, Cow::Borrowed(_))
+    }
+
+    /// Where the character holding normalised byte `k` starts in the original (its length
+    /// for `k` at the end).
+    fn start(&self, k: usize) -> usize {
+        if self.same() {
+            return floor_boundary(&self.text, k);
+        }
+        self.from.get(k).copied().unwrap_or(self.raw.len())
+    }
+
+    /// Where a normalised range ending at `k` ends in the original.
+    fn end(&self, k: usize) -> usize {
+        if self.same() {
+            return ceil_boundary(&self.text, k);
+        }
+        match k.checked_sub(1).and_then(|j| self.from.get(j)) {
+            Some(&i) => {
+                let c = self.raw.get(i..).and_then(|r| r.chars().next());
+                i + c.map_or(0, char::len_utf8)
+            }
+            None if k == 0 => 0,
+            None => self.raw.len(),
+        }
+    }
+
+    /// The first normalised byte that comes from original byte `raw` or later.
+    fn of(&self, raw: usize) -> usize {
+        if self.same() {
+            return raw.min(self.text.len());
+        }
+        self.from.partition_point(|&f| f < raw)
+    }
+
+    fn hit(&self, h: Hit) -> Hit {
+        Hit {
+            kind: h.kind,
+            start: self.start(h.start),
+            end: self.end(h.end),
+        }
+    }
+}
+
+/// Whether the non-ASCII `c` reads differently to the scanners.
+fn folds(c: char) -> bool {
+    if ignorable(c) || sep_like(c).is_some() {
+        return true;
+    }
+    let mut plain = true;
+    unicode_normalization::char::decompose_compatible(c, |d| plain &= d == c);
+    // Canonical forms (`é`) recompose to themselves: only a form with ASCII in it matters.
+    !plain && std::iter::once(c).nfkc().any(|d| d.is_ascii())
+}
+
+fn fold(c: char, out: &mut String) {
+    if c.is_ascii() {
+        out.push(c);
+    } else if ignorable(c) {
+    } else if let Some(s) = sep_like(c) {
+        out.push(s);
+    } else if folds(c) {
+        out.extend(std::iter::once(c).nfkc());
+    } else {
+        out.push(c);
+    }
+}
+
+/// Dashes and dots that NFKC leaves alone but people write between digit groups.
+fn sep_like(c: char) -> Option<char> {
+    match c {
+        '\u{2010}'..='\u{2013}' | '\u{2212}' => Some('-'),
+        '\u{00B7}' | '\u{2027}' | '\u{2219}' | '\u{22C5}' => Some('.'),
+        _ => None,
+    }
+}
+
+/// General category Cf (Unicode 15) and the other default-ignorable code points: characters
+/// that render as nothing, so they can sit inside an address or a number unseen.
+fn ignorable(c: char) -> bool {
+    matches!(
+        u32::from(c),
+        0xAD | 0x34F
+            | 0x600..=0x605
+            | 0x61C
+            | 0x6DD
+            | 0x70F
+            | 0x890..=0x891
+            | 0x8E2
+            | 0x115F..=0x1160
+            | 0x17B4..=0x17B5
+            | 0x180B..=0x180F
+            | 0x200B..=0x200F
+            | 0x202A..=0x202E
+            | 0x2060..=0x206F
+            | 0x3164
+            | 0xFE00..=0xFE0F
+            | 0xFEFF
+            | 0xFFA0
+            | 0xFFF0..=0xFFFB
+            | 0x110BD
+            | 0x110CD
+            | 0x13430..=0x1343F
+            | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A
+            | 0xE0000..=0xE0FFF
+    )
+}
 // === streaming ===
 
-/// Most bytes held back waiting to see whether they start a match.
+/// Most bytes, once normalised, held back waiting to see whether they start a match.
 pub const HOLD_MAX: usize = 128;
 
-/// Bytes of already emitted text kept so matches see what precedes them (a boundary, or the
-/// local part of an email whose `@` arrives later).
+/// Bytes of already emitted text (normalised) kept so matches see what precedes them (a
+/// boundary, or the local part of an email whose `@` arrives later).
 const CONTEXT: usize = 128;
+
+/// Most original bytes held back, however little they normalise to (invisible characters
+/// normalise to nothing). Past it, what is held is decided as if the text ended there: a
+/// match is reported, anything else passes.
+pub const HOLD_RAW_MAX: usize = 1024;
 
 /// What one [`StreamScanner::push`] or [`StreamScanner::finish`] lets through.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Pushed {
-    /// Text safe to pass on now.
+    /// Text safe to pass on now (the original text, not its normalised form).
     pub emit: String,
     /// Kinds found so far ([`PiiKind::bit`] mask); once non-zero nothing more is emitted.
     pub found: u8,
@@ -616,10 +905,11 @@ pub struct Pushed {
 /// The concatenated `emit`s are the stream up to the first match: the match and everything
 /// after it are never emitted, however the text was split. Text that could still be the start
 /// of a match (a trailing word, a half-typed number) waits for the next chunk, at most
-/// [`HOLD_MAX`] bytes of it; prose that ends in a space passes at once.
+/// [`HOLD_MAX`] bytes of it once normalised (and at most 1 KiB of original bytes); prose that
+/// ends in a space passes at once.
 #[derive(Debug, Default)]
 pub struct StreamScanner {
-    /// Up to [`CONTEXT`] bytes already emitted, then the held-back text.
+    /// Already emitted text kept as context, then the held-back text (original bytes).
     buf: String,
     /// Where the held-back text starts in `buf`.
     ctx: usize,
@@ -662,17 +952,36 @@ impl StreamScanner {
     }
 
     fn step(&mut self, last: bool) -> Pushed {
-        let scan = scan_bytes(self.buf.as_bytes(), last);
+        let norm = Norm::new(&self.buf);
         let len = self.buf.len();
+        let nlen = norm.bytes().len();
         // Hits wholly inside the emitted context were seen (or are artefacts of the cut).
-        let fresh = scan.hits.iter().filter(|h| h.end > self.ctx);
-        let found = fresh.clone().fold(0, |m, h| m | h.kind.bit());
-        let hold = if found != 0 {
-            let first = fresh.map(|h| h.start).min().unwrap_or(self.ctx);
-            first.min(scan.open)
-        } else {
-            scan.open
-                .max(ceil_boundary(&self.buf, len.saturating_sub(HOLD_MAX)))
+        let ctx = norm.of(self.ctx);
+        let mut scan = scan_bytes(norm.bytes(), last);
+        let waiting = |scan: &Scan| {
+            let first = scan.hits.iter().find(|h| h.end > ctx).map(|h| h.start);
+            first.map_or(scan.open, |s| s.min(scan.open))
+        };
+        if !last && waiting(&scan) < nlen && len - norm.start(waiting(&scan)) > HOLD_RAW_MAX {
+            // Invisible characters keep an attempt undecided without adding to what it
+            // reads: past the raw bound, decide as if the text ended here.
+            scan = scan_bytes(norm.bytes(), true);
+        }
+        let mut fresh = scan.hits.iter().filter(|h| h.end > ctx).peekable();
+        let first = fresh.peek().map(|h| (h.start, h.end));
+        let mut found = fresh.fold(0, |m, h| m | h.kind.bit());
+        if first.is_some_and(|(_, end)| scan.open < end) {
+            // An attempt still open where the first hit is may yet be a more specific kind
+            // covering it (a card inside a half-arrived IBAN): report the kind a whole-text
+            // scan would, once it is decided; meanwhile nothing from the hit on is emitted.
+            found = 0;
+        }
+        let hold = match first {
+            Some((start, _)) => norm.start(start.min(scan.open)),
+            None => norm
+                .start(scan.open)
+                .max(norm.start(nlen.saturating_sub(HOLD_MAX)))
+                .max(ceil_boundary(&self.buf, len.saturating_sub(HOLD_RAW_MAX))),
         };
         let hold = floor_boundary(&self.buf, hold.clamp(self.ctx, len));
         let emit = self.buf.get(self.ctx..hold).unwrap_or_default().to_owned();
@@ -684,9 +993,26 @@ impl StreamScanner {
         }
         // An address longer than the hold-back has had its start emitted, but keeping it in
         // view (at most 64 + 1 + 253 bytes) still finds it, as a whole-text scan would.
-        let keep = ceil_boundary(&self.buf, hold.saturating_sub(CONTEXT)).min(scan.open_email);
-        self.buf.drain(..keep);
-        self.ctx = hold - keep;
+        let keep = norm
+            .start(norm.of(hold).saturating_sub(CONTEXT))
+            .min(norm.start(scan.open_email))
+            .min(hold);
+        // The context is only read, never emitted again: keep its normalised form, so
+        // invisible padding cannot push what precedes it out of view.
+        let context = match Norm::new(&self.buf[keep..hold]).text {
+            Cow::Borrowed(_) => None,
+            Cow::Owned(c) => Some(c),
+        };
+        match context {
+            Some(c) => {
+                self.buf.replace_range(..hold, &c);
+                self.ctx = c.len();
+            }
+            None => {
+                self.buf.drain(..keep);
+                self.ctx = hold - keep;
+            }
+        }
         Pushed { emit, found: 0 }
     }
 }
@@ -708,3 +1034,6 @@ fn floor_boundary(s: &str, mut i: usize) -> usize {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod corpus;
