@@ -854,8 +854,9 @@ mod stream {
         max_held_bytes: usize,
         /// Scratch buffer for field paths.
         path: String,
-        /// A policy let detected PII through (warn): stop holding events back.
-        pii_allowed: bool,
+        /// PII kinds a policy let through (warn): they no longer stop or hold the stream;
+        /// every other kind still does.
+        allowed: u8,
         /// The `choices[0].delta.content` the agent has received.
         text: String,
         /// Output tokens charged (everything the upstream sent), and those the agent received.
@@ -899,16 +900,27 @@ mod stream {
             self.cut(r)
         }
 
-        /// PII was found in the answer: cut if a policy blocks it, else let it pass.
+        /// PII was found in the answer: cut if a policy blocks it (judged with every kind
+        /// found so far), else let those kinds through and scan on for the others.
         fn pii(&mut self, found: u8) -> Result<(), End> {
-            match recheck(self.call, self.prices, self.out_tokens, Some(found)) {
-                Ok(Some(d)) => Err(self.enforce(d, Code::PiiDetected)),
-                Ok(None) => {
-                    self.pii_allowed = true;
-                    Ok(())
+            let mut found = found & !self.allowed;
+            while found != 0 {
+                let all = self.allowed | found;
+                match recheck(self.call, self.prices, self.out_tokens, Some(all)) {
+                    Ok(Some(d)) => return Err(self.enforce(d, Code::PiiDetected)),
+                    Ok(None) => self.allowed = all,
+                    Err(r) => return Err(self.cut(r)),
                 }
-                Err(r) => Err(self.cut(r)),
+                // Resume every field past the allowed kinds; another kind may still be there.
+                found = 0;
+                for f in &mut self.slots {
+                    f.scanner.allow(all);
+                    let p = f.scanner.push("");
+                    f.emitted += p.emit.len();
+                    found |= p.found & !all;
+                }
             }
+            Ok(())
         }
 
         async fn send(&mut self, h: Held) -> Result<(), End> {
@@ -947,15 +959,19 @@ mod stream {
 
         /// The answer is complete: the final scans, then every held event.
         async fn finish(&mut self) -> Result<(), End> {
-            if !self.pii_allowed {
-                let mut found = 0;
+            let mut found = 0;
+            for f in &mut self.slots {
+                let rest = f.scanner.finish();
+                f.emitted += rest.emit.len();
+                found |= rest.found;
+            }
+            while found & !self.allowed != 0 {
+                self.pii(found)?;
+                // A kind allowed at the very end leaves text its scanner has not judged
+                // whole yet: finish it again.
+                found = 0;
                 for f in &mut self.slots {
-                    let rest = f.scanner.finish();
-                    f.emitted += rest.emit.len();
-                    found |= rest.found;
-                }
-                if found != 0 {
-                    self.pii(found)?;
+                    found |= f.scanner.finish().found;
                 }
             }
             self.release(true).await
@@ -1105,16 +1121,6 @@ mod stream {
                 .unwrap_or("")
                 .to_string();
             let bytes = event(v);
-            if self.pii_allowed {
-                return self
-                    .send(Held {
-                        bytes,
-                        needs: Vec::new(),
-                        tokens,
-                        content,
-                    })
-                    .await;
-            }
             let (needs, mut found) = self.scan(v).map_err(|r| self.cut(r))?;
             self.held_bytes += bytes.len();
             self.held.push_back(Held {
@@ -1124,10 +1130,10 @@ mod stream {
                 content,
             });
             found |= self.settle();
+            found &= !self.allowed;
             if found != 0 {
+                // Cut, or the kinds are let through and every field scans on.
                 self.pii(found)?;
-                // A policy let it pass: nothing is held back any more.
-                return self.release(true).await;
             }
             if self.held.len() > MAX_HELD_EVENTS || self.held_bytes > self.max_held_bytes {
                 return Err(self.cut(Refusal::new(
@@ -1179,7 +1185,7 @@ mod stream {
             max_held_bytes: usize::try_from(call.shared.cfg.limits.max_response_bytes)
                 .unwrap_or(usize::MAX),
             path: String::new(),
-            pii_allowed: false,
+            allowed: 0,
             text: String::new(),
             out_tokens: 0,
             sent_tokens: 0,

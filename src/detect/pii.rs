@@ -891,6 +891,9 @@ const CONTEXT: usize = 128;
 /// match is reported, anything else passes.
 pub const HOLD_RAW_MAX: usize = 1024;
 
+/// Most bytes a stopped scanner keeps while its finding is judged.
+const STOPPED_MAX: usize = 64 * 1024;
+
 /// What one [`StreamScanner::push`] or [`StreamScanner::finish`] lets through.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Pushed {
@@ -914,6 +917,8 @@ pub struct StreamScanner {
     /// Where the held-back text starts in `buf`.
     ctx: usize,
     found: u8,
+    /// Kinds a policy let through ([`StreamScanner::allow`]): they neither stop nor hold.
+    allowed: u8,
 }
 
 impl StreamScanner {
@@ -925,10 +930,24 @@ impl StreamScanner {
     /// Adds the next chunk and returns what may be passed on.
     pub fn push(&mut self, chunk: &str) -> Pushed {
         if self.found != 0 {
+            // Stopped: keep what arrives (bounded) in case the kinds found are allowed.
+            if self.buf.len() + chunk.len() <= STOPPED_MAX {
+                self.buf.push_str(chunk);
+            }
             return self.stopped();
         }
         self.buf.push_str(chunk);
         self.step(false)
+    }
+
+    /// A policy lets the kinds in `mask` through: matches of them no longer stop the scan or
+    /// hold text back, and a scanner they stopped goes on (call [`StreamScanner::push`] with
+    /// `""` to get what may now be passed on). Every other kind still stops it.
+    pub fn allow(&mut self, mask: u8) {
+        self.allowed |= mask;
+        if self.found & !self.allowed == 0 {
+            self.found = 0;
+        }
     }
 
     /// Ends the stream: the held-back rest is emitted unless it holds a match.
@@ -959,7 +978,11 @@ impl StreamScanner {
         let ctx = norm.of(self.ctx);
         let mut scan = scan_bytes(norm.bytes(), last);
         let waiting = |scan: &Scan| {
-            let first = scan.hits.iter().find(|h| h.end > ctx).map(|h| h.start);
+            let first = scan
+                .hits
+                .iter()
+                .find(|h| h.end > ctx && h.kind.bit() & self.allowed == 0)
+                .map(|h| h.start);
             first.map_or(scan.open, |s| s.min(scan.open))
         };
         if !last && waiting(&scan) < nlen && len - norm.start(waiting(&scan)) > HOLD_RAW_MAX {
@@ -967,7 +990,12 @@ impl StreamScanner {
             // reads: past the raw bound, decide as if the text ended here.
             scan = scan_bytes(norm.bytes(), true);
         }
-        let mut fresh = scan.hits.iter().filter(|h| h.end > ctx).peekable();
+        let allowed = self.allowed;
+        let mut fresh = scan
+            .hits
+            .iter()
+            .filter(|h| h.end > ctx && h.kind.bit() & allowed == 0)
+            .peekable();
         let first = fresh.peek().map(|h| (h.start, h.end));
         let mut found = fresh.fold(0, |m, h| m | h.kind.bit());
         if first.is_some_and(|(_, end)| scan.open < end) {
@@ -986,9 +1014,10 @@ impl StreamScanner {
         let hold = floor_boundary(&self.buf, hold.clamp(self.ctx, len));
         let emit = self.buf.get(self.ctx..hold).unwrap_or_default().to_owned();
         if found != 0 {
+            // Stopped. The text from the match on is kept (never emitted unless the kinds
+            // are allowed); what was emitted becomes context.
             self.found = found;
-            self.buf = String::new();
-            self.ctx = 0;
+            self.ctx = hold;
             return Pushed { emit, found };
         }
         // An address longer than the hold-back has had its start emitted, but keeping it in
