@@ -350,26 +350,30 @@ fn header_text(v: &HeaderValue) -> std::borrow::Cow<'_, str> {
 }
 
 /// The PII fact of what a call sends upstream: decoded path, query (`%`-decoded, `+` as a
-/// space), forwarded header values and body. A body the detector cannot read makes the fact
-/// unavailable (partial when PII was found in the rest).
+/// space), forwarded headers (names too: `x-ssn-078-05-1120: 1` is a header like any other)
+/// and body. A body the detector cannot read makes the fact unavailable (partial when PII was
+/// found in the rest).
 pub fn request_fact(call: &Call, hc: &HttpCall) -> PiiFact {
     let mut mask = text::scan_text(&hc.path, false);
     if let Some(q) = &hc.query {
         mask |= text::scan_text(q, true);
     }
-    for (_, v) in upstream_headers(&call.parts.headers) {
+    for (name, v) in upstream_headers(&call.parts.headers) {
+        mask |= text::scan_text(name.as_str(), false);
         mask |= text::scan_text(&header_text(v), false);
     }
     let body = text::pii_kinds(&call.parts.headers, &call.body);
     fact_of(mask, body, "request")
 }
 
-/// The PII fact of an upstream's answer: the headers passed on to the agent and the body.
+/// The PII fact of an upstream's answer: the headers passed on to the agent (names and
+/// values) and the body.
 fn reply_fact(headers: &HeaderMap, body: &[u8]) -> PiiFact {
     let listed = connection_listed(headers);
     let mut mask = 0;
     for (name, v) in headers {
         if forwardable(name, &listed) || name == http::header::SET_COOKIE {
+            mask |= text::scan_text(name.as_str(), false);
             mask |= text::scan_text(&header_text(v), false);
         }
     }
