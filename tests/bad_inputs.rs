@@ -169,6 +169,9 @@ struct Case {
     expect: Expect,
     /// Whether an upstream may be reached by the request.
     reach: bool,
+    /// Extra headers the recording upstream answers this case with (a reply case: the upstream
+    /// is reached, the answer withheld).
+    answer: Option<Vec<(&'static str, Vec<u8>)>>,
     pending: Option<Pending>,
 }
 
@@ -182,6 +185,7 @@ fn refused(class: &'static str, name: &str, req: Req, status: u16, code: &'stati
         req,
         expect: Expect::Refused(status, code),
         reach: false,
+        answer: None,
         pending: None,
     }
 }
@@ -189,6 +193,14 @@ fn refused(class: &'static str, name: &str, req: Req, status: u16, code: &'stati
 impl Case {
     fn setup(mut self, r: Req) -> Case {
         self.setup.push(r);
+        self
+    }
+    fn answered_with(mut self, header: &'static str, value: impl Into<Vec<u8>>) -> Case {
+        self.answer = Some(vec![
+            ("content-type", b"application/json".to_vec()),
+            (header, value.into()),
+        ]);
+        self.reach = true;
         self
     }
     fn unparsed(mut self) -> Case {
@@ -313,6 +325,8 @@ fn catalogue(h: &Hosts) -> Vec<Case> {
     c.push(refused(k, "PUT on chat completions", Req::new("PUT", "/v1/chat/completions").h("content-type", "application/json").body("{}"), 400, "bad_request"));
     c.push(refused(k, "POST on /v1/models", post("/v1/models", "application/json", "{}"), 400, "bad_request"));
     c.push(refused(k, "DELETE on /v1/models", Req::new("DELETE", "/v1/models"), 400, "bad_request"));
+    c.push(refused(k, "OPTIONS *", Req::new("OPTIONS", "*"), 400, "bad_request"));
+    c.push(refused(k, "CONNECT in origin-form", Req::new("CONNECT", "/http/rec/v1/x"), 400, "bad_request"));
     c.push(refused(k, "unknown connector under /http/", get("/http/nosuch/v1/x"), 404, "unknown_connector"));
     c.push(refused(k, "empty connector name", get("/http//v1/x"), 404, "unknown_connector"));
     c.push(refused(k, "%-encoded connector name", get("/http/%72ec/v1/x"), 404, "unknown_connector"));
@@ -371,6 +385,8 @@ fn catalogue(h: &Hosts) -> Vec<Case> {
     c.push(refused(k, "PUT not on the allow-list", Req::new("PUT", "/http/rec/v1/x").body("x"), 403, "method_not_allowed"));
     c.push(refused(k, "PATCH not on the allow-list", Req::new("PATCH", "/http/rec/v1/x").body("x"), 403, "method_not_allowed"));
     c.push(refused(k, "an invented method", Req::new("PURGE", "/http/rec/v1/x"), 403, "method_not_allowed"));
+    c.push(refused(k, "TRACE not on the allow-list", Req::new("TRACE", "/http/rec/v1/x"), 403, "method_not_allowed"));
+    c.push(refused(k, "IIS %u escape", get("/http/rec/v1/a%u002e%u002e/admin"), 403, "path_not_allowed"));
     c.push(refused(k, "lower-case get is another method", Req::new("get", "/http/rec/v1/x"), 403, "method_not_allowed"));
     // Not refusals: the call passes, but the upstream never sees the override.
     let dropped: &[(&str, &'static [&'static str], &[u8])] = &[
@@ -472,6 +488,11 @@ fn catalogue(h: &Hosts) -> Vec<Case> {
     c.push(refused(k, "SSN in the query", get("/http/rec/v1/find?ssn=078-05-1120"), 403, "pii_detected"));
     c.push(refused(k, "email in a forwarded header", get("/http/rec/v1/find").h("x-contact", EMAIL), 403, "pii_detected"));
     c.push(refused(k, "email in a Referer", get("/http/rec/v1/find").h("referer", "http://x/?e=jane.doe%40example.com"), 403, "pii_detected"));
+    c.push(refused(k, "email in the User-Agent", get("/http/rec/v1/find").h("user-agent", format!("bot ({EMAIL})")), 403, "pii_detected"));
+    c.push(refused(k, "SSN in a forwarded header's name", get("/http/rec/v1/find").h("x-ssn-078-05-1120", "1"), 403, "pii_detected"));
+    c.push(refused(k, "card in a forwarded header's name", get("/http/rec/v1/find").h("x-card-4111111111111111", "1"), 403, "pii_detected"));
+    c.push(refused(k, "email in a reply header", get("/http/rec/v1/find"), 403, "pii_detected").answered_with("x-contact", EMAIL));
+    c.push(refused(k, "SSN in a reply header's name", get("/http/rec/v1/find"), 403, "pii_detected").answered_with("x-ssn-078-05-1120", "1"));
     c.push(refused(k, "email in a latin-1 header", get("/http/rec/v1/find").h("x-note", [b"Jos\xe9 ".as_slice(), EMAIL.as_bytes()].concat()), 403, "pii_detected"));
 
     // --- PII obfuscation (normalisation, being added: skipped with a notice while it passes) ---
@@ -849,7 +870,18 @@ async fn run_case(w: &World, case: &Case, run: &str) -> Result<(), String> {
     let before_records = calls(env).len();
     let before_up = w.upstream_count();
     let before_seen = w.up.count();
+    if let Some(headers) = &case.answer {
+        let h: Vec<(&str, &[u8])> = headers.iter().map(|(k, v)| (*k, v.as_slice())).collect();
+        w.up.answer(200, &h, b"{\"ok\":true}".to_vec());
+    }
     let answer = exchange(env.sidecar.agent_addr, &case.req, run).await;
+    if case.answer.is_some() {
+        w.up.answer(
+            200,
+            &[("content-type", b"application/json")],
+            b"{\"ok\":true}".to_vec(),
+        );
+    }
     if let Some((_, back)) = &case.mode {
         let r = env
             .admin_post("/ops/mode", back.clone(), Some(&env.admin_token))
