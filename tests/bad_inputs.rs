@@ -256,6 +256,9 @@ fn catalogue(h: &Hosts) -> Vec<Case> {
     bad(&mut c, "UTF-8 BOM before the JSON", chat_raw([b"\xef\xbb\xbf".as_slice(), br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#].concat()));
     bad(&mut c, "nesting deeper than the parser allows", chat_raw(format!(r#"{{"model":"gpt-4o-mini","metadata":{}{}}}"#, "[".repeat(200), "]".repeat(200))));
     c.push(refused(k, "duplicate model keys: the last is judged", chat_raw(r#"{"model":"gpt-4o-mini","model":"gpt-9-imaginary","messages":[{"role":"user","content":"hi"}]}"#), 403, "no_allow_policy"));
+    bad(&mut c, "a gzip body (the chat endpoint reads JSON only)", chat_raw(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03\xabV*I-.Q\xb2R\xcaH\xcd\xc9\xc9W\xaa\x05\x00".to_vec()).h("content-encoding", "gzip"));
+    bad(&mut c, "a UTF-16 body", chat_raw(utf16le(r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#)));
+    bad(&mut c, "a lone surrogate escape", chat_raw(r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"\ud800"}]}"#));
     let inv = |c: &mut Vec<Case>, name: &str, r: Req| c.push(refused(k, name, r, 400, "invalid_params"));
     inv(&mut c, "top level is an array", chat_raw("[]"));
     inv(&mut c, "top level is a string", chat_raw(r#""hi""#));
@@ -486,6 +489,7 @@ fn catalogue(h: &Hosts) -> Vec<Case> {
     c.push(refused(k, "email double-encoded in the query", get("/http/rec/v1/find?email=jane.doe%2540example.com"), 403, "pii_detected"));
     c.push(refused(k, "card with + in the query", get("/http/rec/v1/find?card=4111+1111+1111+1111"), 403, "pii_detected"));
     c.push(refused(k, "SSN in the query", get("/http/rec/v1/find?ssn=078-05-1120"), 403, "pii_detected"));
+    c.push(refused(k, "email in the body of a GET", get("/http/rec/v1/find").body(EMAIL), 403, "pii_detected"));
     c.push(refused(k, "email in a forwarded header", get("/http/rec/v1/find").h("x-contact", EMAIL), 403, "pii_detected"));
     c.push(refused(k, "email in a Referer", get("/http/rec/v1/find").h("referer", "http://x/?e=jane.doe%40example.com"), 403, "pii_detected"));
     c.push(refused(k, "email in the User-Agent", get("/http/rec/v1/find").h("user-agent", format!("bot ({EMAIL})")), 403, "pii_detected"));
