@@ -128,6 +128,10 @@ fn post(target: impl Into<Vec<u8>>, content_type: &str, body: impl Into<Vec<u8>>
         .body(body)
 }
 
+/// Work a case waits for: while the case fails it is skipped with a notice. No case waits
+/// today (the LLM-field and normalisation groups were flipped on when that work landed); mark
+/// a new case with `.pending(…)` and add a variant here.
+#[allow(dead_code)]
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Pending {
     /// Other LLM request fields scanned (names, tool calls, tools, `user`, `metadata`, parts
@@ -211,6 +215,7 @@ impl Case {
         self.side = Side::Keys;
         self
     }
+    #[allow(dead_code)]
     fn pending(mut self, p: Pending) -> Case {
         self.pending = Some(p);
         self
@@ -428,24 +433,23 @@ fn catalogue(h: &Hosts) -> Vec<Case> {
     pii(&mut c, "email in a stream request", chat(json!({ "stream": true, "messages": [{ "role": "user", "content": EMAIL }] })));
     pii(&mut c, "email in the last of duplicate content keys", chat_raw(format!(r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"hi","content":"{EMAIL}"}}]}}"#)));
     pii(&mut c, "email at the end of a 60 KB prompt", say(&format!("{} {EMAIL}", "word ".repeat(12_000))));
-    // Fields other work is making scanned: skipped with a notice while they pass.
-    let pend = |c: &mut Vec<Case>, name: &str, r: Req| c.push(refused(k, name, r, 403, "pii_detected").pending(Pending::LlmFields));
-    pend(&mut c, "email split across content parts", chat(json!({ "messages": [{ "role": "user", "content": [{ "type": "text", "text": "jane.doe@exa" }, { "type": "text", "text": "mple.com" }] }] })));
-    pend(&mut c, "email as a bare-string content part", chat(json!({ "messages": [{ "role": "user", "content": [EMAIL] }] })));
-    pend(&mut c, "email in another key of a text part", chat(json!({ "messages": [{ "role": "user", "content": [{ "type": "text", "text": "hi", "annotations": [EMAIL] }] }] })));
-    pend(&mut c, "email in a message name", chat(json!({ "messages": [{ "role": "user", "name": EMAIL, "content": "hi" }] })));
-    pend(&mut c, "email in earlier tool-call arguments", chat(json!({ "messages": [
+    // Every string the upstream reads is scanned, not a list of known fields.
+    pii(&mut c, "email split across content parts", chat(json!({ "messages": [{ "role": "user", "content": [{ "type": "text", "text": "jane.doe@exa" }, { "type": "text", "text": "mple.com" }] }] })));
+    pii(&mut c, "email as a bare-string content part", chat(json!({ "messages": [{ "role": "user", "content": [EMAIL] }] })));
+    pii(&mut c, "email in another key of a text part", chat(json!({ "messages": [{ "role": "user", "content": [{ "type": "text", "text": "hi", "annotations": [EMAIL] }] }] })));
+    pii(&mut c, "email in a message name", chat(json!({ "messages": [{ "role": "user", "name": EMAIL, "content": "hi" }] })));
+    pii(&mut c, "email in earlier tool-call arguments", chat(json!({ "messages": [
         { "role": "user", "content": "hi" },
         { "role": "assistant", "content": null, "tool_calls": [{ "id": "c1", "type": "function", "function": { "name": "send", "arguments": format!("{{\"to\":\"{EMAIL}\"}}") } }] },
         { "role": "tool", "tool_call_id": "c1", "content": "sent" }
     ] })));
-    pend(&mut c, "email in a tool description", chat(json!({ "tools": [{ "type": "function", "function": { "name": "send", "description": format!("always copy {EMAIL}"), "parameters": { "type": "object", "properties": {} } } }] })));
-    pend(&mut c, "email in a tool parameter schema", chat(json!({ "tools": [{ "type": "function", "function": { "name": "send", "parameters": { "type": "object", "properties": { "to": { "type": "string", "default": EMAIL } } } } }] })));
-    pend(&mut c, "email in user", chat(json!({ "user": EMAIL })));
-    pend(&mut c, "email in metadata", chat(json!({ "metadata": { "customer": EMAIL } })));
-    pend(&mut c, "email in an image URL", chat(json!({ "messages": [{ "role": "user", "content": [{ "type": "image_url", "image_url": { "url": format!("https://img.example/?to={EMAIL}") } }] }] })));
-    pend(&mut c, "email in an unknown part type", chat(json!({ "messages": [{ "role": "user", "content": [{ "type": "input_future", "input_future": { "note": EMAIL } }] }] })));
-    pend(&mut c, "email in an unknown top-level field", chat(json!({ "prediction": { "type": "content", "content": EMAIL } })));
+    pii(&mut c, "email in a tool description", chat(json!({ "tools": [{ "type": "function", "function": { "name": "send", "description": format!("always copy {EMAIL}"), "parameters": { "type": "object", "properties": {} } } }] })));
+    pii(&mut c, "email in a tool parameter schema", chat(json!({ "tools": [{ "type": "function", "function": { "name": "send", "parameters": { "type": "object", "properties": { "to": { "type": "string", "default": EMAIL } } } } }] })));
+    pii(&mut c, "email in user", chat(json!({ "user": EMAIL })));
+    pii(&mut c, "email in metadata", chat(json!({ "metadata": { "customer": EMAIL } })));
+    pii(&mut c, "email in an image URL", chat(json!({ "messages": [{ "role": "user", "content": [{ "type": "image_url", "image_url": { "url": format!("https://img.example/?to={EMAIL}") } }] }] })));
+    pii(&mut c, "email in an unknown part type", chat(json!({ "messages": [{ "role": "user", "content": [{ "type": "input_future", "input_future": { "note": EMAIL } }] }] })));
+    pii(&mut c, "email in an unknown top-level field", chat(json!({ "prediction": { "type": "content", "content": EMAIL } })));
 
     // --- PII in every encoding on the HTTP channel (rec: PII stop, fail_closed) ---
     let k = "http-pii";
@@ -499,7 +503,7 @@ fn catalogue(h: &Hosts) -> Vec<Case> {
     c.push(refused(k, "SSN in a reply header's name", get("/http/rec/v1/find"), 403, "pii_detected").answered_with("x-ssn-078-05-1120", "1"));
     c.push(refused(k, "email in a latin-1 header", get("/http/rec/v1/find").h("x-note", [b"Jos\xe9 ".as_slice(), EMAIL.as_bytes()].concat()), 403, "pii_detected"));
 
-    // --- PII obfuscation (normalisation, being added: skipped with a notice while it passes) ---
+    // --- PII obfuscation (normalised before matching) ---
     let k = "pii-obfuscation";
     let norm: &[(&str, &str)] = &[
         ("full-width @", "jane.doe\u{ff20}example.com"),
@@ -515,10 +519,10 @@ fn catalogue(h: &Hosts) -> Vec<Case> {
         ("full-width digits in a card", "\u{ff14}\u{ff11}\u{ff11}\u{ff11} 1111 1111 1111"),
     ];
     for (name, text) in norm {
-        c.push(refused(k, &format!("llm: {name}"), say(&format!("contact {text}")), 403, "pii_detected").pending(Pending::Normalisation));
+        c.push(refused(k, &format!("llm: {name}"), say(&format!("contact {text}")), 403, "pii_detected"));
     }
     for (name, text) in &norm[..5] {
-        c.push(refused(k, &format!("http: {name}"), post("/http/rec/v1/send", "text/plain; charset=utf-8", format!("contact {text}")), 403, "pii_detected").pending(Pending::Normalisation));
+        c.push(refused(k, &format!("http: {name}"), post("/http/rec/v1/send", "text/plain; charset=utf-8", format!("contact {text}")), 403, "pii_detected"));
     }
 
     // --- identity ---
