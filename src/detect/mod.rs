@@ -9,4 +9,5 @@
 
 pub mod json;
 pub mod pii;
+pub mod secrets;
 pub mod text;

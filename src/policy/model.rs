@@ -383,6 +383,9 @@ pub struct Detectors {
     pub pii: Option<PiiDetector>,
     #[serde(default)]
     pub grounding: Option<GroundingDetector>,
+    /// Absent from the canonical form when not written, so bundles without it keep their hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets: Option<SecretsDetector>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -427,6 +430,84 @@ impl PiiKind {
             PiiKind::Ssn => "ssn",
             PiiKind::Iban => "iban",
         }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsDetector {
+    /// A credential is a fact, so it blocks by default, like PII.
+    #[serde(default = "default_breach")]
+    pub on_match: Action,
+    /// Which kinds count; empty means all.
+    #[serde(default)]
+    pub kinds: Vec<SecretKind>,
+}
+
+/// What the secrets detector finds (`detect::secrets`, `docs/policy.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretKind {
+    OpenaiKey,
+    AnthropicKey,
+    AwsAccessKeyId,
+    AwsSecretKey,
+    GithubToken,
+    GitlabToken,
+    SlackToken,
+    SlackWebhook,
+    GoogleApiKey,
+    Jwt,
+    PrivateKey,
+    BearerToken,
+    ConnectionPassword,
+}
+
+impl SecretKind {
+    pub const ALL: [SecretKind; 13] = [
+        SecretKind::OpenaiKey,
+        SecretKind::AnthropicKey,
+        SecretKind::AwsAccessKeyId,
+        SecretKind::AwsSecretKey,
+        SecretKind::GithubToken,
+        SecretKind::GitlabToken,
+        SecretKind::SlackToken,
+        SecretKind::SlackWebhook,
+        SecretKind::GoogleApiKey,
+        SecretKind::Jwt,
+        SecretKind::PrivateKey,
+        SecretKind::BearerToken,
+        SecretKind::ConnectionPassword,
+    ];
+
+    pub fn bit(self) -> u16 {
+        1 << (self as u16)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecretKind::OpenaiKey => "openai_key",
+            SecretKind::AnthropicKey => "anthropic_key",
+            SecretKind::AwsAccessKeyId => "aws_access_key_id",
+            SecretKind::AwsSecretKey => "aws_secret_key",
+            SecretKind::GithubToken => "github_token",
+            SecretKind::GitlabToken => "gitlab_token",
+            SecretKind::SlackToken => "slack_token",
+            SecretKind::SlackWebhook => "slack_webhook",
+            SecretKind::GoogleApiKey => "google_api_key",
+            SecretKind::Jwt => "jwt",
+            SecretKind::PrivateKey => "private_key",
+            SecretKind::BearerToken => "bearer_token",
+            SecretKind::ConnectionPassword => "connection_password",
+        }
+    }
+
+    /// The kinds in a [`SecretKind::bit`] mask.
+    pub fn of_mask(mask: u16) -> Vec<SecretKind> {
+        Self::ALL
+            .into_iter()
+            .filter(|k| mask & k.bit() != 0)
+            .collect()
     }
 }
 
