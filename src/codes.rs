@@ -48,6 +48,7 @@ codes! {
     BudgetExceeded      => "budget_exceeded",     429, "RESOURCE_EXHAUSTED", -32003;
     RateLimited         => "rate_limited",        429, "RESOURCE_EXHAUSTED", -32003;
     PiiDetected         => "pii_detected",        403, "PERMISSION_DENIED",  -32003;
+    SecretDetected      => "secret_detected",     403, "PERMISSION_DENIED",  -32003;
     GroundingLow        => "grounding_low",       403, "PERMISSION_DENIED",  -32003;
     FactUnavailable     => "fact_unavailable",    403, "PERMISSION_DENIED",  -32003;
     RunStopped          => "run_stopped",         403, "PERMISSION_DENIED",  -32003;

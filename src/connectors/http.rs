@@ -27,7 +27,7 @@ use http_body_util::{BodyExt, Full, Limited};
 
 use super::body_of;
 use crate::codes::Code;
-use crate::decide::PiiFact;
+use crate::decide::{PiiFact, SecretFact};
 use crate::detect::text;
 use crate::evidence::record::content_hash;
 use crate::policy::compile::ConnectorInfo;
@@ -366,6 +366,42 @@ pub fn request_fact(call: &Call, hc: &HttpCall) -> PiiFact {
     fact_of(mask, body, "request")
 }
 
+/// The secrets fact of what a call sends upstream, over the same texts as [`request_fact`].
+pub fn request_secret_fact(call: &Call, hc: &HttpCall) -> SecretFact {
+    let mut mask = text::secret_scan_text(&hc.path, false);
+    if let Some(q) = &hc.query {
+        mask |= text::secret_scan_text(q, true);
+    }
+    for (name, v) in upstream_headers(&call.parts.headers) {
+        mask |= text::secret_scan_text(name.as_str(), false);
+        mask |= text::secret_scan_text(&header_text(v), false);
+    }
+    secret_fact_of(mask, text::secret_kinds(&call.parts.headers, &call.body))
+}
+
+/// The secrets fact of an upstream's answer, over the same texts as [`reply_fact`].
+fn reply_secret_fact(headers: &HeaderMap, body: &[u8]) -> SecretFact {
+    let listed = connection_listed(headers);
+    let mut mask = 0;
+    for (name, v) in headers {
+        if forwardable(name, &listed) || name == http::header::SET_COOKIE {
+            mask |= text::secret_scan_text(name.as_str(), false);
+            mask |= text::secret_scan_text(&header_text(v), false);
+        }
+    }
+    secret_fact_of(mask, text::secret_kinds(headers, body))
+}
+
+fn secret_fact_of(mask: u16, body: Result<u16, text::Unreadable>) -> SecretFact {
+    match body {
+        Ok(m) => SecretFact::of_mask(mask | m),
+        Err(_) if mask != 0 => {
+            SecretFact::Partial(crate::policy::model::SecretKind::of_mask(mask))
+        }
+        Err(_) => SecretFact::Unavailable,
+    }
+}
+
 /// The PII fact of an upstream's answer: the headers passed on to the agent (names and
 /// values) and the body.
 fn reply_fact(headers: &HeaderMap, body: &[u8]) -> PiiFact {
@@ -395,8 +431,8 @@ fn fact_of(mask: u8, body: Result<u8, text::Unreadable>, what: &str) -> PiiFact 
 
 /// Judge the reply's PII fact: a blocking outcome withholds the answer; a WARN (e.g.
 /// `fail_open` on an unreadable body) lets it through and becomes the call's recorded decision.
-fn judge_reply(call: &Call, fact: PiiFact) -> Result<(), Refusal> {
-    if fact == PiiFact::Found(Vec::new()) {
+fn judge_reply(call: &Call, fact: PiiFact, secrets: SecretFact) -> Result<(), Refusal> {
+    if fact == PiiFact::Found(Vec::new()) && secrets == SecretFact::Found(Vec::new()) {
         return Ok(());
     }
     let mut req = call
@@ -404,6 +440,7 @@ fn judge_reply(call: &Call, fact: PiiFact) -> Result<(), Refusal> {
         .clone()
         .ok_or_else(|| Refusal::internal("no request facts"))?;
     req.facts.pii = Some(fact);
+    req.facts.secrets = Some(secrets);
     if let Some(d) = crate::spine::decide::recheck(call, req.clone())? {
         let run = call
             .run
@@ -544,7 +581,11 @@ pub async fn forward(call: Call, hc: HttpCall) -> Result<Reply, Refusal> {
     });
     // PII in what comes back (or a body that cannot be read): re-decide with the fact; a
     // blocking policy withholds the answer.
-    judge_reply(&call, reply_fact(&parts.headers, &bytes))?;
+    judge_reply(
+        &call,
+        reply_fact(&parts.headers, &bytes),
+        reply_secret_fact(&parts.headers, &bytes),
+    )?;
     let listed = connection_listed(&parts.headers);
     let mut reply = http::Response::new(body_of(Full::new(bytes)));
     *reply.status_mut() = parts.status;

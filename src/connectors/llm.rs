@@ -6,7 +6,7 @@
 //! reconciles with the upstream's reported usage, and prices the call from the connector's
 //! table. Detectors read every string of the request and of the answer, in any field. A
 //! streamed answer is checked event by event: the agent receives no token past a blocking limit
-//! and no PII a policy blocks (the upstream's events are held back whole until the detectors
+//! and no PII or secret a policy blocks (the upstream's events are held back whole until the detectors
 //! have passed them, then sent unmodified); the stream then ends with one SSE event carrying
 //! the refusal (DESIGN §10).
 
@@ -19,8 +19,9 @@ use serde_json::{Map, Value};
 use super::body_of;
 use crate::codes::Code;
 use crate::decide::reserve::Want;
-use crate::decide::{Decision, PiiFact};
+use crate::decide::{Decision, PiiFact, SecretFact};
 use crate::detect::pii::StreamScanner;
+use crate::detect::secrets::StreamScanner as SecretScanner;
 use crate::evidence::record::{content_hash, Content, Cut, Outcome};
 use crate::policy::compile::ConnectorInfo;
 use crate::policy::model::{Metric, ModelPrice};
@@ -85,6 +86,25 @@ impl ChatCall {
             if let Some(Value::Array(parts)) = m.get("content") {
                 let joined: String = parts.iter().filter_map(part_text).collect();
                 mask |= crate::detect::pii::kinds(&joined);
+            }
+        }
+        mask
+    }
+
+    /// The secret kinds in the same strings as [`ChatCall::pii_kinds`].
+    pub fn secret_kinds(&self) -> u16 {
+        let mut mask = 0u16;
+        for v in self.body.values() {
+            mask |= crate::detect::json::secret_kinds(v);
+        }
+        for k in self.body.keys() {
+            mask |= crate::detect::secrets::kinds(k);
+        }
+        let messages = self.body.get("messages").and_then(Value::as_array);
+        for m in messages.into_iter().flatten() {
+            if let Some(Value::Array(parts)) = m.get("content") {
+                let joined: String = parts.iter().filter_map(part_text).collect();
+                mask |= crate::detect::secrets::kinds(&joined);
             }
         }
         mask
@@ -553,6 +573,7 @@ fn recheck(
     prices: &ModelPrice,
     output_tokens: u64,
     pii: Option<u8>,
+    secrets: Option<u16>,
 ) -> Result<Option<Decision>, Refusal> {
     let Some(mut req) = call.request.clone() else {
         return Ok(None);
@@ -561,6 +582,9 @@ fn recheck(
     req.delta.cost_usd += cost(prices, 0, output_tokens);
     if let Some(mask) = pii {
         req.facts.pii = Some(crate::spine::detect::fact(mask));
+    }
+    if let Some(mask) = secrets {
+        req.facts.secrets = Some(SecretFact::of_mask(mask));
     }
     crate::spine::decide::recheck(call, req)
 }
@@ -618,12 +642,20 @@ async fn plain(
     // Every string of the reply, whatever field it is in (and the strings of one field, such
     // as the tokens of `logprobs`, together): what the agent may read is read.
     let mask = crate::detect::json::kinds_by_field(&value);
+    let secrets = crate::detect::json::secret_kinds_by_field(&value);
     // Decide again only when the answer revealed something the first decision did not cover:
-    // PII, or more output than the call reserved against a blocking limit (an upstream that
-    // ignored `max_tokens`).
+    // PII or a secret, or more output than the call reserved against a blocking limit (an
+    // upstream that ignored `max_tokens`).
     let over = bounded(&decision) && output > chat.reserved_output;
-    let revised = if mask != 0 || over {
-        recheck(&call, &prices, output, (mask != 0).then_some(mask))?
+    let revised = if mask != 0 || secrets != 0 || over {
+        let found = mask != 0 || secrets != 0;
+        recheck(
+            &call,
+            &prices,
+            output,
+            found.then_some(mask),
+            found.then_some(secrets),
+        )?
     } else {
         None
     };
@@ -806,6 +838,9 @@ mod stream {
     /// text goes through one scanner, so a match split across events is found.
     struct Field {
         scanner: StreamScanner,
+        /// The secrets scanner over the same text, and how much of it it declared safe.
+        secrets: SecretScanner,
+        sec_emitted: usize,
         /// Bytes pushed into the scanner, and how many of them it declared safe.
         pushed: usize,
         emitted: usize,
@@ -818,9 +853,21 @@ mod stream {
         settled: usize,
     }
 
+    impl Field {
+        /// How far its text is safe to send: past both scanners, or past the PII one once a
+        /// policy let a secret through (`sec_off`).
+        fn safe(&self, sec_off: bool) -> usize {
+            if sec_off {
+                self.emitted
+            } else {
+                self.emitted.min(self.sec_emitted)
+            }
+        }
+    }
+
     /// Bytes of a field's recent text kept to judge it whole when it stops: more than the
-    /// scanner holds back plus the longest address.
-    const WINDOW: usize = 512;
+    /// scanners hold back (the secrets scanner's 512 bytes) plus the longest address.
+    const WINDOW: usize = 1024;
 
     /// An event waiting until every field it touched is past where a match may start.
     struct Held {
@@ -857,6 +904,10 @@ mod stream {
         /// PII kinds a policy let through (warn): they no longer stop or hold the stream;
         /// every other kind still does.
         allowed: u8,
+        /// A policy let a found secret through (warn): the secrets scanners stop holding the
+        /// stream back, and these kinds are judged with every later decision.
+        sec_off: bool,
+        sec_allowed: u16,
         /// The `choices[0].delta.content` the agent has received.
         text: String,
         /// Output tokens charged (everything the upstream sent), and those the agent received.
@@ -906,7 +957,8 @@ mod stream {
             let mut found = found & !self.allowed;
             while found != 0 {
                 let all = self.allowed | found;
-                match recheck(self.call, self.prices, self.out_tokens, Some(all)) {
+                let sec = Some(self.sec_allowed);
+                match recheck(self.call, self.prices, self.out_tokens, Some(all), sec) {
                     Ok(Some(d)) => return Err(self.enforce(d, Code::PiiDetected)),
                     Ok(None) => self.allowed = all,
                     Err(r) => return Err(self.cut(r)),
@@ -921,6 +973,22 @@ mod stream {
                 }
             }
             Ok(())
+        }
+
+        /// A secret was found in the answer: cut if a policy blocks it, else the secrets
+        /// scanners stand down (the PII ones scan on).
+        fn secrets(&mut self, found: u16) -> Result<(), End> {
+            let all = self.sec_allowed | found;
+            let pii = Some(self.allowed);
+            match recheck(self.call, self.prices, self.out_tokens, pii, Some(all)) {
+                Ok(Some(d)) => Err(self.enforce(d, Code::SecretDetected)),
+                Ok(None) => {
+                    self.sec_allowed = all;
+                    self.sec_off = true;
+                    Ok(())
+                }
+                Err(r) => Err(self.cut(r)),
+            }
         }
 
         async fn send(&mut self, h: Held) -> Result<(), End> {
@@ -939,11 +1007,11 @@ mod stream {
             while let Some(front) = self.held.front() {
                 // A field waits until its scanner has passed the event's text, or until it
                 // stopped and its text was judged whole (`settle`).
-                let slots = &self.slots;
+                let (slots, off) = (&self.slots, self.sec_off);
                 let safe = all
                     || front.needs.iter().all(|&(f, end)| {
                         let f = &slots[f];
-                        f.emitted.max(f.settled) >= end
+                        f.safe(off).max(f.settled) >= end
                     });
                 if !safe {
                     break;
@@ -974,6 +1042,17 @@ mod stream {
                     found |= f.scanner.finish().found;
                 }
             }
+            if !self.sec_off {
+                let mut sec = 0;
+                for f in &mut self.slots {
+                    let rest = f.secrets.finish();
+                    f.sec_emitted += rest.emit.len();
+                    sec |= rest.found;
+                }
+                if sec != 0 {
+                    self.secrets(sec)?;
+                }
+            }
             self.release(true).await
         }
 
@@ -983,7 +1062,7 @@ mod stream {
             let next_out = self.out_tokens + tokens;
             if self.bounded && next_out > self.reserved {
                 // Past what the call reserved: draw more from the run's shared headroom, or cut.
-                match recheck(self.call, self.prices, next_out, None) {
+                match recheck(self.call, self.prices, next_out, None, None) {
                     Ok(Some(d)) => return Err(self.enforce(d, Code::BudgetExceeded)),
                     Ok(None) => self.reserved = next_out,
                     Err(r) => return Err(self.cut(r)),
@@ -994,10 +1073,12 @@ mod stream {
         }
 
         /// Push every string of `v` into its field's scanner: the fields the event still
-        /// waits on, and the PII kinds found (in a field, or in an object key).
-        fn scan(&mut self, v: &Value) -> Result<(Vec<(usize, usize)>, u8), Refusal> {
+        /// waits on, and the PII and secret kinds found (in a field, or in an object key).
+        fn scan(&mut self, v: &Value) -> Result<(Vec<(usize, usize)>, u8, u16), Refusal> {
             let mut needs = Vec::new();
             let (mut found, mut in_keys) = (0u8, 0u8);
+            let (mut sec, mut sec_keys) = (0u16, 0u16);
+            let off = self.sec_off;
             let mut overflow = false;
             self.seq += 1;
             let seq = self.seq;
@@ -1016,6 +1097,7 @@ mod stream {
                     // repeated or replaced by each event (the SDKs keep the latest).
                     let Some(choice) = choice_of(p) else {
                         found |= crate::detect::pii::kinds(s);
+                        sec |= crate::detect::secrets::kinds(s);
                         return;
                     };
                     let c = match choice_ids.get(choice) {
@@ -1037,6 +1119,8 @@ mod stream {
                             fields.insert(p.to_string(), slots.len());
                             slots.push(Field {
                                 scanner: StreamScanner::new(),
+                                secrets: SecretScanner::new(),
+                                sec_emitted: 0,
                                 pushed: 0,
                                 emitted: 0,
                                 choice: c,
@@ -1061,13 +1145,22 @@ mod stream {
                     f.pushed += s.len();
                     f.emitted += pushed.emit.len();
                     found |= pushed.found;
-                    if f.emitted < f.pushed {
+                    if !off {
+                        let pushed = f.secrets.push(s);
+                        f.sec_emitted += pushed.emit.len();
+                        sec |= pushed.found;
+                    }
+                    if f.safe(off) < f.pushed {
                         needs.push((i, f.pushed));
                     }
                 },
-                &mut |k| in_keys |= crate::detect::pii::kinds(k),
+                &mut |k| {
+                    in_keys |= crate::detect::pii::kinds(k);
+                    sec_keys |= crate::detect::secrets::kinds(k);
+                },
             );
             found |= in_keys;
+            sec |= sec_keys;
             self.path = path;
             if overflow {
                 return Err(Refusal::new(
@@ -1075,25 +1168,26 @@ mod stream {
                     format!("streamed answer has more than {MAX_FIELDS} fields"),
                 ));
             }
-            Ok((needs, found))
+            Ok((needs, found, sec))
         }
 
         /// Judge whole the held text of every field that stopped: a later event of its choice
         /// did not continue it (a `role`, a tool call's `name`, a refusal before the finish
         /// chunk). Such a field must not hold the stream back until its end; its scanner keeps
         /// its context, so should it resume, a match across the pause is still found.
-        fn settle(&mut self) -> u8 {
-            let mut found = 0;
+        fn settle(&mut self) -> (u8, u16) {
+            let (mut found, mut sec) = (0, 0);
             for h in &self.held {
                 for &(i, _) in &h.needs {
                     let f = &mut self.slots[i];
                     if f.last < self.choices[f.choice] && f.settled < f.pushed {
                         found |= crate::detect::pii::kinds(&f.window);
+                        sec |= crate::detect::secrets::kinds(&f.window);
                         f.settled = f.pushed;
                     }
                 }
             }
-            found
+            (found, sec)
         }
 
         /// One upstream event: budget check of every choice's output, the detectors on every
@@ -1121,7 +1215,7 @@ mod stream {
                 .unwrap_or("")
                 .to_string();
             let bytes = event(v);
-            let (needs, mut found) = self.scan(v).map_err(|r| self.cut(r))?;
+            let (needs, mut found, mut sec) = self.scan(v).map_err(|r| self.cut(r))?;
             self.held_bytes += bytes.len();
             self.held.push_back(Held {
                 bytes,
@@ -1129,11 +1223,16 @@ mod stream {
                 tokens,
                 content,
             });
-            found |= self.settle();
+            let (settled, settled_sec) = self.settle();
+            found |= settled;
+            sec |= settled_sec;
             found &= !self.allowed;
             if found != 0 {
                 // Cut, or the kinds are let through and every field scans on.
                 self.pii(found)?;
+            }
+            if sec != 0 && !self.sec_off {
+                self.secrets(sec)?;
             }
             if self.held.len() > MAX_HELD_EVENTS || self.held_bytes > self.max_held_bytes {
                 return Err(self.cut(Refusal::new(
@@ -1186,6 +1285,8 @@ mod stream {
                 .unwrap_or(usize::MAX),
             path: String::new(),
             allowed: 0,
+            sec_off: false,
+            sec_allowed: 0,
             text: String::new(),
             out_tokens: 0,
             sent_tokens: 0,

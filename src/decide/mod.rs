@@ -10,7 +10,7 @@
 //!   actions the lowest policy id wins; the order policies are written in never matters
 //!   (INV-005), and reasons come out in one canonical order;
 //! - limits only say NEAR (alerts, never an action) or BREACH (their `on_breach` action);
-//! - PII facts block by default, grounding never blocks unless the policy opts in (INV-002);
+//! - PII and secrets facts block by default, grounding never blocks unless the policy opts in (INV-002);
 //! - a fact a policy needs but cannot have follows the policy's `failure_mode`;
 //! - shadow, draft, suspended and retired policies never change the outcome.
 
@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::codes::Code;
 use crate::policy::compile::{CompiledPolicy, Snapshot};
 use crate::policy::model::{
-    Action, Channel, Effect, FailureMode, Inspection, Metric, PiiKind, Window,
+    Action, Channel, Effect, FailureMode, Inspection, Metric, PiiKind, SecretKind, Window,
 };
 
 // === inputs ===
@@ -73,6 +73,28 @@ pub struct Facts {
     pub pii: Option<PiiFact>,
     #[serde(default)]
     pub grounding: Option<GroundingFact>,
+    /// Credentials found (`detect::secrets`); left out of a record when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets: Option<SecretFact>,
+}
+
+/// The secrets detector's fact, read like [`PiiFact`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretFact {
+    /// The detector should have run and could not.
+    Unavailable,
+    /// The detector ran; these kinds were found (empty: none).
+    Found(Vec<SecretKind>),
+    /// Found in the part read; the rest could not be read (`failure_mode` judges it).
+    Partial(Vec<SecretKind>),
+}
+
+impl SecretFact {
+    /// The kinds of a [`SecretKind::bit`] mask, as a fact.
+    pub fn of_mask(mask: u16) -> SecretFact {
+        SecretFact::Found(SecretKind::of_mask(mask))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -191,6 +213,7 @@ pub enum ReasonCode {
     BudgetExceeded,
     RateLimited,
     PiiDetected,
+    SecretDetected,
     GroundingLow,
     FactUnavailable(Fact),
     GovernanceHalted,
@@ -202,6 +225,7 @@ pub enum ReasonCode {
 pub enum Fact {
     Pii,
     Grounding,
+    Secrets,
 }
 
 impl ReasonCode {
@@ -213,9 +237,11 @@ impl ReasonCode {
             ReasonCode::BudgetExceeded => "budget_exceeded",
             ReasonCode::RateLimited => "rate_limited",
             ReasonCode::PiiDetected => "pii_detected",
+            ReasonCode::SecretDetected => "secret_detected",
             ReasonCode::GroundingLow => "grounding_low",
             ReasonCode::FactUnavailable(Fact::Pii) => "fact_unavailable:pii",
             ReasonCode::FactUnavailable(Fact::Grounding) => "fact_unavailable:grounding",
+            ReasonCode::FactUnavailable(Fact::Secrets) => "fact_unavailable:secrets",
             ReasonCode::GovernanceHalted => "governance_halted",
             ReasonCode::GovernanceDegraded => "governance_degraded",
         }
@@ -229,9 +255,11 @@ impl ReasonCode {
             ReasonCode::BudgetExceeded,
             ReasonCode::RateLimited,
             ReasonCode::PiiDetected,
+            ReasonCode::SecretDetected,
             ReasonCode::GroundingLow,
             ReasonCode::FactUnavailable(Fact::Pii),
             ReasonCode::FactUnavailable(Fact::Grounding),
+            ReasonCode::FactUnavailable(Fact::Secrets),
             ReasonCode::GovernanceHalted,
             ReasonCode::GovernanceDegraded,
         ]
@@ -248,6 +276,7 @@ impl ReasonCode {
             ReasonCode::BudgetExceeded => Code::BudgetExceeded,
             ReasonCode::RateLimited => Code::RateLimited,
             ReasonCode::PiiDetected => Code::PiiDetected,
+            ReasonCode::SecretDetected => Code::SecretDetected,
             ReasonCode::GroundingLow => Code::GroundingLow,
             ReasonCode::FactUnavailable(_) => Code::FactUnavailable,
             ReasonCode::GovernanceHalted => Code::GovernanceHalted,
@@ -634,6 +663,27 @@ fn evaluate(
         ) {
             let (a, detail) = missing_fact(p.failure_mode, action);
             push(d, a, ReasonCode::FactUnavailable(Fact::Pii), detail);
+        }
+    }
+
+    if let Some((action, mask)) = p.secrets {
+        if let Some(SecretFact::Found(kinds) | SecretFact::Partial(kinds)) = &req.facts.secrets {
+            let found = kinds.iter().fold(0u16, |m, k| m | k.bit());
+            let relevant = if mask == 0 { found } else { found & mask };
+            if relevant != 0 {
+                let names: Vec<&str> = SecretKind::of_mask(relevant)
+                    .into_iter()
+                    .map(SecretKind::as_str)
+                    .collect();
+                push(d, action, ReasonCode::SecretDetected, names.join(","));
+            }
+        }
+        if matches!(
+            req.facts.secrets,
+            Some(SecretFact::Unavailable) | Some(SecretFact::Partial(_))
+        ) {
+            let (a, detail) = missing_fact(p.failure_mode, action);
+            push(d, a, ReasonCode::FactUnavailable(Fact::Secrets), detail);
         }
     }
 

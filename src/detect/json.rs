@@ -11,7 +11,7 @@
 
 use serde_json::Value;
 
-use super::pii;
+use super::{pii, secrets};
 
 /// Calls `f` on every string value and every object key of `v`, depth first, in order.
 pub fn strings<'a>(v: &'a Value, f: &mut impl FnMut(&'a str)) {
@@ -31,15 +31,33 @@ pub fn strings<'a>(v: &'a Value, f: &mut impl FnMut(&'a str)) {
 /// The PII kinds ([`crate::policy::model::PiiKind::bit`] mask) in any string or key of `v`,
 /// each string scanned on its own.
 pub fn kinds(v: &Value) -> u8 {
-    let mut mask = 0u8;
-    strings(v, &mut |s| mask |= pii::kinds(s));
+    kinds_with(v, pii::kinds)
+}
+
+/// The secret kinds ([`crate::policy::model::SecretKind::bit`] mask), read like [`kinds`].
+pub fn secret_kinds(v: &Value) -> u16 {
+    kinds_with(v, secrets::kinds)
+}
+
+fn kinds_with<M: Default + std::ops::BitOrAssign>(v: &Value, scan: fn(&str) -> M) -> M {
+    let mut mask = M::default();
+    strings(v, &mut |s| mask |= scan(s));
     mask
 }
 
 /// [`kinds`], plus the strings of each field (see [`fields`]) concatenated in order and
 /// scanned as one text: the tokens of `logprobs.content[]` read as the answer they spell.
 pub fn kinds_by_field(v: &Value) -> u8 {
-    let mut mask = kinds(v);
+    by_field(v, pii::kinds)
+}
+
+/// [`secret_kinds`] with the strings of each field read together too.
+pub fn secret_kinds_by_field(v: &Value) -> u16 {
+    by_field(v, secrets::kinds)
+}
+
+fn by_field<M: Default + std::ops::BitOrAssign>(v: &Value, scan: fn(&str) -> M) -> M {
+    let mut mask = kinds_with(v, scan);
     let mut joined: std::collections::HashMap<String, (usize, String)> = Default::default();
     let mut path = String::new();
     fields(
@@ -54,7 +72,7 @@ pub fn kinds_by_field(v: &Value) -> u8 {
     );
     for (n, text) in joined.values() {
         if *n > 1 {
-            mask |= pii::kinds(text);
+            mask |= scan(text);
         }
     }
     mask

@@ -25,7 +25,7 @@ use std::borrow::Cow;
 
 use http::HeaderMap;
 
-use super::pii;
+use super::{pii, secrets};
 
 /// Why a body could not be read as text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -227,17 +227,31 @@ pub fn readings<'a>(headers: &HeaderMap, body: &'a [u8]) -> Result<Vec<Cow<'a, s
 /// The PII kinds (a [`pii::kinds`] bitmask) in every reading of a body; unreadable when the
 /// headers and bytes do not make a text.
 pub fn pii_kinds(headers: &HeaderMap, body: &[u8]) -> Result<u8, Unreadable> {
+    body_kinds(headers, body, pii::kinds)
+}
+
+/// The secret kinds (a [`secrets::kinds`] bitmask) in every reading of a body, like
+/// [`pii_kinds`].
+pub fn secret_kinds(headers: &HeaderMap, body: &[u8]) -> Result<u16, Unreadable> {
+    body_kinds(headers, body, secrets::kinds)
+}
+
+fn body_kinds<M: Default + std::ops::BitOrAssign>(
+    headers: &HeaderMap,
+    body: &[u8],
+    scan: fn(&str) -> M,
+) -> Result<M, Unreadable> {
     if body.is_empty() {
-        return Ok(0);
+        return Ok(M::default());
     }
     let ct = one_content_type(headers)?.unwrap_or("");
     let form = ct.split(';').next().is_some_and(|e| {
         e.trim()
             .eq_ignore_ascii_case("application/x-www-form-urlencoded")
     });
-    let mut mask = 0;
+    let mut mask = M::default();
     for text in readings(headers, body)? {
-        mask |= scan_body(&text, form);
+        mask |= scan_body_with(&text, form, scan);
     }
     Ok(mask)
 }
@@ -250,9 +264,17 @@ pub fn pii_kinds(headers: &HeaderMap, body: &[u8]) -> Result<u8, Unreadable> {
 /// (NDJSON, JSON with trailing garbage, JavaScript and SSE alike), duplicates included, where a
 /// parsed value would keep only one of two duplicate keys, and a reader the other.
 pub fn scan_body(text: &str, form: bool) -> u8 {
-    let mut mask = scan_text(text, form);
+    scan_body_with(text, form, pii::kinds)
+}
+
+fn scan_body_with<M: Default + std::ops::BitOrAssign>(
+    text: &str,
+    form: bool,
+    scan: fn(&str) -> M,
+) -> M {
+    let mut mask = scan_text_with(text, form, scan);
     if text.contains('\\') {
-        mask |= scan_text(&unescape_js(text), form);
+        mask |= scan_text_with(&unescape_js(text), form, scan);
     }
     mask
 }
@@ -261,23 +283,36 @@ pub fn scan_body(text: &str, form: bool) -> u8 {
 /// `%`-decoded (repeatedly, `+` as a space where `plus_as_space`), and with HTML character
 /// references decoded.
 pub fn scan_text(text: &str, plus_as_space: bool) -> u8 {
-    let mut mask = pii::kinds(text);
+    scan_text_with(text, plus_as_space, pii::kinds)
+}
+
+/// The secret kinds of a short text, with the readings of [`scan_text`].
+pub fn secret_scan_text(text: &str, plus_as_space: bool) -> u16 {
+    scan_text_with(text, plus_as_space, secrets::kinds)
+}
+
+fn scan_text_with<M: Default + std::ops::BitOrAssign>(
+    text: &str,
+    plus_as_space: bool,
+    scan: fn(&str) -> M,
+) -> M {
+    let mut mask = scan(text);
     if has_percent_escape(text) || (plus_as_space && text.contains('+')) {
         let mut cur = percent_decode(text, plus_as_space);
-        mask |= pii::kinds(&cur);
+        mask |= scan(&cur);
         // An upstream may decode more than once: so do we, a few rounds.
         for _ in 0..2 {
             if !has_percent_escape(&cur) {
                 break;
             }
             cur = percent_decode(&cur, plus_as_space);
-            mask |= pii::kinds(&cur);
+            mask |= scan(&cur);
         }
     }
     if text.contains('&') {
         let un = html_unescape(text);
         if un != text {
-            mask |= pii::kinds(&un);
+            mask |= scan(&un);
         }
     }
     mask

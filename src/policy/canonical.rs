@@ -62,6 +62,12 @@ pub fn canonical_doc(doc: &Doc) -> Doc {
                     pii.kinds.clear();
                 }
             }
+            if let Some(sec) = &mut s.detectors.secrets {
+                set(&mut sec.kinds);
+                if sec.kinds.len() == SecretKind::ALL.len() {
+                    sec.kinds.clear();
+                }
+            }
         }
         Doc::Connector(c) => {
             if let Some(http) = &mut c.spec.http {

@@ -59,6 +59,8 @@ pub struct CompiledPolicy {
     pub limits: Box<[CompiledLimit]>,
     /// (action, kinds bitmask; 0 = all kinds).
     pub pii: Option<(Action, u8)>,
+    /// (action, kinds bitmask of `SecretKind::bit`; 0 = all kinds).
+    pub secrets: Option<(Action, u16)>,
     /// (min score, action when below).
     pub grounding: Option<(f64, Action)>,
     pub bind_at: BindAt,
@@ -339,6 +341,10 @@ fn compile_policy(meta: &Metadata, s: &PolicySpec) -> CompiledPolicy {
             .collect(),
         pii: s.detectors.pii.as_ref().map(|d| {
             let mask = d.kinds.iter().fold(0u8, |m, k| m | k.bit());
+            (d.on_match, mask)
+        }),
+        secrets: s.detectors.secrets.as_ref().map(|d| {
+            let mask = d.kinds.iter().fold(0u16, |m, k| m | k.bit());
             (d.on_match, mask)
         }),
         grounding: s

@@ -723,7 +723,9 @@ fn policy(d: &Loaded, s: &PolicySpec, index: &Index<'_>, errors: &mut Vec<Bundle
                 ("max_tokens", s.max_tokens.is_some()),
                 (
                     "detectors",
-                    s.detectors.pii.is_some() || s.detectors.grounding.is_some(),
+                    s.detectors.pii.is_some()
+                        || s.detectors.grounding.is_some()
+                        || s.detectors.secrets.is_some(),
                 ),
             ] {
                 if present {
@@ -810,6 +812,16 @@ fn policy(d: &Loaded, s: &PolicySpec, index: &Index<'_>, errors: &mut Vec<Bundle
     {
         errors.push(d.error(
             &p(&["spec", "detectors", "pii", "on_match"]),
+            "on_match: continue makes the detector do nothing; use warn to only alert",
+        ));
+    }
+    if s.detectors
+        .secrets
+        .as_ref()
+        .is_some_and(|d| d.on_match == Action::Continue)
+    {
+        errors.push(d.error(
+            &p(&["spec", "detectors", "secrets", "on_match"]),
             "on_match: continue makes the detector do nothing; use warn to only alert",
         ));
     }

@@ -1,5 +1,6 @@
-//! Detectors on what the agent sends, before anything reaches an upstream: PII facts for
-//! `decide` (DESIGN §4). Replies are scanned by the connectors as they stream.
+//! Detectors on what the agent sends, before anything reaches an upstream: PII and secrets
+//! facts for `decide` (DESIGN §4), over the same strings. Replies are scanned by the
+//! connectors as they stream.
 //!
 //! On the LLM channel every string and key of a chat request's body is read, and each
 //! message's text parts together (`ChatCall::pii_kinds`).
@@ -10,7 +11,7 @@
 //! so a PII policy's `failure_mode` decides whether a tunnel may open.
 
 use super::{next, BoxFut, Call, Next, Step, Target};
-use crate::decide::PiiFact;
+use crate::decide::{PiiFact, SecretFact};
 use crate::policy::model::PiiKind;
 
 #[derive(Clone)]
@@ -30,13 +31,20 @@ impl Step for Detect {
     fn call(&self, mut call: Call, rest: Next) -> BoxFut {
         Box::pin(async move {
             let found = match &call.target {
-                Some(Target::Chat(chat)) => Some(fact(chat.pii_kinds())),
-                Some(Target::Http(hc)) => Some(crate::connectors::http::request_fact(&call, hc)),
-                Some(Target::Tunnel(_)) => Some(PiiFact::Unavailable),
+                Some(Target::Chat(chat)) => Some((
+                    fact(chat.pii_kinds()),
+                    SecretFact::of_mask(chat.secret_kinds()),
+                )),
+                Some(Target::Http(hc)) => Some((
+                    crate::connectors::http::request_fact(&call, hc),
+                    crate::connectors::http::request_secret_fact(&call, hc),
+                )),
+                Some(Target::Tunnel(_)) => Some((PiiFact::Unavailable, SecretFact::Unavailable)),
                 Some(Target::Models) | None => None,
             };
-            if let (Some(found), Some(req)) = (found, call.request.as_mut()) {
-                req.facts.pii = Some(found);
+            if let (Some((pii, secrets)), Some(req)) = (found, call.request.as_mut()) {
+                req.facts.pii = Some(pii);
+                req.facts.secrets = Some(secrets);
             }
             next(rest, call).await
         })
