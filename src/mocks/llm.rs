@@ -19,6 +19,7 @@
 //! | `[[tool:NAME]]` | the reply is a call of tool NAME (`content: null`, `finish_reason: "tool_calls"`) whose arguments are `{"text":"<the words>"}`; streamed, the first event carries the id, type and name with empty arguments, then the arguments follow in several events without `role`: `{"text":"`, one per word, `"}` |
 //! | `[[leak:FIELD]]` | puts `jane.doe@example.com` into FIELD instead of the content: `content` (same as `[[leak]]`), `tool` (the tool-call arguments, after word 20; a call of `lookup` unless `[[tool:NAME]]` names one), `refusal`, `audio` (`audio.transcript`), `extra` (an unknown field `x_mock_note`), `logprobs` (a `logprobs.content[].token`; the content stays clean), `choice` (a second choice: `n` is at least 2 and only the last choice leaks, in its content); except for `content`, `tool` and `choice` the text is `write to jane.doe@example.com`, streamed as the four pieces `write to `, `jane.doe`, `@exa`, `mple.com` after the words |
 //! | `[[nousage]]` | no `usage` in the answer, nor a usage chunk in a stream |
+//! | `[[secret]]` | a fake OpenAI key ([`SECRET_KEY`]) is inserted into the content after word 20, as the three pieces of [`SECRET_PIECES`] (three SSE events), for the secrets detector's tests |
 //!
 //! The request's `n` (1–16) is honoured: n choices, each with the same reply (a stream
 //! interleaves them: one event per choice at each step, each with its `index`).
@@ -79,6 +80,10 @@ const MAX_REPLY_TOKENS: u64 = 100_000;
 
 /// The pieces of `write to jane.doe@example.com`, as `[[leak:FIELD]]` streams them.
 pub const LEAK_PIECES: [&str; 4] = ["write to ", "jane.doe", "@exa", "mple.com"];
+
+/// The fake OpenAI key `[[secret]]` puts into the reply, and the pieces it streams it in.
+pub const SECRET_KEY: &str = "sk-proj-Xk29fLq0Vb7TmW3pRz8NaY5cH1dGj6sUeKo4Qi";
+pub const SECRET_PIECES: [&str; 3] = [" sk-proj-", "Xk29fLq0Vb7TmW3p", "Rz8NaY5cH1dGj6sUeKo4Qi"];
 
 /// Upper bound on the request's `n`.
 const MAX_N: u64 = 16;
@@ -165,6 +170,7 @@ fn message_text(content: &Value) -> String {
 struct Markers {
     reply: Option<u64>,
     leak: bool,
+    secret: bool,
     slow_ms: Option<u64>,
     fail: Option<StatusCode>,
     overrun: bool,
@@ -209,6 +215,7 @@ impl Markers {
                 "reply" => markers.reply = Some(number(MAX_REPLY_TOKENS)?),
                 "slow" => markers.slow_ms = Some(number(MAX_SLOW_MS)?),
                 "leak" if value.is_none() => markers.leak = true,
+                "secret" if value.is_none() => markers.secret = true,
                 "overrun" if value.is_none() => markers.overrun = true,
                 "leak" => {
                     let field = match value.unwrap_or("") {
@@ -252,6 +259,7 @@ struct Plan {
     words: usize,
     finish_reason: &'static str,
     leak: bool,
+    secret: bool,
     leak_field: Option<LeakField>,
     tool: Option<String>,
     n: usize,
@@ -323,6 +331,7 @@ impl Plan {
             words: usize::try_from(words).map_err(|_| "reply too long".to_string())?,
             finish_reason,
             leak: markers.leak,
+            secret: markers.secret,
             leak_field: markers.leak_field,
             tool,
             n: usize::try_from(n).map_err(|_| "n too large".to_string())?,
@@ -366,6 +375,12 @@ impl Plan {
                 format!(" {LEAK_ADDRESS}")
             };
             pieces.insert(at, piece);
+        }
+        if self.secret {
+            let at = LEAK_AFTER.min(pieces.len());
+            for (k, p) in SECRET_PIECES.iter().enumerate() {
+                pieces.insert(at + k, (*p).to_string());
+            }
         }
         pieces
     }
