@@ -432,3 +432,64 @@ fn partial_pii_facts_judge_both_the_found_kinds_and_the_unread_rest() {
         .iter()
         .any(|x| x.code.as_str() == "fact_unavailable:pii"));
 }
+
+#[test]
+fn secrets_block_by_default_and_missing_facts_follow_failure_mode() {
+    let on = |extra: &str| {
+        compile_str(
+            "b.yaml",
+            &CONTRACT.replacen(
+                "detectors: { pii: { on_match: stop } }\n  limits:",
+                &format!("detectors: {{ pii: {{ on_match: stop }}, secrets: {{ {extra} }} }}\n  limits:"),
+                1,
+            ),
+        )
+        .unwrap()
+    };
+    let s = on("");
+    let mut r = llm();
+    assert!(!run(&s, &r).refused(), "no fact yet: nothing to say");
+    r.facts.secrets = Some(SecretFact::Found(vec![]));
+    assert!(!run(&s, &r).refused());
+    r.facts.secrets = Some(SecretFact::Found(vec![SecretKind::OpenaiKey, SecretKind::Jwt]));
+    let d = run(&s, &r);
+    assert_eq!((d.action, d.code), (Action::Stop, Some(Code::SecretDetected)));
+    assert_eq!(d.reasons[0].code.as_str(), "secret_detected");
+    assert_eq!(d.reasons[0].detail, "openai_key,jwt");
+    r.facts.secrets = Some(SecretFact::Unavailable);
+    let d = run(&s, &r);
+    assert_eq!(d.code, Some(Code::FactUnavailable));
+    assert_eq!(d.reasons[0].code.as_str(), "fact_unavailable:secrets");
+    r.facts.secrets = Some(SecretFact::Partial(vec![SecretKind::Jwt]));
+    let d = run(&s, &r);
+    assert!(d.reasons.iter().any(|x| x.code == ReasonCode::SecretDetected));
+    assert!(d.reasons.iter().any(|x| x.code.as_str() == "fact_unavailable:secrets"));
+    // fail_open: at most a warning for the missing fact.
+    let open = compile_str(
+        "b.yaml",
+        &CONTRACT.replacen(
+            "detectors: { pii: { on_match: stop } }\n  limits:",
+            "detectors: { secrets: {} }\n  failure_mode: fail_open\n  limits:",
+            1,
+        ),
+    )
+    .unwrap();
+    r.facts.secrets = Some(SecretFact::Unavailable);
+    assert_eq!(run(&open, &r).action, Action::Warn);
+    // kinds narrow what counts; warn only alerts.
+    let jwt_only = on("kinds: [jwt]");
+    r.facts.secrets = Some(SecretFact::Found(vec![SecretKind::OpenaiKey]));
+    assert!(!run(&jwt_only, &r).refused());
+    r.facts.secrets = Some(SecretFact::Found(vec![SecretKind::Jwt]));
+    assert!(run(&jwt_only, &r).refused());
+    let warn = on("on_match: warn");
+    let d = run(&warn, &r);
+    assert_eq!(d.action, Action::Warn);
+    assert!(!d.refused());
+    // Without the detector the fact changes nothing.
+    assert!(!run(&snap(""), &r).refused());
+    // The reason codes round-trip.
+    for c in [ReasonCode::SecretDetected, ReasonCode::FactUnavailable(Fact::Secrets)] {
+        assert_eq!(ReasonCode::parse(c.as_str()), Some(c));
+    }
+}

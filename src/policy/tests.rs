@@ -200,3 +200,32 @@ fn inactive_policies_stay_in_the_snapshot_but_are_not_indexed() {
     assert_eq!(snap.policies().len(), 4);
     assert_eq!(snap.active_per_channel().iter().sum::<usize>(), 2);
 }
+
+#[test]
+fn a_bundle_without_a_secrets_detector_keeps_its_hash() {
+    // The hash README.md and docs/snapshot-hash.md print for the contract bundle, from before
+    // `detectors.secrets` existed: an absent field is absent from the canonical form.
+    assert_eq!(
+        hash(CONTRACT),
+        "sha256:3c2d75f43326dafd7c6867c8424ce4ade440a7b32797fa40a2d3c2dec802e980"
+    );
+    let with = CONTRACT.replacen(
+        "detectors: { pii: { on_match: stop } }",
+        "detectors: { pii: { on_match: stop }, secrets: { on_match: stop } }",
+        1,
+    );
+    assert_ne!(hash(&with), hash(CONTRACT));
+    // Defaults and all kinds written out do not change it.
+    let explicit = CONTRACT.replacen(
+        "detectors: { pii: { on_match: stop } }",
+        "detectors: { pii: { on_match: stop }, secrets: { kinds: [jwt, openai_key, anthropic_key, aws_access_key_id, aws_secret_key, github_token, gitlab_token, slack_token, slack_webhook, google_api_key, private_key, bearer_token, connection_password, jwt] } }",
+        1,
+    );
+    assert_eq!(hash(&explicit), hash(&with));
+    let narrow = CONTRACT.replacen(
+        "detectors: { pii: { on_match: stop } }",
+        "detectors: { pii: { on_match: stop }, secrets: { kinds: [jwt] } }",
+        1,
+    );
+    assert_ne!(hash(&narrow), hash(&with));
+}

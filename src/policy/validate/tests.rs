@@ -258,3 +258,29 @@ fn platform_tenant_is_for_policies_only() {
         "cannot name tenant-owned connectors",
     );
 }
+
+#[test]
+fn secrets_detector_is_validated_with_locations() {
+    let e = one_error(
+        &policy("  scope: { all_runs: true }\n  match: { channel: llm }\n  effect: allow\n  detectors: { secrets: { kinds: [openai_key, magic_key] } }\n"),
+        "magic_key",
+    );
+    assert_eq!(e.pos.line, line_of_extra(8), "{e:?}");
+    assert!(e.pos.col > 1, "{e:?}");
+    assert!(e.message.contains("openai_key"), "the known kinds are listed: {e:?}");
+    one_error(&policy("  scope: { all_runs: true }\n  match: { channel: llm }\n  effect: allow\n  detectors: { secrets: { on_match: continue } }\n"), "makes the detector do nothing");
+    one_error(&policy("  scope: { all_runs: true }\n  match: { channel: llm }\n  effect: deny\n  detectors: { secrets: {} }\n"), "no effect on a deny");
+    one_error(&policy("  scope: { all_runs: true }\n  match: { channel: llm }\n  effect: allow\n  detectors: { secrets: { on_match: stop, pattern: x } }\n"), "pattern");
+    let ok = format!("{CONTRACT}---\n{}", policy("  scope: { all_runs: true }\n  match: { channel: http }\n  effect: allow\n  detectors: { secrets: { kinds: [jwt, private_key, bearer_token] } }\n"));
+    let snap = compile_str("b.yaml", &ok).unwrap();
+    let p = snap.policy_by_id("p900").unwrap();
+    assert_eq!(
+        p.secrets,
+        Some((
+            crate::policy::model::Action::Stop,
+            crate::policy::model::SecretKind::Jwt.bit()
+                | crate::policy::model::SecretKind::PrivateKey.bit()
+                | crate::policy::model::SecretKind::BearerToken.bit()
+        ))
+    );
+}
