@@ -75,6 +75,7 @@ fn request() -> Request {
         facts: Facts {
             pii: Some(PiiFact::Found(vec![])),
             grounding: None,
+            secrets: None,
         },
         delta: Delta {
             input_tokens: 120.0,
@@ -161,11 +162,27 @@ fn bench_pii(c: &mut Criterion) {
     });
 }
 
+/// The secrets scan of the same 1 KB prompt (with the PII values, no secret): the extra pass
+/// every string of a call pays.
+fn bench_secrets(c: &mut Criterion) {
+    let filler = "the quick brown fox jumps over the lazy dog while the support agent reads \
+                  the ticket history and drafts a short polite answer for the customer ";
+    let mut text = String::from("Summarise the conversation below in one line. ");
+    while text.len() < 1000 {
+        text.push_str(filler);
+    }
+    text.push_str(" [[reply:16]] call +1 (415) 555-2671 or DE89 3704 0044 0532 0130 00");
+    c.bench_function("secrets/kinds_1k_prompt", |b| {
+        b.iter(|| warden::detect::secrets::kinds(std::hint::black_box(&text)))
+    });
+}
+
 criterion_group!(
     benches,
     bench_baseline,
     bench_decide,
     bench_compile,
-    bench_pii
+    bench_pii,
+    bench_secrets
 );
 criterion_main!(benches);

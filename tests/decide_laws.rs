@@ -4,8 +4,8 @@
 
 use proptest::prelude::*;
 use proptest::sample::subsequence;
-use warden::decide::{decide, Decision, Delta, Facts, Mode, PiiFact, Request, Usage};
-use warden::policy::model::{Action, Channel, PiiKind};
+use warden::decide::{decide, Decision, Delta, Facts, Mode, PiiFact, Request, SecretFact, Usage};
+use warden::policy::model::{Action, Channel, PiiKind, SecretKind};
 use warden::policy::{compile_str, Snapshot};
 
 /// The contract bundle without its policies: connectors, plane, template.
@@ -41,6 +41,7 @@ struct Pol {
     action: &'static str,
     limits: Vec<Lim>,
     pii: Option<&'static str>,
+    secrets: Option<&'static str>,
 }
 
 fn connectors_of(ch: Channel) -> Vec<&'static str> {
@@ -106,8 +107,9 @@ fn pol(id: u32) -> impl Strategy<Value = Pol> {
             proptest::sample::select(vec!["pause", "stop", "kill"]),
             prop::collection::vec(limit(ch), 0..=2),
             proptest::option::weighted(0.3, proptest::sample::select(vec!["warn", "pause", "stop", "kill"])),
+            proptest::option::weighted(0.3, proptest::sample::select(vec!["warn", "pause", "stop", "kill"])),
         )
-            .prop_map(move |(status, shadow, all_runs, agents, projects, connectors, models, allow, action, limits, pii)| Pol {
+            .prop_map(move |(status, shadow, all_runs, agents, projects, connectors, models, allow, action, limits, pii, secrets)| Pol {
                 id: format!("p{id:03}"),
                 status,
                 shadow,
@@ -121,6 +123,7 @@ fn pol(id: u32) -> impl Strategy<Value = Pol> {
                 action,
                 limits,
                 pii,
+                secrets,
             })
     })
 }
@@ -179,8 +182,15 @@ impl Pol {
                     list(&ls.iter().map(String::as_str).collect::<Vec<_>>())
                 ));
             }
-            if let Some(a) = self.pii {
-                spec.push(format!("detectors: {{ pii: {{ on_match: {a} }} }}"));
+            match (self.pii, self.secrets) {
+                (Some(a), Some(s)) => spec.push(format!(
+                    "detectors: {{ pii: {{ on_match: {a} }}, secrets: {{ on_match: {s} }} }}"
+                )),
+                (Some(a), None) => spec.push(format!("detectors: {{ pii: {{ on_match: {a} }} }}")),
+                (None, Some(s)) => {
+                    spec.push(format!("detectors: {{ secrets: {{ on_match: {s} }} }}"))
+                }
+                (None, None) => {}
             }
         } else {
             spec.push(format!("action: {}", self.action));
@@ -230,11 +240,19 @@ fn request() -> impl Strategy<Value = Request> {
                 Just(Some(PiiFact::Partial(vec![]))),
                 Just(Some(PiiFact::Partial(vec![PiiKind::Email])))
             ],
+            prop_oneof![
+                Just(None),
+                Just(Some(SecretFact::Unavailable)),
+                Just(Some(SecretFact::Found(vec![]))),
+                Just(Some(SecretFact::Found(vec![SecretKind::OpenaiKey]))),
+                Just(Some(SecretFact::Partial(vec![]))),
+                Just(Some(SecretFact::Partial(vec![SecretKind::PrivateKey])))
+            ],
             (0u32..60, 0u32..60, 0u32..5000),
             prop::bool::ANY,
         )
             .prop_map(
-                move |(agent, project, connector, pii, (i, o, b), new_run)| Request {
+                move |(agent, project, connector, pii, secrets, (i, o, b), new_run)| Request {
                     tenant: "acme".into(),
                     project: project.into(),
                     agent: agent.into(),
@@ -249,6 +267,7 @@ fn request() -> impl Strategy<Value = Request> {
                     facts: Facts {
                         pii,
                         grounding: None,
+                        secrets,
                     },
                     delta: Delta {
                         input_tokens: f64::from(i),
