@@ -486,7 +486,8 @@ fn placeholder(v: &[u8]) -> bool {
     const WORDS: [&[u8]; 7] = [
         b"password", b"passwd", b"pass", b"pwd", b"secret", b"token", b"null",
     ];
-    v.first().is_some_and(|&b| matches!(b, b'$' | b'{' | b'<' | b'%' | b'['))
+    v.first().is_some_and(|&b| matches!(b, b'$' | b'{' | b'<' | b'['))
+        || v.starts_with(b"%(")
         || v.iter().all(|&b| b == b'*' || b == b'x' || b == b'X' || b == b'.')
         || WORDS.iter().any(|w| v.eq_ignore_ascii_case(w))
         || v.iter().any(|&b| matches!(b, b'(' | b'{' | b'[' | b'<'))
