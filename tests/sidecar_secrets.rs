@@ -204,3 +204,42 @@ async fn without_a_secrets_detector_the_same_calls_pass() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(up.count(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pii_let_through_with_a_warning_does_not_let_a_later_secret_through() {
+    let up = Upstream::start().await;
+    let url = up.url();
+    let env = start_with(
+        "secrets-after-pii-warn",
+        move |b| {
+            edit(false, &url)(b).replacen(
+                "detectors: { pii: { on_match: stop } }",
+                "detectors: { pii: { on_match: warn }, secrets: { on_match: stop } }",
+                1,
+            )
+        },
+        |c| c,
+    )
+    .await;
+    let resp = client()
+        .request(
+            http::Request::post(env.agent_url("/v1/chat/completions"))
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(chat(
+                    "echo [[leak]] [[secret]] [[reply:30]]",
+                    true,
+                ))))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let events = stream_events(resp).await;
+    let all = events.join("\n");
+    assert!(all.contains("jane.doe@example.com"), "the warned PII passes: {all}");
+    for piece in SECRET_PIECES {
+        assert!(!all.contains(piece.trim()), "`{piece}` reached the agent: {all}");
+    }
+    let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "secret_detected", "{all}");
+    record_says(&env, Code::SecretDetected, Outcome::Cut, "openai_key");
+}

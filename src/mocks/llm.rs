@@ -19,7 +19,7 @@
 //! | `[[tool:NAME]]` | the reply is a call of tool NAME (`content: null`, `finish_reason: "tool_calls"`) whose arguments are `{"text":"<the words>"}`; streamed, the first event carries the id, type and name with empty arguments, then the arguments follow in several events without `role`: `{"text":"`, one per word, `"}` |
 //! | `[[leak:FIELD]]` | puts `jane.doe@example.com` into FIELD instead of the content: `content` (same as `[[leak]]`), `tool` (the tool-call arguments, after word 20; a call of `lookup` unless `[[tool:NAME]]` names one), `refusal`, `audio` (`audio.transcript`), `extra` (an unknown field `x_mock_note`), `logprobs` (a `logprobs.content[].token`; the content stays clean), `choice` (a second choice: `n` is at least 2 and only the last choice leaks, in its content); except for `content`, `tool` and `choice` the text is `write to jane.doe@example.com`, streamed as the four pieces `write to `, `jane.doe`, `@exa`, `mple.com` after the words |
 //! | `[[nousage]]` | no `usage` in the answer, nor a usage chunk in a stream |
-//! | `[[secret]]` | a fake OpenAI key ([`SECRET_KEY`]) is inserted into the content after word 20, as the three pieces of [`SECRET_PIECES`] (three SSE events), for the secrets detector's tests |
+//! | `[[secret]]` | a fake OpenAI key ([`SECRET_KEY`]) is inserted into the content after word 20 (after the address when the content leaks too), as the three pieces of [`SECRET_PIECES`] (three SSE events), for the secrets detector's tests |
 //!
 //! The request's `n` (1–16) is honoured: n choices, each with the same reply (a stream
 //! interleaves them: one event per choice at each step, each with its `index`).
@@ -377,7 +377,7 @@ impl Plan {
             pieces.insert(at, piece);
         }
         if self.secret {
-            let at = LEAK_AFTER.min(pieces.len());
+            let at = (LEAK_AFTER + usize::from(leak)).min(pieces.len());
             for (k, p) in SECRET_PIECES.iter().enumerate() {
                 pieces.insert(at + k, (*p).to_string());
             }
