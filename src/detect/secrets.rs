@@ -185,6 +185,12 @@ fn scan_bytes(t: &[u8], pre: Option<u8>, last: bool) -> Scan {
 /// it); a `None` after touching the end is undecided.
 fn attempt(s: &mut Src<'_>, i: usize) -> Option<(SecretKind, usize)> {
     let b = s.t[i];
+    // The second byte rules out most starts at once (prose is full of words starting with
+    // these letters).
+    let next = s.at(i + 1)?;
+    if !second(b, next) {
+        return None;
+    }
     if b == b'-' {
         return pem(s, i);
     }
@@ -214,6 +220,27 @@ fn attempt(s: &mut Src<'_>, i: usize) -> Option<(SecretKind, usize)> {
         b'm' | b'M' | b'r' | b'R' if !glued => url(s, i),
         b'h' if !glued => slack_webhook(s, i),
         _ => None,
+    }
+}
+
+/// Whether `b` can follow `a` at the start of some attempt (labels in any case).
+fn second(a: u8, b: u8) -> bool {
+    let l = b.to_ascii_lowercase();
+    match a {
+        b'-' => b == b'-',
+        b's' => b == b'k' || l == b'e',
+        b'S' => l == b'e',
+        b'A' => matches!(b, b'K' | b'S' | b'I') || l == b'w',
+        b'a' => matches!(l, b'w' | b'm'),
+        b'g' => matches!(b, b'h' | b'l' | b'i'),
+        b'x' => matches!(b, b'o' | b'a'),
+        b'e' => b == b'y',
+        b'b' | b'B' => l == b'e',
+        b'p' | b'P' => matches!(l, b'o' | b'a' | b'w'),
+        b'm' | b'M' => matches!(l, b'y' | b'o'),
+        b'r' | b'R' => l == b'e',
+        b'h' => b == b'o',
+        _ => false,
     }
 }
 
