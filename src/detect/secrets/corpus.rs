@@ -321,12 +321,31 @@ fn ids(rng: &mut Rng) -> String {
     }
 }
 
-const CLASSES: [(&str, fn(&mut Rng) -> String); 5] = [
+/// Near misses: a secret's prefix with the wrong length, alphabet or structure.
+fn near(rng: &mut Rng) -> String {
+    let n = rng.usize(8..30);
+    let v = match rng.u8(0..10) {
+        0 => format!("sk-{}", body(rng, ALNUM, n)),
+        1 => format!("AKIA{}", pick(rng, UPPER_DIGIT, 15)),
+        2 => format!("AIza{}", body(rng, B64URL, 34)),
+        3 => format!("eyJ{}.eyJ{}", pick(rng, B64URL, 30), pick(rng, B64URL, 40)),
+        4 => format!("ghp_{}", body(rng, ALNUM, 35)),
+        5 => format!("xoxb-{}", body(rng, ALNUM, 12)),
+        6 => format!("Bearer {}", body(rng, ALNUM, 15)),
+        7 => format!("glpat-{}", body(rng, ALNUM, 19)),
+        8 => format!("{}sk-{}", pick(rng, ALNUM, 3), body(rng, ALNUM, 48)),
+        _ => format!("-----BEGIN PRIVATE KEY----- {}", pick(rng, b"abcdefghij ", 20)),
+    };
+    format!("near {v} miss")
+}
+
+const CLASSES: [(&str, fn(&mut Rng) -> String); 6] = [
     ("prose about keys, tokens and passwords", prose),
     ("code and config reading secrets from elsewhere, placeholders", code),
     ("UUIDs, sha1/sha256/md5 hex, trace ids", hashes),
     ("base64 blobs, nonces, signatures", blobs),
     ("ids, pod names, URLs without passwords", ids),
+    ("near misses: prefixes with the wrong length, alphabet or structure", near),
 ];
 
 // === measuring ===
