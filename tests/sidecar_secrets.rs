@@ -88,7 +88,12 @@ async fn a_key_in_a_prompt_is_refused_before_the_upstream() {
             chat(&format!("Use my key {OPENAI_KEY} to call the API"), false),
         )
         .await;
-    assert_eq!((r.status, r.code().as_str()), (403, "secret_detected"), "{}", r.text());
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (403, "secret_detected"),
+        "{}",
+        r.text()
+    );
     assert_eq!(env.llm.request_count(), 0, "the upstream was reached");
     record_says(&env, Code::SecretDetected, Outcome::Refused, "openai_key");
     // A key in any string of the request: a tool description.
@@ -113,7 +118,10 @@ async fn a_streamed_reply_echoing_a_key_is_cut_before_any_of_it() {
         .request(
             http::Request::post(env.agent_url("/v1/chat/completions"))
                 .header("content-type", "application/json")
-                .body(Full::new(Bytes::from(chat("echo [[secret]] [[reply:30]]", true))))
+                .body(Full::new(Bytes::from(chat(
+                    "echo [[secret]] [[reply:30]]",
+                    true,
+                ))))
                 .unwrap(),
         )
         .await
@@ -122,7 +130,10 @@ async fn a_streamed_reply_echoing_a_key_is_cut_before_any_of_it() {
     let events = stream_events(resp).await;
     let all = events.join("\n");
     for piece in SECRET_PIECES {
-        assert!(!all.contains(piece.trim()), "`{piece}` reached the agent: {all}");
+        assert!(
+            !all.contains(piece.trim()),
+            "`{piece}` reached the agent: {all}"
+        );
     }
     assert!(!all.contains(SECRET_KEY));
     let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
@@ -132,8 +143,15 @@ async fn a_streamed_reply_echoing_a_key_is_cut_before_any_of_it() {
     assert_eq!(stream_text(&events).split_whitespace().count(), 20, "{all}");
     record_says(&env, Code::SecretDetected, Outcome::Cut, "openai_key");
     // A plain reply with the key is withheld whole.
-    let r = env.chat(None, chat("echo [[secret]] [[reply:30]]", false)).await;
-    assert_eq!((r.status, r.code().as_str()), (403, "secret_detected"), "{}", r.text());
+    let r = env
+        .chat(None, chat("echo [[secret]] [[reply:30]]", false))
+        .await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (403, "secret_detected"),
+        "{}",
+        r.text()
+    );
     assert!(!r.text().contains("Xk29fLq0Vb7TmW3p"));
 }
 
@@ -146,13 +164,25 @@ async fn an_http_body_with_an_aws_key_is_refused_before_the_upstream() {
         .body(Full::new(Bytes::from(body)))
         .unwrap();
     let r = send(req).await;
-    assert_eq!((r.status, r.code().as_str()), (403, "secret_detected"), "{}", r.text());
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (403, "secret_detected"),
+        "{}",
+        r.text()
+    );
     assert_eq!(up.count(), 0, "the upstream was reached");
-    record_says(&env, Code::SecretDetected, Outcome::Refused, "aws_access_key_id");
+    record_says(
+        &env,
+        Code::SecretDetected,
+        Outcome::Refused,
+        "aws_access_key_id",
+    );
     // JSON-escaped, in a query: still read.
     let req = http::Request::post(env.agent_url("/http/rec/v1/upload"))
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(r#"{"k":"AKIA\u0049OSFODNN7EXAMPLE"}"#)))
+        .body(Full::new(Bytes::from(
+            r#"{"k":"AKIA\u0049OSFODNN7EXAMPLE"}"#,
+        )))
         .unwrap();
     assert_eq!(send(req).await.code(), "secret_detected");
     let req = http::Request::get(env.agent_url(&format!("/http/rec/v1/x?key={AWS_ID}")))
@@ -170,7 +200,12 @@ async fn an_http_body_with_an_aws_key_is_refused_before_the_upstream() {
         .body(Full::new(Bytes::new()))
         .unwrap();
     let r = send(req).await;
-    assert_eq!((r.status, r.code().as_str()), (403, "secret_detected"), "{}", r.text());
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (403, "secret_detected"),
+        "{}",
+        r.text()
+    );
     assert!(!r.text().contains(OPENAI_KEY));
     // A body the detector cannot read is not clean (fail_closed by default).
     let req = http::Request::post(env.agent_url("/http/rec/v1/upload"))
@@ -179,7 +214,12 @@ async fn an_http_body_with_an_aws_key_is_refused_before_the_upstream() {
         .body(Full::new(Bytes::from_static(b"\x1f\x8b\x08\x00")))
         .unwrap();
     let r = send(req).await;
-    assert_eq!((r.status, r.code().as_str()), (403, "fact_unavailable"), "{}", r.text());
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (403, "fact_unavailable"),
+        "{}",
+        r.text()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -193,7 +233,9 @@ async fn without_a_secrets_detector_the_same_calls_pass() {
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(env.llm.request_count(), 1);
-    let r = env.chat(None, chat("echo [[secret]] [[reply:30]]", false)).await;
+    let r = env
+        .chat(None, chat("echo [[secret]] [[reply:30]]", false))
+        .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.text().contains(SECRET_KEY));
     let req = http::Request::post(env.agent_url("/http/rec/v1/upload"))
@@ -235,9 +277,15 @@ async fn pii_let_through_with_a_warning_does_not_let_a_later_secret_through() {
         .unwrap();
     let events = stream_events(resp).await;
     let all = events.join("\n");
-    assert!(all.contains("jane.doe@example.com"), "the warned PII passes: {all}");
+    assert!(
+        all.contains("jane.doe@example.com"),
+        "the warned PII passes: {all}"
+    );
     for piece in SECRET_PIECES {
-        assert!(!all.contains(piece.trim()), "`{piece}` reached the agent: {all}");
+        assert!(
+            !all.contains(piece.trim()),
+            "`{piece}` reached the agent: {all}"
+        );
     }
     let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
     assert_eq!(last["error"]["code"], "secret_detected", "{all}");

@@ -440,7 +440,9 @@ fn secrets_block_by_default_and_missing_facts_follow_failure_mode() {
             "b.yaml",
             &CONTRACT.replacen(
                 "detectors: { pii: { on_match: stop } }\n  limits:",
-                &format!("detectors: {{ pii: {{ on_match: stop }}, secrets: {{ {extra} }} }}\n  limits:"),
+                &format!(
+                    "detectors: {{ pii: {{ on_match: stop }}, secrets: {{ {extra} }} }}\n  limits:"
+                ),
                 1,
             ),
         )
@@ -451,9 +453,15 @@ fn secrets_block_by_default_and_missing_facts_follow_failure_mode() {
     assert!(!run(&s, &r).refused(), "no fact yet: nothing to say");
     r.facts.secrets = Some(SecretFact::Found(vec![]));
     assert!(!run(&s, &r).refused());
-    r.facts.secrets = Some(SecretFact::Found(vec![SecretKind::OpenaiKey, SecretKind::Jwt]));
+    r.facts.secrets = Some(SecretFact::Found(vec![
+        SecretKind::OpenaiKey,
+        SecretKind::Jwt,
+    ]));
     let d = run(&s, &r);
-    assert_eq!((d.action, d.code), (Action::Stop, Some(Code::SecretDetected)));
+    assert_eq!(
+        (d.action, d.code),
+        (Action::Stop, Some(Code::SecretDetected))
+    );
     assert_eq!(d.reasons[0].code.as_str(), "secret_detected");
     assert_eq!(d.reasons[0].detail, "openai_key,jwt");
     r.facts.secrets = Some(SecretFact::Unavailable);
@@ -462,8 +470,14 @@ fn secrets_block_by_default_and_missing_facts_follow_failure_mode() {
     assert_eq!(d.reasons[0].code.as_str(), "fact_unavailable:secrets");
     r.facts.secrets = Some(SecretFact::Partial(vec![SecretKind::Jwt]));
     let d = run(&s, &r);
-    assert!(d.reasons.iter().any(|x| x.code == ReasonCode::SecretDetected));
-    assert!(d.reasons.iter().any(|x| x.code.as_str() == "fact_unavailable:secrets"));
+    assert!(d
+        .reasons
+        .iter()
+        .any(|x| x.code == ReasonCode::SecretDetected));
+    assert!(d
+        .reasons
+        .iter()
+        .any(|x| x.code.as_str() == "fact_unavailable:secrets"));
     // fail_open: at most a warning for the missing fact.
     let open = compile_str(
         "b.yaml",
@@ -489,7 +503,10 @@ fn secrets_block_by_default_and_missing_facts_follow_failure_mode() {
     // Without the detector the fact changes nothing.
     assert!(!run(&snap(""), &r).refused());
     // The reason codes round-trip.
-    for c in [ReasonCode::SecretDetected, ReasonCode::FactUnavailable(Fact::Secrets)] {
+    for c in [
+        ReasonCode::SecretDetected,
+        ReasonCode::FactUnavailable(Fact::Secrets),
+    ] {
         assert_eq!(ReasonCode::parse(c.as_str()), Some(c));
     }
 }

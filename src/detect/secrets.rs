@@ -197,9 +197,7 @@ fn attempt(s: &mut Src<'_>, i: usize) -> Option<(SecretKind, usize)> {
     // Everything else starts a word.
     let glued = s.before(i).is_some_and(alnum);
     match b {
-        b's' if !glued && !s.before(i).is_some_and(word) => {
-            sk(s, i).or_else(|| aws_label(s, i))
-        }
+        b's' if !glued && !s.before(i).is_some_and(word) => sk(s, i).or_else(|| aws_label(s, i)),
         b'S' if !glued => aws_label(s, i),
         b'A' if !glued => aws_id(s, i)
             .or_else(|| google(s, i))
@@ -336,7 +334,9 @@ fn aws_label(s: &mut Src<'_>, i: usize) -> Option<(SecretKind, usize)> {
         b"secret_access_key",
         b"secretaccesskey",
     ];
-    let at = LABELS.iter().find_map(|l| s.lit(i, l, true).then_some(i + l.len()))?;
+    let at = LABELS
+        .iter()
+        .find_map(|l| s.lit(i, l, true).then_some(i + l.len()))?;
     let mut j = at;
     let mut eq = false;
     while j - at < 6 {
@@ -396,8 +396,10 @@ fn slack(s: &mut Src<'_>, i: usize) -> Option<(SecretKind, usize)> {
 
 /// `hooks.slack.com/services/T…/B…/…` (the scheme before it is not needed).
 fn slack_webhook(s: &mut Src<'_>, i: usize) -> Option<(SecretKind, usize)> {
-    token(s, i, b"hooks.slack.com/services/", 20, 255, |b| alnum(b) || b == b'/')
-        .map(|e| (SecretKind::SlackWebhook, e))
+    token(s, i, b"hooks.slack.com/services/", 20, 255, |b| {
+        alnum(b) || b == b'/'
+    })
+    .map(|e| (SecretKind::SlackWebhook, e))
 }
 
 /// Google API key: `AIza` and exactly 35 of `A-Za-z0-9_-`.
@@ -511,11 +513,19 @@ fn pem(s: &mut Src<'_>, i: usize) -> Option<(SecretKind, usize)> {
 /// all `*` or `x`, or the word itself.
 fn placeholder(v: &[u8]) -> bool {
     const WORDS: [&[u8]; 7] = [
-        b"password", b"passwd", b"pass", b"pwd", b"secret", b"token", b"null",
+        b"password",
+        b"passwd",
+        b"pass",
+        b"pwd",
+        b"secret",
+        b"token",
+        b"null",
     ];
-    v.first().is_some_and(|&b| matches!(b, b'$' | b'{' | b'<' | b'['))
+    v.first()
+        .is_some_and(|&b| matches!(b, b'$' | b'{' | b'<' | b'['))
         || v.starts_with(b"%(")
-        || v.iter().all(|&b| b == b'*' || b == b'x' || b == b'X' || b == b'.')
+        || v.iter()
+            .all(|&b| b == b'*' || b == b'x' || b == b'X' || b == b'.')
         || WORDS.iter().any(|w| v.eq_ignore_ascii_case(w))
         || v.iter().any(|&b| matches!(b, b'(' | b'{' | b'[' | b'<'))
 }
@@ -531,7 +541,9 @@ fn bearer(s: &mut Src<'_>, i: usize) -> Option<(SecretKind, usize)> {
         return None;
     }
     let from = i + 6 + sp;
-    let tok = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=');
+    let tok = |b: u8| {
+        b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=')
+    };
     let n = s.run(from, 256, tok);
     let v = &s.t[from..from + n];
     let ok = n >= 16
@@ -587,7 +599,10 @@ fn dsn_password(s: &mut Src<'_>, i: usize) -> Option<(SecretKind, usize)> {
         .find_map(|l| s.lit(i, l, true).then_some(i + l.len()))?;
     let n = s.run(at, 129, |b| {
         b.is_ascii_graphic()
-            && !matches!(b, b';' | b'&' | b'"' | b'\'' | b',' | b'(' | b')' | b'[' | b'{' | b'<')
+            && !matches!(
+                b,
+                b';' | b'&' | b'"' | b'\'' | b',' | b'(' | b')' | b'[' | b'{' | b'<'
+            )
     });
     // A value followed by `(`, `[` or `{` is an expression (`password=get_pw()`).
     if n > 128 || !s.ends(at + n, |b| matches!(b, b'(' | b'[' | b'{' | b'.'))? {

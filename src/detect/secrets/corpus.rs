@@ -64,7 +64,11 @@ fn value(rng: &mut Rng, kind: K) -> String {
     match kind {
         K::OpenaiKey => match rng.u8(0..4) {
             0 => format!("sk-{}", body(rng, ALNUM, 48)),
-            1 => format!("sk-proj-{}T3BlbkFJ{}", body(rng, B64URL, 74), body(rng, B64URL, 74)),
+            1 => format!(
+                "sk-proj-{}T3BlbkFJ{}",
+                body(rng, B64URL, 74),
+                body(rng, B64URL, 74)
+            ),
             2 => format!("sk-svcacct-{}", body(rng, B64URL, 120)),
             _ => format!("sk-admin-{}", body(rng, B64URL, 80)),
         },
@@ -97,8 +101,16 @@ fn value(rng: &mut Rng, kind: K) -> String {
             }
         }
         K::GithubToken => match rng.u8(0..6) {
-            5 => format!("github_pat_{}_{}", body(rng, ALNUM, 22), body(rng, ALNUM, 59)),
-            k => format!("gh{}_{}", ["p", "o", "u", "s", "r"][usize::from(k)], body(rng, ALNUM, 36)),
+            5 => format!(
+                "github_pat_{}_{}",
+                body(rng, ALNUM, 22),
+                body(rng, ALNUM, 59)
+            ),
+            k => format!(
+                "gh{}_{}",
+                ["p", "o", "u", "s", "r"][usize::from(k)],
+                body(rng, ALNUM, 36)
+            ),
         },
         K::GitlabToken => format!(
             "{}{}",
@@ -188,8 +200,20 @@ fn value(rng: &mut Rng, kind: K) -> String {
                 b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!#%^*-_~",
                 n,
             );
-            let user = one(rng, &["app", "admin", "postgres", "svc_orders", "root", "reader"]);
-            let host = one(rng, &["db.internal", "10.0.3.7", "cluster0.ab1cd.mongodb.net", "cache", "mq.prod.svc"]);
+            let user = one(
+                rng,
+                &["app", "admin", "postgres", "svc_orders", "root", "reader"],
+            );
+            let host = one(
+                rng,
+                &[
+                    "db.internal",
+                    "10.0.3.7",
+                    "cluster0.ab1cd.mongodb.net",
+                    "cache",
+                    "mq.prod.svc",
+                ],
+            );
             match rng.u8(0..9) {
                 0 => format!("postgres://{user}:{pw}@{host}:5432/orders"),
                 1 => format!("postgresql://{user}:{pw}@{host}/app?sslmode=require"),
@@ -211,7 +235,10 @@ fn context(rng: &mut Rng, v: &str) -> String {
         0 => format!("Here is my key, can you check why it fails? {v}"),
         1 => format!("export SECRET_VALUE=\"{v}\"\n"),
         2 => format!("config:\n  credential: {v}\n  timeout: 30\n"),
-        3 => format!("2026-12-01T10:22:{:02}Z INFO using {v} for upstream", rng.u8(0..60)),
+        3 => format!(
+            "2026-12-01T10:22:{:02}Z INFO using {v} for upstream",
+            rng.u8(0..60)
+        ),
         4 => format!("curl -s https://api.example.com/v1/items \\\n  {v}"),
         5 => format!("The deploy log printed:\n{v}\nand then exited with 1."),
         6 => format!("({v})"),
@@ -253,7 +280,10 @@ fn prose(rng: &mut Rng) -> String {
         "The skeleton key opened the desk-drawer; ghosts and glyphs aside, nothing was taken.",
         "Private keys begin with a -----BEGIN line and must stay private.",
     ];
-    (0..rng.usize(1..4)).map(|_| one(rng, &s)).collect::<Vec<_>>().join(" ")
+    (0..rng.usize(1..4))
+        .map(|_| one(rng, &s))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn code(rng: &mut Rng) -> String {
@@ -274,7 +304,10 @@ fn code(rng: &mut Rng) -> String {
         "client = Slack(token=os.getenv('SLACK_BOT_TOKEN'))",
         "jwt.decode(token, key, algorithms=[\"HS256\"])",
     ];
-    (0..rng.usize(1..4)).map(|_| one(rng, &s)).collect::<Vec<_>>().join("\n")
+    (0..rng.usize(1..4))
+        .map(|_| one(rng, &s))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn hashes(rng: &mut Rng) -> String {
@@ -292,7 +325,11 @@ fn hashes(rng: &mut Rng) -> String {
         1 => format!("commit {} (sha1)", pick(rng, HEX, 40)),
         2 => format!("sha256:{}", pick(rng, HEX, 64)),
         3 => format!("md5 {} etag \"{}\"", pick(rng, HEX, 32), pick(rng, HEX, 32)),
-        _ => format!("trace_id={} span_id={}", pick(rng, HEX, 32), pick(rng, HEX, 16)),
+        _ => format!(
+            "trace_id={} span_id={}",
+            pick(rng, HEX, 32),
+            pick(rng, HEX, 16)
+        ),
     }
 }
 
@@ -306,18 +343,40 @@ fn blobs(rng: &mut Rng) -> String {
         0 => format!("data:image/png;base64,{b}"),
         1 => format!("\"attachment\": \"{b}\""),
         2 => format!("signature {}", pick(rng, B64, 40)),
-        _ => format!("nonce={} cursor={}", pick(rng, B64URL, 40), pick(rng, B64URL, 24)),
+        _ => format!(
+            "nonce={} cursor={}",
+            pick(rng, B64URL, 40),
+            pick(rng, B64URL, 24)
+        ),
     }
 }
 
 fn ids(rng: &mut Rng) -> String {
     match rng.u8(0..6) {
-        0 => format!("pod checkout-{}-{}", pick(rng, HEX, 10), pick(rng, b"abcdefghijklmnopqrstuvwxyz0123456789", 5)),
+        0 => format!(
+            "pod checkout-{}-{}",
+            pick(rng, HEX, 10),
+            pick(rng, b"abcdefghijklmnopqrstuvwxyz0123456789", 5)
+        ),
         1 => format!("order AKIA-{} shipped", pick(rng, b"0123456789", 8)),
-        2 => format!("https://example.com/users/{}?page=2&sort=asc", pick(rng, ALNUM, 12)),
-        3 => format!("ssh git@github.com:acme/{}.git", pick(rng, b"abcdefghijklmnopqrstuvwxyz", 8)),
-        4 => format!("postgres://{}@db.internal/app (no password)", one(rng, &["app", "reader"])),
-        _ => format!("task-{} sk-{} gh-{}", pick(rng, ALNUM, 8), pick(rng, ALNUM, 10), pick(rng, ALNUM, 12)),
+        2 => format!(
+            "https://example.com/users/{}?page=2&sort=asc",
+            pick(rng, ALNUM, 12)
+        ),
+        3 => format!(
+            "ssh git@github.com:acme/{}.git",
+            pick(rng, b"abcdefghijklmnopqrstuvwxyz", 8)
+        ),
+        4 => format!(
+            "postgres://{}@db.internal/app (no password)",
+            one(rng, &["app", "reader"])
+        ),
+        _ => format!(
+            "task-{} sk-{} gh-{}",
+            pick(rng, ALNUM, 8),
+            pick(rng, ALNUM, 10),
+            pick(rng, ALNUM, 12)
+        ),
     }
 }
 
@@ -334,24 +393,36 @@ fn near(rng: &mut Rng) -> String {
         6 => format!("Bearer {}", body(rng, ALNUM, 15)),
         7 => format!("glpat-{}", body(rng, ALNUM, 19)),
         8 => format!("{}sk-{}", pick(rng, ALNUM, 3), body(rng, ALNUM, 48)),
-        _ => format!("-----BEGIN PRIVATE KEY----- {}", pick(rng, b"abcdefghij ", 20)),
+        _ => format!(
+            "-----BEGIN PRIVATE KEY----- {}",
+            pick(rng, b"abcdefghij ", 20)
+        ),
     };
     format!("near {v} miss")
 }
 
 const CLASSES: [(&str, fn(&mut Rng) -> String); 6] = [
     ("prose about keys, tokens and passwords", prose),
-    ("code and config reading secrets from elsewhere, placeholders", code),
+    (
+        "code and config reading secrets from elsewhere, placeholders",
+        code,
+    ),
     ("UUIDs, sha1/sha256/md5 hex, trace ids", hashes),
     ("base64 blobs, nonces, signatures", blobs),
     ("ids, pod names, URLs without passwords", ids),
-    ("near misses: prefixes with the wrong length, alphabet or structure", near),
+    (
+        "near misses: prefixes with the wrong length, alphabet or structure",
+        near,
+    ),
 ];
 
 // === measuring ===
 
 fn streamed(rng: &mut Rng, text: &str, cuts: usize) -> u16 {
-    let mut at: Vec<usize> = (0..cuts).map(|_| rng.usize(0..=text.len())).filter(|c| text.is_char_boundary(*c)).collect();
+    let mut at: Vec<usize> = (0..cuts)
+        .map(|_| rng.usize(0..=text.len()))
+        .filter(|c| text.is_char_boundary(*c))
+        .collect();
     at.sort_unstable();
     let mut s = StreamScanner::new();
     let mut prev = 0;
@@ -386,11 +457,19 @@ fn recall() -> Vec<Recall> {
         .into_iter()
         .map(|kind| {
             let mine: Vec<&Case> = cases.iter().filter(|c| c.kind == kind).collect();
-            let mut r = Recall { kind, whole: 0, json: 0, stream: 0, every_cut: (0, 0) };
+            let mut r = Recall {
+                kind,
+                whole: 0,
+                json: 0,
+                stream: 0,
+                every_cut: (0, 0),
+            };
             for (i, c) in mine.iter().enumerate() {
                 r.whole += usize::from(kinds(&c.text) & kind.bit() != 0);
-                let doc = serde_json::json!({ "messages": [{ "role": "user", "content": c.text }] });
-                let parsed: serde_json::Value = serde_json::from_str(&doc.to_string()).unwrap_or_default();
+                let doc =
+                    serde_json::json!({ "messages": [{ "role": "user", "content": c.text }] });
+                let parsed: serde_json::Value =
+                    serde_json::from_str(&doc.to_string()).unwrap_or_default();
                 r.json += usize::from(crate::detect::json::secret_kinds(&parsed) & kind.bit() != 0);
                 let cuts = rng.usize(1..8);
                 r.stream += usize::from(streamed(&mut rng, &c.text, cuts) != 0);
@@ -401,8 +480,16 @@ fn recall() -> Vec<Recall> {
                         }
                         let mut s = StreamScanner::new();
                         let a = s.push(&c.text[..cut]);
-                        let b = if a.found != 0 { a.clone() } else { s.push(&c.text[cut..]) };
-                        let f = if b.found != 0 { b.found } else { s.finish().found };
+                        let b = if a.found != 0 {
+                            a.clone()
+                        } else {
+                            s.push(&c.text[cut..])
+                        };
+                        let f = if b.found != 0 {
+                            b.found
+                        } else {
+                            s.finish().found
+                        };
                         r.every_cut.1 += 1;
                         r.every_cut.0 += usize::from(f != 0);
                     }
@@ -437,7 +524,9 @@ fn false_positives() -> Vec<(&'static str, usize, Vec<String>)> {
 #[test]
 fn recall_and_false_positives_hold_their_floors() {
     let r = recall();
-    println!("| kind | whole text | in JSON | streamed (1-7 random cuts) | split in two at every byte |");
+    println!(
+        "| kind | whole text | in JSON | streamed (1-7 random cuts) | split in two at every byte |"
+    );
     println!("|---|---:|---:|---:|---:|");
     for x in &r {
         let f = |n: usize| n as f64 / N as f64;
@@ -464,19 +553,42 @@ fn recall_and_false_positives_hold_their_floors() {
     }
     println!("| **all** | **{total} / {}** |", N * CLASSES.len());
     for x in &r {
-        assert!(x.whole as f64 / N as f64 >= 0.999, "{:?} whole recall {}", x.kind, x.whole);
-        assert!(x.json as f64 / N as f64 >= 0.999, "{:?} JSON recall {}", x.kind, x.json);
-        assert_eq!(x.stream, x.whole, "{:?}: the stream finds what the whole text does", x.kind);
+        assert!(
+            x.whole as f64 / N as f64 >= 0.999,
+            "{:?} whole recall {}",
+            x.kind,
+            x.whole
+        );
+        assert!(
+            x.json as f64 / N as f64 >= 0.999,
+            "{:?} JSON recall {}",
+            x.kind,
+            x.json
+        );
+        assert_eq!(
+            x.stream, x.whole,
+            "{:?}: the stream finds what the whole text does",
+            x.kind
+        );
         assert_eq!(x.every_cut.0, x.every_cut.1, "{:?}: a split hid it", x.kind);
     }
     for (name, hits, _) in &fp {
-        assert!(*hits as f64 / N as f64 <= 0.01, "{name}: {hits} false positives");
+        assert!(
+            *hits as f64 / N as f64 <= 0.01,
+            "{name}: {hits} false positives"
+        );
     }
 }
 
 #[test]
 fn the_corpus_is_deterministic() {
-    let a: Vec<String> = positives(&mut Rng::with_seed(SEED)).into_iter().map(|c| c.text).collect();
-    let b: Vec<String> = positives(&mut Rng::with_seed(SEED)).into_iter().map(|c| c.text).collect();
+    let a: Vec<String> = positives(&mut Rng::with_seed(SEED))
+        .into_iter()
+        .map(|c| c.text)
+        .collect();
+    let b: Vec<String> = positives(&mut Rng::with_seed(SEED))
+        .into_iter()
+        .map(|c| c.text)
+        .collect();
     assert_eq!(a, b);
 }

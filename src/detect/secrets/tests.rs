@@ -48,7 +48,10 @@ fn an_access_key_id_with_its_secret_reports_both() {
     let t = "\"SecretAccessKey\": \"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\"";
     assert_eq!(kinds(t), K::AwsSecretKey.bit());
     // A bare 40-character string is not a secret key.
-    assert_eq!(kinds("token wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY here"), 0);
+    assert_eq!(
+        kinds("token wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY here"),
+        0
+    );
 }
 
 #[test]
@@ -75,7 +78,10 @@ fn look_alikes_do_not_match() {
 
 #[test]
 fn glued_prefixes_do_not_match() {
-    assert_eq!(kinds("xsk-3kT9vQmZ8xLp2RwYbN4cHs7dFgJ1aE6uV0oIqWzXtKr5Mn"), 0);
+    assert_eq!(
+        kinds("xsk-3kT9vQmZ8xLp2RwYbN4cHs7dFgJ1aE6uV0oIqWzXtKr5Mn"),
+        0
+    );
     assert_eq!(kinds("XAKIAIOSFODNN7EXAMPLE"), 0);
     assert_eq!(kinds("AKIAIOSFODNN7EXAMPLEX"), 0);
 }
@@ -120,7 +126,8 @@ fn a_secret_split_anywhere_never_leaks() {
 
 #[test]
 fn prose_passes_whole_and_promptly() {
-    let text = "The quick brown fox jumps over the lazy dog. Passwords and bearer tokens are secrets. ";
+    let text =
+        "The quick brown fox jumps over the lazy dog. Passwords and bearer tokens are secrets. ";
     let (out, found) = stream(&[text, text]);
     assert_eq!(found, 0);
     assert_eq!(out, format!("{text}{text}"));

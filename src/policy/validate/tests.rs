@@ -267,7 +267,10 @@ fn secrets_detector_is_validated_with_locations() {
     );
     assert_eq!(e.pos.line, line_of_extra(8), "{e:?}");
     assert!(e.pos.col > 1, "{e:?}");
-    assert!(e.message.contains("openai_key"), "the known kinds are listed: {e:?}");
+    assert!(
+        e.message.contains("openai_key"),
+        "the known kinds are listed: {e:?}"
+    );
     one_error(&policy("  scope: { all_runs: true }\n  match: { channel: llm }\n  effect: allow\n  detectors: { secrets: { on_match: continue } }\n"), "makes the detector do nothing");
     one_error(&policy("  scope: { all_runs: true }\n  match: { channel: llm }\n  effect: deny\n  detectors: { secrets: {} }\n"), "no effect on a deny");
     one_error(&policy("  scope: { all_runs: true }\n  match: { channel: llm }\n  effect: allow\n  detectors: { secrets: { on_match: stop, pattern: x } }\n"), "pattern");
