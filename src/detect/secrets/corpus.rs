@@ -242,7 +242,7 @@ fn context(rng: &mut Rng, v: &str) -> String {
         4 => format!("curl -s https://api.example.com/v1/items \\\n  {v}"),
         5 => format!("The deploy log printed:\n{v}\nand then exited with 1."),
         6 => format!("({v})"),
-        _ => format!("{v}"),
+        _ => v.to_string(),
     }
 }
 
@@ -401,7 +401,10 @@ fn near(rng: &mut Rng) -> String {
     format!("near {v} miss")
 }
 
-const CLASSES: [(&str, fn(&mut Rng) -> String); 6] = [
+/// A named class of negatives and its generator.
+type Class = (&'static str, fn(&mut Rng) -> String);
+
+const CLASSES: [Class; 6] = [
     ("prose about keys, tokens and passwords", prose),
     (
         "code and config reading secrets from elsewhere, placeholders",
