@@ -395,9 +395,7 @@ fn reply_secret_fact(headers: &HeaderMap, body: &[u8]) -> SecretFact {
 fn secret_fact_of(mask: u16, body: Result<u16, text::Unreadable>) -> SecretFact {
     match body {
         Ok(m) => SecretFact::of_mask(mask | m),
-        Err(_) if mask != 0 => {
-            SecretFact::Partial(crate::policy::model::SecretKind::of_mask(mask))
-        }
+        Err(_) if mask != 0 => SecretFact::Partial(crate::policy::model::SecretKind::of_mask(mask)),
         Err(_) => SecretFact::Unavailable,
     }
 }
