@@ -853,6 +853,10 @@ mod stream {
         settled: usize,
     }
 
+    /// What [`Pump::scan`] found in one event: the (field, end) pairs it still waits on, the
+    /// PII kinds and the secret kinds.
+    type Scanned = (Vec<(usize, usize)>, u8, u16);
+
     impl Field {
         /// How far its text is safe to send: past both scanners, or past the PII one once a
         /// policy let a secret through (`sec_off`).
@@ -1074,7 +1078,7 @@ mod stream {
 
         /// Push every string of `v` into its field's scanner: the fields the event still
         /// waits on, and the PII and secret kinds found (in a field, or in an object key).
-        fn scan(&mut self, v: &Value) -> Result<(Vec<(usize, usize)>, u8, u16), Refusal> {
+        fn scan(&mut self, v: &Value) -> Result<Scanned, Refusal> {
             let mut needs = Vec::new();
             let (mut found, mut in_keys) = (0u8, 0u8);
             let (mut sec, mut sec_keys) = (0u16, 0u16);
