@@ -271,18 +271,18 @@ fn evidence_verify_reports_ok_and_tampering() {
     let out = warden(&["evidence", "verify", dir.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
-        text(&out.stdout).starts_with("ok: 3 records in 1 segment, chain verified"),
+        text(&out.stdout).starts_with("ok: 3 records in 1 segment, chain verified, head anchored"),
         "{}",
         text(&out.stdout)
     );
+    assert!(
+        text(&out.stderr).contains("cannot prove that nobody with write access"),
+        "{}",
+        text(&out.stderr)
+    );
     // Change one byte of the first record's body (keeping the file length): its checksum no
     // longer matches and valid records follow, so this is damage, not a torn tail.
-    let seg = std::fs::read_dir(&dir)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let seg = evidence_segments(&dir).pop().unwrap();
     let mut bytes = std::fs::read(&seg).unwrap();
     let at = bytes.windows(4).position(|w| w == b"\"e0\"").unwrap();
     bytes[at + 2] = b'9';
@@ -294,5 +294,49 @@ fn evidence_verify_reports_ok_and_tampering() {
         err.contains("frame checksum mismatch, followed by a valid record"),
         "{err}"
     );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The segment files of a spool, in chain order.
+fn evidence_segments(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut segs: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wev"))
+        .collect();
+    segs.sort();
+    segs
+}
+
+#[test]
+fn evidence_verify_fails_on_records_cut_off_the_end() {
+    use warden::evidence::{Durability, Kind, Record, Spool, SpoolConfig};
+    let dir = std::env::temp_dir().join(format!("warden-cli-ev-cut-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    {
+        let (spool, _) = Spool::open(SpoolConfig::new(&dir, Durability::Sync)).unwrap();
+        for i in 0..5 {
+            spool
+                .append_blocking(Record::new(Kind::Call, format!("e{i}"), i))
+                .unwrap();
+        }
+    }
+    // Cut the last two records off at a frame boundary: every record left chains.
+    let seg = evidence_segments(&dir).pop().unwrap();
+    let bytes = std::fs::read(&seg).unwrap();
+    let cut = bytes
+        .windows(11)
+        .position(|w| w == b"{\"seq\":3,\"p")
+        .unwrap()
+        - 8;
+    std::fs::write(&seg, &bytes[..cut]).unwrap();
+    let out = warden(&["evidence", "verify", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("chain head: records 3..4 are missing") && err.contains("cut off its end"),
+        "{err}"
+    );
+    assert!(err.contains("cannot prove"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -132,6 +132,13 @@ async fn kill_9_under_load_loses_no_answered_call() {
         "recovery left a torn tail: {:?}",
         report.torn
     );
+    // The chain ends at its durable head: recovery anchored whatever the crash left past it.
+    assert!(report.anchor.is_some(), "the spool has a durable head");
+    assert_eq!(
+        (report.ahead, report.lost),
+        (0, 0),
+        "a process crash never leaves the head past the records, and recovery anchors the rest"
+    );
     let recorded: std::collections::HashSet<String> = warden::evidence::read_all(&spool)
         .unwrap()
         .into_iter()

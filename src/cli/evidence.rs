@@ -12,10 +12,12 @@ use crate::policy::store::SnapshotStore;
 
 #[derive(Debug, Subcommand)]
 pub enum EvidenceCommand {
-    /// Check the hash chain of a spool directory or one segment file.
+    /// Check the hash chain of a spool directory (and that it ends at its durable head) or of
+    /// one segment file.
     Verify {
         path: PathBuf,
-        /// Treat a torn tail (normal after a crash, cut at the next start) as a failure too.
+        /// Treat a torn tail or a lost last group (normal after a crash, handled at the next
+        /// start) and an unanchored (pre-head) spool as failures too.
         #[arg(long)]
         strict: bool,
     },
@@ -36,11 +38,24 @@ pub fn run(cmd: EvidenceCommand) -> Result<ExitCode, CliError> {
     }
 }
 
+/// What no local check can prove, said with every verdict.
+const CANNOT_PROVE: &str = "note: this proves the records are whole, in order and end at the durable head; it cannot prove that nobody with write access to the spool rewrote the segments, head slots and HEAD pointer consistently (the policy service's acknowledged head will anchor the chain off this machine once evidence is shipped)";
+
 fn verify(path: &std::path::Path, strict: bool) -> ExitCode {
     match evidence::verify(path) {
         Ok(r) => {
+            let anchored = match (&r.anchor, r.legacy) {
+                (Some(_), _) => "chain verified, head anchored",
+                (None, true) => {
+                    "chain verified, head NOT anchored (spool written before chain heads)"
+                }
+                (None, false) if path.is_dir() => "chain verified (empty spool)",
+                (None, false) => {
+                    "chain verified (one segment: its end is not checked against the spool's head)"
+                }
+            };
             out(&format!(
-                "ok: {} records in {} segment{}, chain verified\nhead: seq {} {}\n",
+                "ok: {} records in {} segment{}, {anchored}\nhead: seq {} {}\n",
                 r.records,
                 r.segments,
                 if r.segments == 1 { "" } else { "s" },
@@ -52,7 +67,23 @@ fn verify(path: &std::path::Path, strict: bool) -> ExitCode {
                     "torn tail: {seg} at byte {offset}: {len} bytes ({why}); recovery cuts it"
                 );
             }
-            if strict && !r.torn.is_empty() {
+            if r.ahead > 0 {
+                eprintln!(
+                    "{} record{} past the durable head (a crash between a group's records and its head); anchored at the next start",
+                    r.ahead,
+                    if r.ahead == 1 { "" } else { "s" }
+                );
+            }
+            if r.lost > 0 {
+                eprintln!(
+                    "WARNING: the last {} record{} the head names {} not on disk: a power loss explains it (under durability: sync none of them was acknowledged), a deletion of exactly that last group cannot be told from it",
+                    r.lost,
+                    if r.lost == 1 { "" } else { "s" },
+                    if r.lost == 1 { "is" } else { "are" }
+                );
+            }
+            eprintln!("{CANNOT_PROVE}");
+            if strict && (!r.torn.is_empty() || r.lost > 0 || r.legacy) {
                 ExitCode::from(1)
             } else {
                 ExitCode::SUCCESS
@@ -60,6 +91,7 @@ fn verify(path: &std::path::Path, strict: bool) -> ExitCode {
         }
         Err(e) => {
             eprintln!("evidence verification failed: {e}");
+            eprintln!("{CANNOT_PROVE}");
             ExitCode::from(1)
         }
     }

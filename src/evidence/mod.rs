@@ -2,9 +2,11 @@
 //!
 //! - [`record`] — the record and its hash;
 //! - [`segment`] — framing in append-only segment files, torn-write detection;
+//! - [`head`] — the anchored chain head (head slots and the pointer to the newest segment);
 //! - [`spool`] — the durable local spool with group commit and crash recovery;
 //! - [`verify`] and [`replay`] — what `warden evidence verify` and `replay` run.
 
+pub mod head;
 pub mod record;
 pub mod replay;
 pub mod segment;
@@ -15,7 +17,7 @@ use std::path::Path;
 pub use record::{Basis, Kind, Outcome, Record};
 pub use spool::{Durability, Spool, SpoolConfig};
 
-use segment::{Head, Read};
+use segment::{Anchor, Head, Read};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvidenceError {
@@ -37,6 +39,8 @@ pub enum EvidenceError {
         seq: u64,
         why: String,
     },
+    #[error("{path}: chain head: {why}")]
+    Head { path: String, why: String },
     #[error("evidence record too large")]
     TooLarge,
     #[error("cannot encode evidence record: {0}")]
@@ -67,49 +71,66 @@ pub struct Report {
     /// Torn tails: (segment, offset, bytes, why). Expected after a crash at the tail of the
     /// last segment (recovery cuts it); anywhere else it is corruption.
     pub torn: Vec<(String, u64, u64, String)>,
+    /// The durable head the chain was checked against (`None`: a lone segment, an empty spool,
+    /// or a spool written before chain heads — see `legacy`).
+    pub anchor: Option<Anchor>,
+    /// Records past the durable head: a crash between a group's frames and its head slot.
+    /// Recovery anchors them at the next start.
+    pub ahead: u64,
+    /// Records of the last group the head names that are not on disk: a power loss (or OS
+    /// crash) after the head slot reached the disk and before all of the group's frames did.
+    /// Under `durability: sync` none of them was acknowledged to a caller.
+    pub lost: u64,
+    /// Every segment predates chain heads: the end of the chain is not anchored.
+    pub legacy: bool,
 }
 
 /// Verify a spool directory (the whole chain across segments) or one segment file (its chain
 /// from its first record on). Never modifies anything.
 pub fn verify(path: &Path) -> Result<Report, EvidenceError> {
-    let (segs, whole_dir) = if path.is_dir() {
-        (segment::list(path)?, true)
-    } else {
-        (vec![path.to_path_buf()], false)
-    };
+    if path.is_dir() {
+        let ex = head::examine(path)?;
+        let mut report = Report {
+            segments: ex.segs.len(),
+            records: ex.records,
+            head: ex.head,
+            anchor: ex.anchor,
+            ahead: ex.ahead,
+            lost: ex.lost,
+            legacy: ex.legacy,
+            ..Report::default()
+        };
+        if let Some(last) = ex.segs.last() {
+            if let Some((len, why)) = &last.scan.torn {
+                report.torn.push((
+                    last.path.display().to_string(),
+                    last.scan.good_len,
+                    *len,
+                    why.clone(),
+                ));
+            }
+        }
+        return Ok(report);
+    }
+    // A lone segment: its chain from its first record on, and its own head slot.
+    let bytes = std::fs::read(path).map_err(|e| EvidenceError::io(path, e))?;
+    let scan = segment::scan(path, &bytes)?;
     let mut report = Report {
-        segments: segs.len(),
+        segments: 1,
         ..Report::default()
     };
-    let mut first = true;
-    for (i, seg) in segs.iter().enumerate() {
-        let bytes = std::fs::read(seg).map_err(|e| EvidenceError::io(seg, e))?;
-        let scan = segment::scan(seg, &bytes)?;
-        if first && !whole_dir {
-            // A lone segment: start the chain where its first record says it starts.
-            if let Some(r) = scan.records.first() {
-                report.head = Head {
-                    next_seq: r.record.seq,
-                    hash: r.record.prev.clone(),
-                };
-            }
-        }
-        first = false;
-        segment::check_chain(seg, &mut report.head, &scan.records)?;
-        report.records += scan.records.len() as u64;
-        if let Some((len, why)) = scan.torn {
-            let last = i + 1 == segs.len();
-            if !last {
-                return Err(EvidenceError::Corrupt {
-                    path: seg.display().to_string(),
-                    offset: scan.good_len,
-                    why: format!("{why} in a segment that is not the last"),
-                });
-            }
-            report
-                .torn
-                .push((seg.display().to_string(), scan.good_len, len, why));
-        }
+    if let Some(r) = scan.records.first() {
+        report.head = Head {
+            next_seq: r.record.seq,
+            hash: r.record.prev.clone(),
+        };
+    }
+    segment::check_chain(path, &mut report.head, &scan.records)?;
+    report.records = scan.records.len() as u64;
+    if let Some((len, why)) = scan.torn.clone() {
+        report
+            .torn
+            .push((path.display().to_string(), scan.good_len, len, why));
     }
     Ok(report)
 }

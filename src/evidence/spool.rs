@@ -11,7 +11,7 @@
 //! evidence.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,8 +19,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
+use super::head;
 use super::record::Record;
-use super::segment::{self, Head, MAGIC, MAX_BODY};
+use super::segment::{self, Anchor, Head, HEADER, MAGIC, MAGIC2, MAX_BODY, SLOT};
 use super::EvidenceError;
 
 /// How durable an acknowledged record is.
@@ -64,6 +65,14 @@ pub struct Recovery {
     /// A torn tail that was cut: (segment, offset, bytes, why). The cut bytes are kept beside
     /// the segment as `<segment>.torn-<offset>` for inspection.
     pub cut: Option<(PathBuf, u64, u64, String)>,
+    /// Records past the durable head (a crash between a group's frames and its head slot);
+    /// anchored again when the writer opens the segment.
+    pub ahead: u64,
+    /// Records of the last group the head names that a crash kept off the disk (never
+    /// acknowledged under `sync`).
+    pub lost: u64,
+    /// The spool predates chain heads; the next record starts an anchored segment.
+    pub legacy: bool,
 }
 
 /// Where an appended record landed.
@@ -184,7 +193,7 @@ impl Spool {
     /// Open (and recover) the spool in `cfg.dir` and start its writer thread.
     pub fn open(cfg: SpoolConfig) -> Result<(Spool, Recovery), EvidenceError> {
         std::fs::create_dir_all(&cfg.dir).map_err(|e| EvidenceError::io(&cfg.dir, e))?;
-        let recovery = recover(&cfg.dir)?;
+        let recovery = recover(&cfg.dir, cfg.durability == Durability::Sync)?;
         let stats = Arc::new(Stats::default());
         let mut spool_bytes = 0;
         for p in segment::list(&cfg.dir)? {
@@ -257,30 +266,27 @@ impl Spool {
     }
 }
 
-/// Scan every segment, check the chain, cut a torn tail of the last segment.
-fn recover(dir: &Path) -> Result<Recovery, EvidenceError> {
-    let segs = segment::list(dir)?;
+/// Check every segment, the chain and its head (see [`super::head`]); cut a torn tail of the
+/// last segment; refuse a spool whose chain ends before its durable head.
+fn recover(dir: &Path, sync: bool) -> Result<Recovery, EvidenceError> {
+    let ex = head::examine(dir)?;
     let mut rec = Recovery {
-        segments: segs.len(),
+        segments: ex.segs.len(),
+        records: ex.records,
+        head: ex.head.clone(),
+        ahead: ex.ahead,
+        lost: ex.lost,
+        legacy: ex.legacy,
         ..Recovery::default()
     };
-    for (i, path) in segs.iter().enumerate() {
-        let bytes = std::fs::read(path).map_err(|e| EvidenceError::io(path, e))?;
-        let scan = segment::scan(path, &bytes)?;
-        segment::check_chain(path, &mut rec.head, &scan.records)?;
-        rec.records += scan.records.len() as u64;
-        if let Some((len, why)) = scan.torn {
-            if i + 1 != segs.len() {
-                return Err(EvidenceError::Corrupt {
-                    path: path.display().to_string(),
-                    offset: scan.good_len,
-                    why: format!("{why} in a segment that is not the last"),
-                });
-            }
-            let keep = format!("{}.torn-{}", path.display(), scan.good_len);
-            std::fs::write(&keep, &bytes[scan.good_len as usize..])
+    if let Some(last) = ex.segs.last() {
+        if let Some((len, why)) = &last.scan.torn {
+            let path = &last.path;
+            let good = last.scan.good_len;
+            let keep = format!("{}.torn-{}", path.display(), good);
+            std::fs::write(&keep, &last.bytes[good as usize..])
                 .map_err(|e| EvidenceError::io(Path::new(&keep), e))?;
-            if scan.good_len < MAGIC.len() as u64 {
+            if good < MAGIC.len() as u64 {
                 std::fs::remove_file(path).map_err(|e| EvidenceError::io(path, e))?;
                 rec.segments -= 1;
             } else {
@@ -288,33 +294,89 @@ fn recover(dir: &Path) -> Result<Recovery, EvidenceError> {
                     .write(true)
                     .open(path)
                     .map_err(|e| EvidenceError::io(path, e))?;
-                f.set_len(scan.good_len)
+                f.set_len(good)
                     .and_then(|_| f.sync_all())
                     .map_err(|e| EvidenceError::io(path, e))?;
             }
-            rec.cut = Some((path.clone(), scan.good_len, len, why));
+            rec.cut = Some((path.clone(), good, *len, why.clone()));
+        }
+    }
+    // A crash while starting a segment: point at it now that it is known whole.
+    if ex.repoint {
+        if let Some(name) = ex.segs.last().and_then(|s| s.path.file_name()) {
+            let name = name.to_string_lossy().to_string();
+            head::write_pointer(dir, &name, sync)
+                .and_then(|_| sync_dir(dir, sync))
+                .map_err(|e| EvidenceError::io(dir, e))?;
         }
     }
     Ok(rec)
 }
 
+fn sync_dir(dir: &Path, sync: bool) -> std::io::Result<()> {
+    if sync {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 struct Writer {
     cfg: SpoolConfig,
     head: Head,
-    file: Option<(File, u64)>,
+    /// The newest segment (opened without `O_APPEND`: frames and head slots are written at
+    /// their offsets), its length, and the head slot to overwrite next.
+    file: Option<Open>,
     stats: Arc<Stats>,
+}
+
+struct Open {
+    file: File,
+    len: u64,
+    slot: usize,
+}
+
+impl Open {
+    /// Overwrite the older head slot with `anchor` (made durable by the caller's flush).
+    fn anchor(&mut self, anchor: &Anchor) -> std::io::Result<()> {
+        let at = (MAGIC2.len() + self.slot * SLOT) as u64;
+        self.file.write_all_at(&segment::encode_slot(anchor), at)?;
+        self.slot ^= 1;
+        Ok(())
+    }
 }
 
 impl Writer {
     fn new(cfg: SpoolConfig, head: Head, stats: Arc<Stats>) -> Result<Self, EvidenceError> {
+        let sync = cfg.durability == Durability::Sync;
         let file = match segment::list(&cfg.dir)?.pop() {
             Some(path) => {
-                let f = OpenOptions::new()
-                    .append(true)
-                    .open(&path)
-                    .map_err(|e| EvidenceError::io(&path, e))?;
-                let len = f.metadata().map_err(|e| EvidenceError::io(&path, e))?.len();
-                Some((f, len))
+                let bytes = std::fs::read(&path).map_err(|e| EvidenceError::io(&path, e))?;
+                let scan = segment::scan(&path, &bytes)?;
+                if scan.v2 {
+                    let f = OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .map_err(|e| EvidenceError::io(&path, e))?;
+                    let mut open = Open {
+                        file: f,
+                        len: bytes.len() as u64,
+                        slot: scan.older_slot(),
+                    };
+                    // Recovery accepted this chain: anchor it where it ends now, so that what a
+                    // crash explained once (records past the head, or a lost group) is not
+                    // explained again.
+                    if scan.anchor() != Some(&Anchor::at(&head)) {
+                        let a = Anchor::at(&head);
+                        open.anchor(&a)
+                            .and_then(|_| open.anchor(&a))
+                            .and_then(|_| if sync { open.file.sync_data() } else { Ok(()) })
+                            .map_err(|e| EvidenceError::io(&path, e))?;
+                    }
+                    Some(open)
+                } else {
+                    // Written before chain heads: the next group starts an anchored segment.
+                    None
+                }
             }
             None => None,
         };
@@ -384,7 +446,13 @@ impl Writer {
         if answers.is_empty() {
             return;
         }
-        match self.write_durably(first_seq, &buf) {
+        let anchor = Anchor {
+            next_seq: self.head.next_seq,
+            hash: self.head.hash.clone(),
+            group_seq: first_seq,
+            group_prev: saved.hash.clone(),
+        };
+        match self.write_durably(first_seq, &buf, &anchor, &saved) {
             Ok(()) => {
                 self.stats
                     .records
@@ -407,51 +475,72 @@ impl Writer {
         }
     }
 
-    fn write_durably(&mut self, first_seq: u64, buf: &[u8]) -> std::io::Result<()> {
+    /// Write a group's frames, then its head slot, then (`sync`) one `fdatasync` for both.
+    fn write_durably(
+        &mut self,
+        first_seq: u64,
+        buf: &[u8],
+        anchor: &Anchor,
+        before: &Head,
+    ) -> std::io::Result<()> {
         let rotate = match &self.file {
             None => true,
-            Some((_, len)) => {
-                *len + buf.len() as u64 > self.cfg.segment_bytes && *len > MAGIC.len() as u64
-            }
+            Some(o) => o.len + buf.len() as u64 > self.cfg.segment_bytes && o.len > HEADER as u64,
         };
         if rotate {
             let sync = self.cfg.durability == Durability::Sync;
-            if let Some((f, _)) = self.file.take() {
+            if let Some(o) = self.file.take() {
                 if sync {
-                    f.sync_all()?;
+                    o.file.sync_all()?;
                 } else {
                     // `os` promises no more than the page cache, and flushing a full segment
                     // takes long enough (tens of ms) to stall every call waiting on the
                     // writer: the old segment goes to disk in the background.
                     let _ = std::thread::Builder::new()
                         .name("warden-segment-sync".into())
-                        .spawn(move || f.sync_all());
+                        .spawn(move || o.file.sync_all());
                 }
             }
-            let path = self.cfg.dir.join(segment::segment_name(first_seq));
-            let mut f = OpenOptions::new()
+            let name = segment::segment_name(first_seq);
+            let path = self.cfg.dir.join(&name);
+            let f = OpenOptions::new()
                 .create_new(true)
-                .append(true)
+                .write(true)
                 .open(&path)?;
-            f.write_all(MAGIC)?;
+            // Both slots start at the chain as it is before this segment's first record.
+            let start = segment::encode_slot(&Anchor::at(before));
+            let mut header = Vec::with_capacity(HEADER);
+            header.extend_from_slice(MAGIC2);
+            header.extend_from_slice(&start);
+            header.extend_from_slice(&start);
+            f.write_all_at(&header, 0)?;
             if sync {
                 f.sync_all()?;
-                // Make the new file's name durable too.
-                File::open(&self.cfg.dir)?.sync_all()?;
             }
-            self.stats
-                .bytes
-                .fetch_add(MAGIC.len() as u64, Ordering::Relaxed);
-            self.file = Some((f, MAGIC.len() as u64));
+            // The pointer moves only once the new segment is whole (and, under `sync`, durable):
+            // a crash in between leaves one empty segment after the pointed-at one.
+            head::write_pointer(&self.cfg.dir, &name, sync)?;
+            // Make the new file's name and the pointer durable.
+            sync_dir(&self.cfg.dir, sync)?;
+            self.stats.bytes.fetch_add(HEADER as u64, Ordering::Relaxed);
+            self.file = Some(Open {
+                file: f,
+                len: HEADER as u64,
+                slot: 0,
+            });
         }
-        let Some((f, len)) = self.file.as_mut() else {
+        let Some(o) = self.file.as_mut() else {
             return Err(std::io::Error::other("no segment open"));
         };
-        f.write_all(buf)?;
+        o.file.write_all_at(buf, o.len)?;
+        o.len += buf.len() as u64;
+        // After the frames: a crash between the two leaves the chain past the head (explained),
+        // never a head past frames that a process crash kept.
+        o.anchor(anchor)?;
         self.stats.writes.fetch_add(1, Ordering::Relaxed);
-        *len += buf.len() as u64;
         if self.cfg.durability == Durability::Sync {
-            f.sync_data()?;
+            // One flush for the frames and the slot: they are in the same file.
+            o.file.sync_data()?;
             self.stats.syncs.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())

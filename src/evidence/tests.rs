@@ -201,7 +201,7 @@ fn tamper(dir: &std::path::Path, n: usize, edit: impl Fn(&mut Record)) {
     let seg = segment::list(dir).unwrap().pop().unwrap();
     let bytes = std::fs::read(&seg).unwrap();
     let scan = segment::scan(&seg, &bytes).unwrap();
-    let mut out = bytes[..segment::MAGIC.len()].to_vec();
+    let mut out = bytes[..segment::HEADER].to_vec();
     for (i, r) in scan.records.iter().enumerate() {
         let mut record = r.record.clone();
         if i == n {
@@ -371,5 +371,252 @@ fn an_os_flush_dropped_with_its_runtime_still_writes_and_never_stalls_the_queue(
         "the first record was written when its flush was dropped"
     );
     assert_eq!(verify(&dir).unwrap().records, 2);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// === The anchored head ===
+
+/// A spool of `n` records in segments of `segment_bytes`.
+fn spool_of(name: &str, n: u64, segment_bytes: u64) -> PathBuf {
+    let dir = tmp(name);
+    let (spool, _) = open(&dir, Durability::Sync, segment_bytes);
+    for i in 0..n {
+        spool.append_blocking(rec(i)).unwrap();
+    }
+    dir
+}
+
+/// Cut the newest segment's last `k` whole records off, as if they had never been written.
+fn cut_last_records(dir: &std::path::Path, k: usize) {
+    let seg = segment::list(dir).unwrap().pop().unwrap();
+    let bytes = std::fs::read(&seg).unwrap();
+    let scan = segment::scan(&seg, &bytes).unwrap();
+    let at = scan.records[scan.records.len() - k].offset;
+    std::fs::write(&seg, &bytes[..at as usize]).unwrap();
+}
+
+fn opens(dir: &std::path::Path) -> Result<(Spool, spool::Recovery), EvidenceError> {
+    Spool::open(SpoolConfig::new(dir, Durability::Sync))
+}
+
+#[test]
+fn records_cut_off_the_end_of_the_newest_segment_are_found() {
+    let dir = spool_of("head-trunc", 6, 64 << 20);
+    cut_last_records(&dir, 2);
+    let err = verify(&dir).unwrap_err().to_string();
+    assert!(err.contains("records 4..5 are missing"), "{err}");
+    let err = opens(&dir)
+        .err()
+        .expect("recovery refuses a truncated spool")
+        .to_string();
+    assert!(err.contains("records 4..5 are missing"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_deleted_newest_segment_is_found() {
+    let dir = spool_of("head-delnewest", 12, 600);
+    let segs = segment::list(&dir).unwrap();
+    assert!(segs.len() > 2);
+    std::fs::remove_file(segs.last().unwrap()).unwrap();
+    let err = verify(&dir).unwrap_err().to_string();
+    assert!(
+        err.contains("the newest segment") && err.contains("is missing"),
+        "{err}"
+    );
+    assert!(
+        opens(&dir).is_err(),
+        "recovery refuses a spool whose newest segment is gone"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn err_of(dir: &std::path::Path) -> String {
+    let v = verify(dir).unwrap_err().to_string();
+    let o = opens(dir)
+        .err()
+        .expect("recovery refuses what verify refuses")
+        .to_string();
+    assert_eq!(v, o, "verify and recovery agree");
+    v
+}
+
+#[test]
+fn a_deleted_middle_segment_is_found() {
+    let dir = spool_of("head-delmid", 12, 600);
+    let segs = segment::list(&dir).unwrap();
+    std::fs::remove_file(&segs[1]).unwrap();
+    let err = err_of(&dir);
+    assert!(
+        err.contains("are missing before this segment: a segment was deleted"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_deleted_middle_segment_with_the_rest_renumbered_is_found() {
+    let dir = spool_of("head-renum", 12, 600);
+    let segs = segment::list(&dir).unwrap();
+    std::fs::remove_file(&segs[1]).unwrap();
+    std::fs::rename(&segs[2], &segs[1]).unwrap();
+    let err = err_of(&dir);
+    assert!(err.contains("segments were renamed or reordered"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn reordered_middle_segments_are_found() {
+    let dir = spool_of("head-reorder", 12, 600);
+    let segs = segment::list(&dir).unwrap();
+    assert!(segs.len() > 3);
+    let tmp_name = dir.join("swap");
+    std::fs::rename(&segs[1], &tmp_name).unwrap();
+    std::fs::rename(&segs[2], &segs[1]).unwrap();
+    std::fs::rename(&tmp_name, &segs[2]).unwrap();
+    let err = err_of(&dir);
+    assert!(err.contains("segments were renamed or reordered"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_changed_first_middle_or_last_record_is_found() {
+    for (n, broken_at) in [(0usize, Some(1u64)), (3, Some(4)), (5, None)] {
+        let dir = spool_of(&format!("head-change-{n}"), 6, 64 << 20);
+        tamper(&dir, n, |r| r.output_tokens = 999_999);
+        match (verify(&dir), broken_at) {
+            (Err(EvidenceError::Chain { seq, .. }), Some(at)) => assert_eq!(seq, at),
+            (Err(e @ EvidenceError::Head { .. }), None) => {
+                let e = e.to_string();
+                assert!(e.contains("the last record does not match the head"), "{e}");
+            }
+            (other, _) => panic!("record {n} changed: {other:?}"),
+        }
+        assert!(opens(&dir).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[test]
+fn a_missing_or_malformed_head_is_found() {
+    let dir = spool_of("head-pointer", 4, 64 << 20);
+    std::fs::remove_file(dir.join(head::POINTER)).unwrap();
+    let err = err_of(&dir);
+    assert!(err.contains("the head pointer is missing"), "{err}");
+    std::fs::write(dir.join(head::POINTER), "WEVHEAD1 nonsense\n").unwrap();
+    let err = err_of(&dir);
+    assert!(err.contains("the head pointer is malformed"), "{err}");
+    std::fs::write(
+        dir.join(head::POINTER),
+        format!("WEVHEAD1 {}\n", segment::segment_name(0)),
+    )
+    .unwrap();
+    verify(&dir).unwrap();
+    // Both head slots damaged.
+    let seg = segment::list(&dir).unwrap().pop().unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[segment::MAGIC2.len() + 20] ^= 1;
+    bytes[segment::MAGIC2.len() + segment::SLOT + 20] ^= 1;
+    std::fs::write(&seg, &bytes).unwrap();
+    let err = err_of(&dir);
+    assert!(err.contains("the head is malformed"), "{err}");
+    // One damaged slot (a torn slot write): the other holds the group before, the chain is past it.
+    bytes[segment::MAGIC2.len() + 20] ^= 1;
+    std::fs::write(&seg, &bytes).unwrap();
+    let report = verify(&dir).unwrap();
+    assert_eq!((report.records, report.ahead), (4, 1));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Set both head slots of the newest segment to the older one: the newest slot write never
+/// reached the disk.
+fn lose_the_newest_slot(dir: &std::path::Path) {
+    let seg = segment::list(dir).unwrap().pop().unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let scan = segment::scan(&seg, &bytes).unwrap();
+    let older = scan.older_slot();
+    let at = segment::MAGIC2.len();
+    let slot = bytes[at + older * segment::SLOT..at + (older + 1) * segment::SLOT].to_vec();
+    bytes[at + (older ^ 1) * segment::SLOT..at + ((older ^ 1) + 1) * segment::SLOT]
+        .copy_from_slice(&slot);
+    std::fs::write(&seg, &bytes).unwrap();
+}
+
+#[test]
+fn what_a_crash_explains_is_accepted_once_and_then_anchored() {
+    // The chain past the head: a crash between a group's frames and its head slot.
+    let dir = spool_of("head-ahead", 5, 64 << 20);
+    lose_the_newest_slot(&dir);
+    let report = verify(&dir).unwrap();
+    assert_eq!((report.records, report.ahead, report.lost), (5, 1, 0));
+    let (spool, recovery) = opens(&dir).unwrap();
+    assert_eq!(recovery.ahead, 1);
+    drop(spool);
+    assert_eq!(verify(&dir).unwrap().ahead, 0, "anchored at the start");
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    // The head past the chain by its own last group: a power loss after the slot reached the
+    // disk and before the frames did (never acknowledged under `sync`).
+    let dir = spool_of("head-lost", 5, 64 << 20);
+    cut_last_records(&dir, 1);
+    let report = verify(&dir).unwrap();
+    assert_eq!((report.records, report.lost), (4, 1));
+    let (spool, recovery) = opens(&dir).unwrap();
+    assert_eq!(recovery.lost, 1);
+    drop(spool);
+    // Explained once: the head now sits at record 3, so losing it too is a truncation.
+    assert_eq!(verify(&dir).unwrap().lost, 0);
+    cut_last_records(&dir, 1);
+    let err = err_of(&dir);
+    assert!(err.contains("records 3..3 are missing"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_crash_while_starting_a_segment_is_accepted() {
+    let dir = spool_of("head-rotate", 12, 600);
+    let segs = segment::list(&dir).unwrap();
+    let last = segs.last().unwrap();
+    let report = verify(&dir).unwrap();
+    // The next segment was created whole, then the crash came before the pointer moved.
+    let next = dir.join(segment::segment_name(report.head.next_seq));
+    let mut header = segment::MAGIC2.to_vec();
+    let slot = segment::encode_slot(&segment::Anchor::at(&report.head));
+    header.extend_from_slice(&slot);
+    header.extend_from_slice(&slot);
+    std::fs::write(&next, &header).unwrap();
+    verify(&dir).unwrap();
+    let (spool, _) = opens(&dir).unwrap();
+    assert_eq!(spool.append_blocking(rec(12)).unwrap().seq, 12);
+    drop(spool);
+    assert_eq!(segment::list(&dir).unwrap().last().unwrap(), &next);
+    assert_eq!(verify(&dir).unwrap().records, 13);
+    assert!(last.exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_spool_written_before_chain_heads_is_read_and_anchored_from_then_on() {
+    let dir = tmp("head-legacy");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut bytes = segment::MAGIC.to_vec();
+    let mut prev = genesis();
+    for i in 0..3 {
+        let mut r = rec(i);
+        r.seq = i;
+        r.prev = prev.clone();
+        let body = serde_json::to_vec(&r).unwrap();
+        prev = super::record::record_hash(&body);
+        bytes.extend_from_slice(&segment::frame(&body));
+    }
+    std::fs::write(dir.join(segment::segment_name(0)), &bytes).unwrap();
+    assert!(verify(&dir).unwrap().legacy);
+    let (spool, recovery) = opens(&dir).unwrap();
+    assert!(recovery.legacy);
+    assert_eq!(spool.append_blocking(rec(3)).unwrap().seq, 3);
+    drop(spool);
+    let report = verify(&dir).unwrap();
+    assert!(!report.legacy && report.anchor.is_some());
+    assert_eq!((report.records, report.segments), (4, 2));
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -190,6 +190,9 @@ pub async fn start(cfg: SidecarConfig) -> Result<Running, SidecarError> {
     if let Some((seg, offset, len, why)) = &recovery.cut {
         tracing::warn!(segment = %seg.display(), offset, len, %why, "cut a torn evidence tail");
     }
+    if recovery.lost > 0 {
+        tracing::warn!(records = recovery.lost, "the evidence head names records a crash kept off the disk (a power loss explains it; never acknowledged under durability: sync)");
+    }
     let store = SnapshotStore::new(&cfg.policy.cache_dir);
     let admin_token = match &cfg.admin.token {
         Some(r) => Some(
