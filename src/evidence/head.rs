@@ -112,8 +112,22 @@ fn head_err(path: &Path, why: String) -> EvidenceError {
 /// the head. Never modifies anything. A torn tail of the newest segment is not an error here
 /// (the caller reports or cuts it).
 pub fn examine(dir: &Path) -> Result<Examined, EvidenceError> {
+    // A live spool (verify while the sidecar runs): the pointer moves before any record goes
+    // into the segment it names, so a pointer that reads the same before and after the segments
+    // were read describes them; when a rotation came in between, read again.
+    let mut tries = 0;
+    loop {
+        let pointer = read_pointer(dir)?;
+        let ex = examine_with(dir, pointer.clone());
+        tries += 1;
+        if tries >= 20 || read_pointer(dir)? == pointer {
+            return ex;
+        }
+    }
+}
+
+fn examine_with(dir: &Path, pointer: Option<String>) -> Result<Examined, EvidenceError> {
     let paths = segment::list(dir)?;
-    let pointer = read_pointer(dir)?;
     let mut segs = Vec::with_capacity(paths.len());
     let mut head = Head::default();
     let mut records = 0;

@@ -620,3 +620,29 @@ fn a_spool_written_before_chain_heads_is_read_and_anchored_from_then_on() {
     assert_eq!((report.records, report.segments), (4, 2));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn verify_of_a_live_spool_never_reports_tampering() {
+    // The sidecar's tests (and operators) verify while the writer appends and rotates.
+    let dir = tmp("head-live");
+    let (spool, _) = open(&dir, Durability::Os, 4000);
+    spool.append_blocking(rec(0)).unwrap();
+    let writer = {
+        let s = spool.clone();
+        std::thread::spawn(move || {
+            for i in 1..400 {
+                s.append_blocking(rec(i)).unwrap();
+            }
+        })
+    };
+    let mut checks = 0;
+    while !writer.is_finished() {
+        if let Err(e) = verify(&dir) {
+            panic!("a live spool verified as broken after {checks} checks: {e}");
+        }
+        checks += 1;
+    }
+    writer.join().unwrap();
+    assert_eq!(verify(&dir).unwrap().records, 400);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
