@@ -2,8 +2,9 @@
 //!
 //! With `durability: sync` one writer thread owns the files. Callers hand it records through a
 //! bounded queue and wait for their turn; the writer takes everything queued, chains and frames
-//! it, writes it with one `write`, makes it durable with one `fdatasync` for the whole group
-//! (group commit), then answers every caller. With `durability: os` records queue up and a
+//! it, writes it with one `write`, overwrites the segment's older head slot with the new chain
+//! head ([`super::head`]), makes both durable with one `fdatasync` for the whole group (group
+//! commit: the slot is in the same file), then answers every caller. With `durability: os` records queue up and a
 //! task on the callers' own runtime writes each group out (chained and framed the same way),
 //! which costs less than a round trip to a thread when no `fdatasync` is to be shared. A record is acknowledged only once it is on
 //! disk as the configured durability promises; a failed write poisons the spool, and every
