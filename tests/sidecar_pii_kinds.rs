@@ -107,3 +107,45 @@ async fn an_allowed_kind_does_not_let_a_blocked_kind_through_later() {
         "write to jane.doe@example.com, thanks"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allowed_secret_kind_does_not_let_a_blocked_one_through_later() {
+    let up = Upstream::start().await;
+    let url = format!("{}/v1", up.url());
+    let env = start_with(
+        "secret-kinds",
+        move |b| {
+            b.lines()
+                .map(|l| {
+                    if l.trim_start().starts_with("base_url:") && l.ends_with("/v1\"") {
+                        format!("    base_url: \"{url}\"")
+                    } else {
+                        l.to_string()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+                .replacen(
+                    "detectors: { pii: { on_match: stop } }",
+                    "detectors: { secrets: { on_match: stop, kinds: [aws_access_key_id] } }",
+                    1,
+                )
+        },
+        |c| c,
+    )
+    .await;
+    let openai = "sk-proj-Xk29fLq0Vb7TmW3pRz8N-aY5cH1dGj_6sUeKo4QiBvD2nAxPlMtS9rF0wE7yZhJ3gC";
+    let first = format!("use {openai} here, ");
+    let events = stream_through(&up, &env, &[&first, "and AKIAIOSF", "ODNN7EXAMPLE too"]).await;
+    let all = events.join("\n");
+    assert!(
+        all.contains(openai),
+        "the openai key is not a kind this policy blocks: {all}"
+    );
+    assert!(
+        !all.contains("AKIA"),
+        "the AWS key never reaches the agent: {all}"
+    );
+    let last: serde_json::Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "secret_detected", "{all}");
+}

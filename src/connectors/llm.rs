@@ -858,14 +858,9 @@ mod stream {
     type Scanned = (Vec<(usize, usize)>, u8, u16);
 
     impl Field {
-        /// How far its text is safe to send: past both scanners, or past the PII one once a
-        /// policy let a secret through (`sec_off`).
-        fn safe(&self, sec_off: bool) -> usize {
-            if sec_off {
-                self.emitted
-            } else {
-                self.emitted.min(self.sec_emitted)
-            }
+        /// How far its text is safe to send: past both scanners.
+        fn safe(&self) -> usize {
+            self.emitted.min(self.sec_emitted)
         }
     }
 
@@ -908,9 +903,7 @@ mod stream {
         /// PII kinds a policy let through (warn): they no longer stop or hold the stream;
         /// every other kind still does.
         allowed: u8,
-        /// A policy let a found secret through (warn): the secrets scanners stop holding the
-        /// stream back, and these kinds are judged with every later decision.
-        sec_off: bool,
+        /// Secret kinds a policy let through (warn), likewise.
         sec_allowed: u16,
         /// The `choices[0].delta.content` the agent has received.
         text: String,
@@ -979,20 +972,27 @@ mod stream {
             Ok(())
         }
 
-        /// A secret was found in the answer: cut if a policy blocks it, else the secrets
-        /// scanners stand down (the PII ones scan on).
+        /// A secret was found in the answer: cut if a policy blocks it (judged with every
+        /// kind found so far), else let those kinds through and scan on for the others.
         fn secrets(&mut self, found: u16) -> Result<(), End> {
-            let all = self.sec_allowed | found;
-            let pii = Some(self.allowed);
-            match recheck(self.call, self.prices, self.out_tokens, pii, Some(all)) {
-                Ok(Some(d)) => Err(self.enforce(d, Code::SecretDetected)),
-                Ok(None) => {
-                    self.sec_allowed = all;
-                    self.sec_off = true;
-                    Ok(())
+            let mut found = found & !self.sec_allowed;
+            while found != 0 {
+                let all = self.sec_allowed | found;
+                let pii = Some(self.allowed);
+                match recheck(self.call, self.prices, self.out_tokens, pii, Some(all)) {
+                    Ok(Some(d)) => return Err(self.enforce(d, Code::SecretDetected)),
+                    Ok(None) => self.sec_allowed = all,
+                    Err(r) => return Err(self.cut(r)),
                 }
-                Err(r) => Err(self.cut(r)),
+                found = 0;
+                for f in &mut self.slots {
+                    f.secrets.allow(all);
+                    let p = f.secrets.push("");
+                    f.sec_emitted += p.emit.len();
+                    found |= p.found & !all;
+                }
             }
+            Ok(())
         }
 
         async fn send(&mut self, h: Held) -> Result<(), End> {
@@ -1011,11 +1011,11 @@ mod stream {
             while let Some(front) = self.held.front() {
                 // A field waits until its scanner has passed the event's text, or until it
                 // stopped and its text was judged whole (`settle`).
-                let (slots, off) = (&self.slots, self.sec_off);
+                let slots = &self.slots;
                 let safe = all
                     || front.needs.iter().all(|&(f, end)| {
                         let f = &slots[f];
-                        f.safe(off).max(f.settled) >= end
+                        f.safe().max(f.settled) >= end
                     });
                 if !safe {
                     break;
@@ -1046,15 +1046,17 @@ mod stream {
                     found |= f.scanner.finish().found;
                 }
             }
-            if !self.sec_off {
-                let mut sec = 0;
+            let mut sec = 0;
+            for f in &mut self.slots {
+                let rest = f.secrets.finish();
+                f.sec_emitted += rest.emit.len();
+                sec |= rest.found;
+            }
+            while sec & !self.sec_allowed != 0 {
+                self.secrets(sec)?;
+                sec = 0;
                 for f in &mut self.slots {
-                    let rest = f.secrets.finish();
-                    f.sec_emitted += rest.emit.len();
-                    sec |= rest.found;
-                }
-                if sec != 0 {
-                    self.secrets(sec)?;
+                    sec |= f.secrets.finish().found;
                 }
             }
             self.release(true).await
@@ -1082,7 +1084,6 @@ mod stream {
             let mut needs = Vec::new();
             let (mut found, mut in_keys) = (0u8, 0u8);
             let (mut sec, mut sec_keys) = (0u16, 0u16);
-            let off = self.sec_off;
             let mut overflow = false;
             self.seq += 1;
             let seq = self.seq;
@@ -1149,12 +1150,10 @@ mod stream {
                     f.pushed += s.len();
                     f.emitted += pushed.emit.len();
                     found |= pushed.found;
-                    if !off {
-                        let pushed = f.secrets.push(s);
-                        f.sec_emitted += pushed.emit.len();
-                        sec |= pushed.found;
-                    }
-                    if f.safe(off) < f.pushed {
+                    let pushed = f.secrets.push(s);
+                    f.sec_emitted += pushed.emit.len();
+                    sec |= pushed.found;
+                    if f.safe() < f.pushed {
                         needs.push((i, f.pushed));
                     }
                 },
@@ -1235,7 +1234,8 @@ mod stream {
                 // Cut, or the kinds are let through and every field scans on.
                 self.pii(found)?;
             }
-            if sec != 0 && !self.sec_off {
+            sec &= !self.sec_allowed;
+            if sec != 0 {
                 self.secrets(sec)?;
             }
             if self.held.len() > MAX_HELD_EVENTS || self.held_bytes > self.max_held_bytes {
@@ -1289,7 +1289,6 @@ mod stream {
                 .unwrap_or(usize::MAX),
             path: String::new(),
             allowed: 0,
-            sec_off: false,
             sec_allowed: 0,
             text: String::new(),
             out_tokens: 0,

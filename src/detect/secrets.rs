@@ -642,7 +642,12 @@ pub struct StreamScanner {
     /// The byte before `buf` (context already dropped).
     pre: Option<u8>,
     found: u16,
+    /// Kinds a policy let through ([`StreamScanner::allow`]): they neither stop nor hold.
+    allowed: u16,
 }
+
+/// Most bytes a stopped scanner keeps while its finding is judged.
+const STOPPED_MAX: usize = 64 * 1024;
 
 impl StreamScanner {
     pub fn new() -> Self {
@@ -652,10 +657,24 @@ impl StreamScanner {
     /// Adds the next chunk and returns what may be passed on.
     pub fn push(&mut self, chunk: &str) -> Pushed {
         if self.found != 0 {
+            // Stopped: keep what arrives (bounded) in case the kinds found are allowed.
+            if self.buf.len() + chunk.len() <= STOPPED_MAX {
+                self.buf.push_str(chunk);
+            }
             return self.stopped();
         }
         self.buf.push_str(chunk);
         self.step(false)
+    }
+
+    /// A policy lets the kinds in `mask` through: matches of them no longer stop the scan or
+    /// hold text back, and a scanner they stopped goes on (push `""` to get what may now be
+    /// passed on). Every other kind still stops it.
+    pub fn allow(&mut self, mask: u16) {
+        self.allowed |= mask;
+        if self.found & !self.allowed == 0 {
+            self.found = 0;
+        }
     }
 
     /// Ends the stream: the held-back rest is emitted unless it holds a match.
@@ -681,7 +700,11 @@ impl StreamScanner {
         let scan = scan_bytes(self.buf.as_bytes(), self.pre, last);
         let len = self.buf.len();
         // Hits wholly inside the emitted context were seen already.
-        let fresh = scan.hits.iter().filter(|h| h.end > self.ctx);
+        let allowed = self.allowed;
+        let fresh = scan
+            .hits
+            .iter()
+            .filter(|h| h.end > self.ctx && h.kind.bit() & allowed == 0);
         let found = fresh.clone().fold(0, |m, h| m | h.kind.bit());
         let hold = if found != 0 {
             let first = fresh.map(|h| h.start).min().unwrap_or(self.ctx);
@@ -693,9 +716,10 @@ impl StreamScanner {
         let hold = floor_boundary(&self.buf, hold.clamp(self.ctx, len));
         let emit = self.buf.get(self.ctx..hold).unwrap_or_default().to_owned();
         if found != 0 {
+            // Stopped. The text from the match on is kept (never emitted unless the kinds
+            // are allowed); what was emitted becomes context.
             self.found = found;
-            self.buf = String::new();
-            self.ctx = 0;
+            self.ctx = hold;
             return Pushed { emit, found };
         }
         let keep = ceil_boundary(&self.buf, hold.saturating_sub(CONTEXT));
