@@ -8,6 +8,7 @@
 
 pub mod head;
 pub mod record;
+pub mod redact;
 pub mod replay;
 pub mod segment;
 pub mod spool;

@@ -104,6 +104,8 @@ struct Job {
 pub struct Spool {
     to: To,
     stats: Arc<Stats>,
+    /// The key of the placeholders that stand for redacted spans (`evidence::redact`).
+    key: Arc<super::redact::Key>,
 }
 
 /// Where appends go: with `durability: sync`, to the writer thread that commits them in groups
@@ -195,6 +197,8 @@ impl Spool {
     pub fn open(cfg: SpoolConfig) -> Result<(Spool, Recovery), EvidenceError> {
         std::fs::create_dir_all(&cfg.dir).map_err(|e| EvidenceError::io(&cfg.dir, e))?;
         let recovery = recover(&cfg.dir, cfg.durability == Durability::Sync)?;
+        let key = super::redact::load_or_create(&cfg.dir)
+            .map_err(|e| EvidenceError::io(&cfg.dir.join(super::redact::KEY_FILE), e))?;
         let stats = Arc::new(Stats::default());
         let mut spool_bytes = 0;
         for p in segment::list(&cfg.dir)? {
@@ -222,7 +226,19 @@ impl Spool {
                 To::Thread(tx)
             }
         };
-        Ok((Spool { to, stats }, recovery))
+        Ok((
+            Spool {
+                to,
+                stats,
+                key: Arc::new(key),
+            },
+            recovery,
+        ))
+    }
+
+    /// The redaction key of this spool (`redaction.key` in its directory).
+    pub fn redaction_key(&self) -> &super::redact::Key {
+        &self.key
     }
 
     /// Append a record; resolves once it is durable as configured.

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use futures_util::FutureExt;
 
 use super::{next, BoxFut, Call, Ctx, Next, Refusal, Step, Trace};
-use crate::evidence::record::{Basis, Kind, Outcome, Record};
+use crate::evidence::record::{Basis, Content, Kind, Outcome, Record};
 use crate::sidecar::state::Shared;
 
 #[derive(Clone)]
@@ -138,7 +138,7 @@ fn build(shared: &Shared, ctx: &Ctx, t: &mut Trace) -> Record {
     r.cut = t.cut.take();
     r.request = t.request.take();
     r.usage = t.usage.take();
-    r.content = t.content.take();
+    r.content = stored_content(t.content.take(), t.decision.as_ref(), shared);
     if let Some(a) = &t.approval_id {
         // "asked": this call was refused pending the approval; "used": an approval let it pass.
         let refused_for_it = basis == Basis::Decision && t.refused.is_some();
@@ -146,6 +146,30 @@ fn build(shared: &Shared, ctx: &Ctx, t: &mut Trace) -> Record {
         r.audit = Some(serde_json::json!({ "approval_id": a, "approval": how }));
     }
     r
+}
+
+/// The content a record may hold: nothing without a decision that let the call through (a
+/// call refused before any allow decision stores none); of what was gathered, only the parts
+/// every firing allow policy permits (`inspection.prompts`, `.responses`), and those with every
+/// PII or secret span the policies do not permit replaced by a placeholder. Every prompt and
+/// response in evidence passes here, whatever path gathered it.
+fn stored_content(
+    content: Option<Content>,
+    decision: Option<&crate::decide::Decision>,
+    shared: &Shared,
+) -> Option<Content> {
+    let (content, d) = (content?, decision?);
+    let i = d.inspection;
+    let key = shared.spool.redaction_key();
+    let keep = |on: bool, text: Option<String>| {
+        text.filter(|_| on)
+            .map(|s| crate::evidence::redact::redact(&s, &i, key))
+    };
+    let c = Content {
+        prompt: keep(i.prompts, content.prompt),
+        response: keep(i.responses, content.response),
+    };
+    (c.prompt.is_some() || c.response.is_some()).then_some(c)
 }
 
 impl Step for Evidence {
