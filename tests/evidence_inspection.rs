@@ -116,6 +116,12 @@ async fn pii_off_keeps_prompts_and_responses_without_the_address() {
     );
     let secrets = placeholders(&raw, "[secret:openai_key:");
     assert_eq!(secrets.len(), 2, "the key in both prompts: {secrets:?}");
+    // The key: 32 bytes beside the segments, readable by the sidecar's user only.
+    let key = env.dir.join("evidence").join("redaction.key");
+    assert_eq!(std::fs::read(&key).unwrap().len(), 32);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
 
     let c = calls(&env);
     assert_eq!(c.len(), 2);
