@@ -199,6 +199,20 @@ fn examine_with(dir: &Path, pointer: Option<String>) -> Result<Examined, Evidenc
         if ex.segs.is_empty() {
             return Ok(ex);
         }
+        // The first anchored segment is created, then the pointer written: seen in between
+        // (a live spool, or a crash there), the one anchored segment is the newest and holds
+        // no record yet — nothing anchored was ever written, so nothing can be missing.
+        // Its head slots must say so too (records cut off it would leave them ahead).
+        let starting = ex.segs.last().is_some_and(|s| {
+            s.scan.v2
+                && s.scan.records.is_empty()
+                && s.scan.torn.is_none()
+                && s.scan.anchor().map(|a| a.next_seq) == segment::name_seq(&s.path)
+        }) && ex.segs[..ex.segs.len() - 1].iter().all(|s| !s.scan.v2);
+        if starting {
+            ex.legacy = ex.segs.len() > 1;
+            return Ok(ex);
+        }
         if ex.segs.iter().all(|s| !s.scan.v2) {
             ex.legacy = true;
             return Ok(ex);

@@ -498,6 +498,28 @@ fn a_changed_first_middle_or_last_record_is_found() {
 }
 
 #[test]
+fn a_first_segment_seen_before_its_pointer_is_not_tampering_but_emptied_records_are() {
+    let dir = spool_of("head-starting", 1, 64 << 20);
+    let seg = segment::list(&dir).unwrap().pop().unwrap();
+    let bytes = std::fs::read(&seg).unwrap();
+    std::fs::remove_file(dir.join(head::POINTER)).unwrap();
+    // Its records cut off, the slots still say one record was written: refused.
+    std::fs::write(&seg, &bytes[..segment::HEADER]).unwrap();
+    assert!(
+        err_of(&dir).contains("head pointer is missing"),
+        "{}",
+        err_of(&dir)
+    );
+    // A segment as it is created (slots at its start, no record) before its pointer: a live
+    // spool seen in between, not tampering.
+    let mut fresh = bytes[..segment::HEADER].to_vec();
+    let start = segment::encode_slot(&segment::Anchor::at(&Default::default()));
+    fresh[segment::MAGIC2.len()..segment::HEADER].copy_from_slice(&[start, start].concat());
+    std::fs::write(&seg, &fresh).unwrap();
+    verify(&dir).unwrap();
+}
+
+#[test]
 fn a_missing_or_malformed_head_is_found() {
     let dir = spool_of("head-pointer", 4, 64 << 20);
     std::fs::remove_file(dir.join(head::POINTER)).unwrap();
