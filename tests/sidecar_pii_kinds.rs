@@ -18,6 +18,23 @@ fn chunk(text: &str) -> String {
     format!("data: {v}\n\n")
 }
 
+/// The contract bundle with its LLM connector pointed at `url` (a recording upstream instead of
+/// the mock) and the LLM policy's detectors replaced by `detectors`.
+fn llm_at(bundle: &str, url: &str, detectors: &str) -> String {
+    bundle
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("base_url:") && l.ends_with("/v1\"") {
+                format!("    base_url: \"{url}\"")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replacen("detectors: { pii: { on_match: stop } }", detectors, 1)
+}
+
 async fn stream_through(up: &Upstream, env: &Env, pieces: &[&str]) -> Vec<String> {
     let mut sse: String = pieces.iter().map(|p| chunk(p)).collect();
     sse.push_str("data: [DONE]\n\n");
@@ -41,22 +58,11 @@ async fn an_allowed_kind_does_not_let_a_blocked_kind_through_later() {
     let env = start_with(
         "pii-kinds",
         move |b| {
-            // Point the LLM connector at the recording upstream instead of the mock.
-            b.lines()
-                .map(|l| {
-                    if l.trim_start().starts_with("base_url:") && l.ends_with("/v1\"") {
-                        format!("    base_url: \"{url}\"")
-                    } else {
-                        l.to_string()
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join("\n")
-                .replacen(
-                    "detectors: { pii: { on_match: stop } }",
-                    "detectors: { pii: { on_match: stop, kinds: [iban] } }",
-                    1,
-                )
+            llm_at(
+                &b,
+                &url,
+                "detectors: { pii: { on_match: stop, kinds: [iban] } }",
+            )
         },
         |c| c,
     )
@@ -115,21 +121,11 @@ async fn an_allowed_secret_kind_does_not_let_a_blocked_one_through_later() {
     let env = start_with(
         "secret-kinds",
         move |b| {
-            b.lines()
-                .map(|l| {
-                    if l.trim_start().starts_with("base_url:") && l.ends_with("/v1\"") {
-                        format!("    base_url: \"{url}\"")
-                    } else {
-                        l.to_string()
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join("\n")
-                .replacen(
-                    "detectors: { pii: { on_match: stop } }",
-                    "detectors: { secrets: { on_match: stop, kinds: [aws_access_key_id] } }",
-                    1,
-                )
+            llm_at(
+                &b,
+                &url,
+                "detectors: { secrets: { on_match: stop, kinds: [aws_access_key_id] } }",
+            )
         },
         |c| c,
     )
