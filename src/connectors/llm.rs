@@ -1230,11 +1230,16 @@ mod stream {
             found |= settled;
             sec |= settled_sec;
             found &= !self.allowed;
+            sec &= !self.sec_allowed;
+            if found != 0 || sec != 0 {
+                // What the scanners passed before the match is clean: it goes out before a
+                // cut (the push that finds a match also emits the text before it).
+                self.release(false).await?;
+            }
             if found != 0 {
                 // Cut, or the kinds are let through and every field scans on.
                 self.pii(found)?;
             }
-            sec &= !self.sec_allowed;
             if sec != 0 {
                 self.secrets(sec)?;
             }

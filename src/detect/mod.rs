@@ -11,3 +11,26 @@ pub mod json;
 pub mod pii;
 pub mod secrets;
 pub mod text;
+
+/// Test support: run a body with a deadline, so an input that sends a scanner super-linear
+/// fails the test instead of hanging the suite.
+#[cfg(test)]
+pub(crate) fn within<T: Send + 'static>(
+    secs: u64,
+    what: &str,
+    body: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::thread::Result::Ok(body()));
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(secs)) {
+        Ok(Ok(v)) => v,
+        Ok(Err(_)) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            panic!("{what}: the body panicked")
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("{what}: not done in {secs} s (a debug build scans a megabyte in well under one): super-linear?")
+        }
+    }
+}

@@ -644,7 +644,19 @@ pub struct StreamScanner {
     found: u16,
     /// Kinds a policy let through ([`StreamScanner::allow`]): they neither stop nor hold.
     allowed: u16,
+    /// Bytes pushed since the last scan.
+    unscanned: usize,
 }
+
+/// While more than [`RESCAN_HELD`] bytes are held back, the text is scanned again only once
+/// this many bytes more have arrived (or the hold is full, or the stream ends). Holding is always safe; rescanning a full hold
+/// on every small chunk made a stream of never-ending token prefixes (`glpat-glpat-…`) cost
+/// thousands of byte steps per byte.
+const RESCAN_EVERY: usize = 64;
+
+/// Held-back bytes from which rescans are spaced out (below it every push rescans, so prose
+/// that only briefly looks like a secret's start is passed on as soon as it is decided).
+const RESCAN_HELD: usize = 128;
 
 /// Most bytes a stopped scanner keeps while its finding is judged.
 const STOPPED_MAX: usize = 64 * 1024;
@@ -664,6 +676,11 @@ impl StreamScanner {
             return self.stopped();
         }
         self.buf.push_str(chunk);
+        self.unscanned += chunk.len();
+        let held = self.buf.len() - self.ctx;
+        if held >= chunk.len() + RESCAN_HELD && self.unscanned < RESCAN_EVERY && held < HOLD_MAX {
+            return Pushed::default();
+        }
         self.step(false)
     }
 
@@ -675,6 +692,8 @@ impl StreamScanner {
         if self.found & !self.allowed == 0 {
             self.found = 0;
         }
+        // The next push rescans: what the allowed kinds held back may go now.
+        self.unscanned = RESCAN_EVERY;
     }
 
     /// Ends the stream: the held-back rest is emitted unless it holds a match.
@@ -697,6 +716,7 @@ impl StreamScanner {
     }
 
     fn step(&mut self, last: bool) -> Pushed {
+        self.unscanned = 0;
         let scan = scan_bytes(self.buf.as_bytes(), self.pre, last);
         let len = self.buf.len();
         // Hits wholly inside the emitted context were seen already.

@@ -183,3 +183,48 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn adversarial_megabyte_is_linear_and_sane() {
+    // Every prefix a rule starts from, repeated until it is a megabyte, with nothing after it
+    // that completes a secret; bounded, so a scanner gone quadratic fails instead of hanging.
+    crate::detect::within(60, "secrets adversarial megabyte", || {
+        for (unit, n) in [
+            ("sk-", 350_000),
+            ("sk-ant-", 150_000),
+            ("AKIA", 250_000),
+            ("ghp_", 250_000),
+            ("glpat-", 170_000),
+            ("xoxb-", 200_000),
+            ("AIza", 250_000),
+            ("eyJ.", 250_000),
+            ("-----BEGIN ", 90_000),
+            ("Bearer ", 140_000),
+            ("postgres://a:", 75_000),
+            ("password=", 110_000),
+            ("a", 1_000_000),
+            ("=", 1_000_000),
+        ] {
+            let text = unit.repeat(n);
+            let hits = scan(&text);
+            assert!(
+                hits.windows(2).all(|w| w[0].end <= w[1].start),
+                "{unit:?}: overlapping hits"
+            );
+            assert!(
+                hits.iter().all(|h| h.start < h.end
+                    && h.end <= text.len()
+                    && text.is_char_boundary(h.start)),
+                "{unit:?}: malformed hit"
+            );
+            // The streaming scanner reads it too, in small chunks, and emits all or holds it.
+            let mut s = StreamScanner::new();
+            let mut out = 0;
+            for piece in text.as_bytes()[..text.len().min(200_000)].chunks(7) {
+                out += s.push(std::str::from_utf8(piece).unwrap()).emit.len();
+            }
+            out += s.finish().emit.len();
+            assert!(out <= 200_000, "{unit:?}");
+        }
+    });
+}
