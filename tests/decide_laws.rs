@@ -741,7 +741,23 @@ proptest! {
             "pii" => matches!(req.facts.pii, Some(PiiFact::Unavailable | PiiFact::Partial(_))),
             _ => matches!(req.facts.secrets, Some(SecretFact::Unavailable | SecretFact::Partial(_))),
         };
+        let found = |fact: &str| match fact {
+            "pii" => matches!(&req.facts.pii, Some(PiiFact::Found(k) | PiiFact::Partial(k)) if !k.is_empty()),
+            _ => matches!(&req.facts.secrets, Some(SecretFact::Found(k) | SecretFact::Partial(k)) if !k.is_empty()),
+        };
         for p in pols.iter().filter(|p| p.enforced() && p.allow && p.applies(&req)) {
+            // A kind found fires the detector with its own action, naming the kind.
+            for (fact, det, code, kind) in [("pii", p.pii, "pii_detected", "email"), ("secrets", p.secrets, "secret_detected", "")] {
+                let r = d.reasons.iter().find(|r| r.policy.as_deref() == Some(p.id.as_str()) && r.code.as_str() == code);
+                match det.filter(|_| found(fact)) {
+                    Some(a) => {
+                        let r = r.expect("a found kind fires its detector");
+                        prop_assert_eq!(r.action, act(a));
+                        prop_assert!(r.detail.contains(kind) && !r.detail.is_empty());
+                    }
+                    None => prop_assert!(r.is_none()),
+                }
+            }
             for (fact, det) in [("pii", p.pii), ("secrets", p.secrets)] {
                 let code = format!("fact_unavailable:{fact}");
                 let r = d.reasons.iter().find(|r| r.policy.as_deref() == Some(p.id.as_str()) && r.code.as_str() == code);
@@ -789,6 +805,71 @@ proptest! {
         prop_assert_eq!(b.action, Action::Continue);
         prop_assert_eq!(b.downgraded_from, (base.action != Action::Continue).then_some(base.action));
         prop_assert_eq!(&b.reasons, &base.reasons);
+    }
+
+    /// Limits, against the oracle: each limit of an applying allow breaches exactly when usage
+    /// so far plus what this call adds passes its max (its `on_breach`, `rate_limited` for
+    /// request counts per time window, `budget_exceeded` otherwise); else it raises the highest
+    /// NEAR tier reached. Headroom is the least room any blocking limit leaves per metric, and
+    /// every limit (shadow ones too) is metered.
+    #[test]
+    fn limits_breach_exactly_past_their_max(pols in policies(), req in request(), u in usage()) {
+        let d = decide(&compile(&bundle(&pols, &[])), &req, &u, Mode::Enforcing, 0, "d");
+        let delta = |metric: &str| -> f64 {
+            let dl = &req.delta;
+            match metric {
+                "input_tokens" => dl.input_tokens,
+                "output_tokens" => dl.output_tokens,
+                "total_tokens" => dl.input_tokens + dl.output_tokens,
+                "cost_usd" => dl.cost_usd,
+                "requests" => 1.0,
+                "queries" => if req.channel == Channel::Sql { 1.0 } else { 0.0 },
+                "bytes" => dl.bytes,
+                m => panic!("metric {m}"),
+            }
+        };
+        let mut room: std::collections::BTreeMap<&str, f64> = Default::default();
+        let mut metered = 0;
+        for p in pols.iter().filter(|p| p.allow && p.applies(&req)) {
+            metered += p.limits.len();
+            if !p.enforced() { continue; }
+            for (i, l) in p.limits.iter().enumerate() {
+                let used = warden::decide::UsageView::used(&u, &p.id, i);
+                let projected = used + delta(l.metric);
+                let max = f64::from(l.max);
+                let fired: Vec<_> = d.reasons.iter().filter(|r| r.policy.as_deref() == Some(p.id.as_str())
+                    && matches!(r.code.as_str(), "budget_exceeded" | "rate_limited")
+                    && r.detail.starts_with(&format!("{} {} > {} per ", l.metric, projected, max))).collect();
+                let near: Vec<_> = d.near.iter().filter(|n| &*n.policy == p.id.as_str() && n.limit == i).collect();
+                if projected > max {
+                    let rate = matches!(l.metric, "requests" | "queries") && matches!(l.window, "1m" | "1h");
+                    prop_assert_eq!(fired.len(), 1, "{} limit {} {:?}: {:?}", p.id, i, l, d.reasons);
+                    prop_assert_eq!(fired[0].action, act(l.on_breach));
+                    prop_assert_eq!(fired[0].code.as_str(), if rate { "rate_limited" } else { "budget_exceeded" });
+                    prop_assert!(near.is_empty());
+                } else {
+                    prop_assert!(fired.is_empty());
+                    let tier = l.near.iter().map(|t| t.parse::<f64>().unwrap()).filter(|t| projected >= t * max).fold(None, |m: Option<f64>, t| Some(m.map_or(t, |m| m.max(t))));
+                    match tier {
+                        Some(t) => {
+                            prop_assert_eq!(near.len(), 1);
+                            prop_assert_eq!(near[0].tier, t);
+                            prop_assert_eq!(near[0].used, projected);
+                            prop_assert_eq!(near[0].max, max);
+                        }
+                        None => prop_assert!(near.is_empty()),
+                    }
+                }
+                if act(l.on_breach).blocks() {
+                    let r = (max - projected).max(0.0);
+                    let e = room.entry(l.metric).or_insert(r);
+                    *e = e.min(r);
+                }
+            }
+        }
+        let got: std::collections::BTreeMap<&str, f64> = d.headroom.iter().map(|(m, v)| (m.as_str(), *v)).collect();
+        prop_assert_eq!(got, room);
+        prop_assert_eq!(d.meters.len(), metered);
     }
 
     /// Shadow, draft, suspended and retired policies — of any tenant, with ids that sort before,
