@@ -195,12 +195,12 @@ async fn refused_before_the_upstream_stores_nothing() {
     let r = env
         .chat(None, chat_body("gpt-4o-mini", &prompt, false, None))
         .await;
-    assert_eq!((r.status, r.code().as_str()), (403, "pii_detected"));
+    env.assert_refused(&r, 403, "pii_detected").await;
     // No policy allows this model.
     let r = env
         .chat(None, chat_body("gpt-4o", &prompt, false, None))
         .await;
-    assert_eq!(r.status, 403, "{}", r.text());
+    env.assert_refused(&r, 403, "no_allow_policy").await;
     // Degraded: a new run is refused.
     assert_eq!(env.set_mode("degraded").await.status, 200);
     let r = env
@@ -209,7 +209,7 @@ async fn refused_before_the_upstream_stores_nothing() {
             chat_body("gpt-4o-mini", &prompt, false, None),
         )
         .await;
-    assert_eq!((r.status, r.code().as_str()), (503, "governance_degraded"));
+    env.assert_refused(&r, 503, "governance_degraded").await;
     assert_eq!(env.llm.request_count(), 0, "nothing reached the upstream");
     let c = calls(&env);
     assert_eq!(c.len(), 3);

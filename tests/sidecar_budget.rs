@@ -323,7 +323,7 @@ async fn cost_limits_hold_under_concurrency() {
         if r.status == 200 {
             cost += spent(&r);
         } else {
-            assert_eq!(r.code(), "budget_exceeded", "{}", r.text());
+            env.assert_refused(&r, 429, "budget_exceeded").await;
         }
     }
     // Holds come back when calls end: one call after another spends the rest of the budget.

@@ -58,10 +58,7 @@ async fn refused_methods_paths_and_tricks_never_reach_the_upstream() {
             .unwrap(),
     )
     .await;
-    assert_eq!(
-        (post.status, post.code().as_str()),
-        (403, "method_not_allowed")
-    );
+    env.assert_refused(&post, 403, "method_not_allowed").await;
     for path in [
         "/http/weather/v1/admin",
         "/http/weather/v1/forecast",
@@ -76,21 +73,19 @@ async fn refused_methods_paths_and_tricks_never_reach_the_upstream() {
         "/http/weather/v1/forecast/a%5c..%5cadmin",
     ] {
         let r = get(&env, path).await;
-        assert_eq!(
-            (r.status, r.code().as_str()),
-            (403, "path_not_allowed"),
-            "{path}: {}",
-            r.text()
-        );
+        env.assert_refused_for(path, &r, 403, "path_not_allowed")
+            .await;
     }
     let r = get(&env, "/http/nope/v1/forecast/paris").await;
-    assert_eq!((r.status, r.code().as_str()), (404, "unknown_connector"));
+    env.assert_refused(&r, 404, "unknown_connector").await;
     let r = get(&env, "/http/crm-db/anything").await;
-    assert_eq!(
-        (r.status, r.code().as_str()),
-        (404, "unknown_connector"),
-        "a SQL connector is not reachable over /http"
-    );
+    env.assert_refused_for(
+        "a SQL connector is not reachable over /http",
+        &r,
+        404,
+        "unknown_connector",
+    )
+    .await;
     assert_eq!(env.weather.request_count(), 0);
     let ev = env.evidence();
     assert_eq!(ev.len(), 14, "each refusal recorded");
@@ -109,7 +104,7 @@ async fn cross_tenant_connectors_fail_hard() {
     )
     .await;
     let r = get(&env, "/http/globex-api/x").await;
-    assert_eq!((r.status, r.code().as_str()), (403, "cross_tenant"));
+    env.assert_refused(&r, 403, "cross_tenant").await;
     assert_eq!(
         env.evidence()[0].code,
         Some(warden::codes::Code::CrossTenant)
@@ -125,12 +120,7 @@ async fn no_allow_policy_for_a_connector_without_one() {
     )
     .await;
     let r = get(&env, "/http/weather/v1/forecast/paris").await;
-    assert_eq!(
-        (r.status, r.code().as_str()),
-        (403, "no_allow_policy"),
-        "{}",
-        r.text()
-    );
+    env.assert_refused(&r, 403, "no_allow_policy").await;
     assert_eq!(env.weather.request_count(), 0);
 }
 
@@ -143,12 +133,7 @@ async fn oversized_requests_and_responses_are_refused() {
     )
     .await;
     let r = get(&env, "/http/weather/v1/forecast/paris").await;
-    assert_eq!(
-        (r.status, r.code().as_str()),
-        (413, "body_too_large"),
-        "{}",
-        r.text()
-    );
+    env.assert_refused(&r, 413, "body_too_large").await;
     assert!(
         !r.text().contains("forecast"),
         "no part of the oversized answer passes"
@@ -159,12 +144,7 @@ async fn oversized_requests_and_responses_are_refused() {
             .unwrap(),
     )
     .await;
-    assert_eq!(
-        (big.status, big.code().as_str()),
-        (413, "body_too_large"),
-        "{}",
-        big.text()
-    );
+    env.assert_refused(&big, 413, "body_too_large").await;
     assert_eq!(
         env.weather.request_count(),
         1,

@@ -87,12 +87,7 @@ async fn replies_the_detector_cannot_read_are_withheld() {
         "",
     )
     .await;
-    assert_eq!(
-        (r.status, r.code().as_str()),
-        (403, "fact_unavailable"),
-        "{}",
-        r.text()
-    );
+    env.assert_refused(&r, 403, "fact_unavailable").await;
     assert_eq!(
         up.last().header("accept-encoding").as_deref(),
         Some("identity"),
@@ -113,11 +108,8 @@ async fn replies_the_detector_cannot_read_are_withheld() {
     ] {
         up.answer(200, &[("content-type", ct.as_bytes())], body);
         let r = call(&env, "GET", "/http/rec/v1/x", &[], "").await;
-        assert_eq!(
-            (r.status, r.code().as_str()),
-            (403, "fact_unavailable"),
-            "{ct}"
-        );
+        env.assert_refused_for(ct, &r, 403, "fact_unavailable")
+            .await;
         assert!(!r.text().contains("jane"), "{ct}");
         assert_eq!(
             last(&env),
@@ -179,12 +171,7 @@ async fn replies_are_decoded_before_they_are_scanned() {
     ] {
         up.answer(200, &[("content-type", ct.as_bytes())], body);
         let r = call(&env, "GET", "/http/rec/v1/x", &[], "").await;
-        assert_eq!(
-            (r.status, r.code().as_str()),
-            (403, "pii_detected"),
-            "{ct}: {}",
-            r.text()
-        );
+        env.assert_refused_for(ct, &r, 403, "pii_detected").await;
         assert_eq!(
             last(&env),
             (Some(Action::Stop), Some(Code::PiiDetected)),
@@ -192,7 +179,7 @@ async fn replies_are_decoded_before_they_are_scanned() {
         );
         // Same under fail_open: PII found is not a missing fact.
         let r = call(&env, "GET", "/http/rec-open/v1/x", &[], "").await;
-        assert_eq!((r.status, r.code().as_str()), (403, "pii_detected"), "{ct}");
+        env.assert_refused_for(ct, &r, 403, "pii_detected").await;
     }
     // Neighbours: clean texts in the same encodings pass, byte for byte.
     for (ct, body) in [
@@ -211,7 +198,7 @@ async fn replies_are_decoded_before_they_are_scanned() {
     // PII in a reply header the agent would get.
     up.answer(200, &[("x-contact", EMAIL.as_bytes())], b"ok".to_vec());
     let r = call(&env, "GET", "/http/rec/v1/x", &[], "").await;
-    assert_eq!((r.status, r.code().as_str()), (403, "pii_detected"));
+    env.assert_refused(&r, 403, "pii_detected").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,12 +215,7 @@ async fn request_bodies_are_decoded_or_the_fact_is_unavailable() {
         bad.clone(),
     )
     .await;
-    assert_eq!(
-        (r.status, r.code().as_str()),
-        (403, "fact_unavailable"),
-        "{}",
-        r.text()
-    );
+    env.assert_refused(&r, 403, "fact_unavailable").await;
     assert_eq!(
         last(&env),
         (Some(Action::Stop), Some(Code::FactUnavailable))
@@ -246,7 +228,7 @@ async fn request_bodies_are_decoded_or_the_fact_is_unavailable() {
         Bytes::from_static(b"\x1f\x8bxx"),
     )
     .await;
-    assert_eq!((r.status, r.code().as_str()), (403, "fact_unavailable"));
+    env.assert_refused(&r, 403, "fact_unavailable").await;
     let mut latin = b"Jos\xe9 ".to_vec();
     latin.extend_from_slice(EMAIL.as_bytes());
     for (ct, body) in [
@@ -269,12 +251,7 @@ async fn request_bodies_are_decoded_or_the_fact_is_unavailable() {
             body,
         )
         .await;
-        assert_eq!(
-            (r.status, r.code().as_str()),
-            (403, "pii_detected"),
-            "{ct}: {}",
-            r.text()
-        );
+        env.assert_refused_for(ct, &r, 403, "pii_detected").await;
     }
     assert_eq!(up.count(), 0, "no refused body reached the upstream");
     // fail_open: the unreadable body passes with a WARN, exactly as sent.
@@ -294,12 +271,7 @@ async fn request_bodies_are_decoded_or_the_fact_is_unavailable() {
         bad,
     )
     .await;
-    assert_eq!(
-        (r.status, r.code().as_str()),
-        (403, "pii_detected"),
-        "{}",
-        r.text()
-    );
+    env.assert_refused(&r, 403, "pii_detected").await;
     // A clean JSON body passes.
     let r = call(
         &env,
@@ -330,12 +302,8 @@ async fn path_query_and_headers_sent_upstream_are_scanned() {
         ),
     ] {
         let r = call(&env, "GET", path, &headers, "").await;
-        assert_eq!(
-            (r.status, r.code().as_str()),
-            (403, "pii_detected"),
-            "{path} {headers:?}: {}",
-            r.text()
-        );
+        env.assert_refused_for(&format!("{path} {headers:?}"), &r, 403, "pii_detected")
+            .await;
         assert_eq!(last(&env), (Some(Action::Stop), Some(Code::PiiDetected)));
     }
     assert_eq!(up.count(), 0);
@@ -431,7 +399,7 @@ async fn the_upstream_receives_the_path_that_was_judged_and_no_override_headers(
     // `..;` is `..` to some servers: refused, never sent.
     let before = up.count();
     let r = call(&env, "GET", "/http/rec/v1/..;/admin", &[], "").await;
-    assert_eq!((r.status, r.code().as_str()), (403, "path_not_allowed"));
+    env.assert_refused(&r, 403, "path_not_allowed").await;
     assert_eq!(last(&env).1, Some(Code::PathNotAllowed));
     assert_eq!(up.count(), before);
 }

@@ -9,7 +9,6 @@ use bytes::Bytes;
 use common::*;
 use http_body_util::Full;
 use warden::codes::Code;
-use warden::evidence::Outcome;
 
 const CI_SECRET: &str = "ci-secret-must-not-leak";
 
@@ -89,23 +88,17 @@ async fn a_declared_bearer_unlocks_its_policy_and_nothing_else_does() {
         ("run-basic", format!("Basic {CI_SECRET}")),
     ] {
         let r = chat_as(&env, run, &[("authorization", &value)]).await;
-        assert_eq!(r.status, 401, "{run}: {}", r.text());
-        assert_eq!(r.code(), "unauthorized", "{run}");
-        assert!(r.header("x-warden-decision-id").is_some());
-        let rec = record_of(&env, run);
-        assert_eq!(rec.code, Some(Code::Unauthorized), "{run}");
-        assert_eq!(rec.outcome, Some(Outcome::Refused), "{run}");
+        let rec = env.assert_refused_for(run, &r, 401, "unauthorized").await;
+        assert_eq!(rec.run_id.as_deref(), Some(run));
     }
 
     // No Authorization at all: no api key, so the key-scoped policy does not match.
     let r = chat_as(&env, "run-none", &[]).await;
-    assert_eq!(r.status, 403, "{}", r.text());
-    assert_eq!(r.code(), "no_allow_policy");
+    env.assert_refused(&r, 403, "no_allow_policy").await;
 
     // Naming the key is not identity, with or without the right bearer.
     let r = chat_as(&env, "run-named", &[("x-warden-api-key", "ci-key")]).await;
-    assert_eq!(r.status, 400, "{}", r.text());
-    assert_eq!(r.code(), "bad_request");
+    env.assert_refused(&r, 400, "bad_request").await;
     assert!(r.text().contains("Authorization"), "{}", r.text());
     let r = chat_as(
         &env,
@@ -113,8 +106,7 @@ async fn a_declared_bearer_unlocks_its_policy_and_nothing_else_does() {
         &[("x-warden-api-key", "ci-key"), ("authorization", &bearer)],
     )
     .await;
-    assert_eq!(r.status, 400, "{}", r.text());
-    assert_eq!(record_of(&env, "run-named").code, Some(Code::BadRequest));
+    env.assert_refused(&r, 400, "bad_request").await;
 
     assert_eq!(
         env.llm.request_count(),
@@ -149,16 +141,14 @@ async fn a_header_naming_a_key_does_not_unlock_a_key_scoped_policy() {
         ],
     )
     .await;
-    assert_eq!(r.status, 400, "{}", r.text());
-    assert_eq!(r.code(), "bad_request");
+    env.assert_refused(&r, 400, "bad_request").await;
     assert_eq!(env.llm.request_count(), 0);
     let rec = record_of(&env, "run-claimed");
     assert_eq!(rec.code, Some(Code::BadRequest));
 
     // The neighbour: any bearer (the openai SDK always sends one) is ignored, not refused.
     let r = chat_as(&env, "run-any", &[("authorization", "Bearer sk-anything")]).await;
-    assert_eq!(r.status, 403, "{}", r.text());
-    assert_eq!(r.code(), "no_allow_policy");
+    env.assert_refused(&r, 403, "no_allow_policy").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -80,12 +80,7 @@ async fn pii_in_any_field_of_a_plain_reply_is_withheld() {
                 body(&format!("x [[leak:{field}]] [[reply:3]]"), false, json!({})),
             )
             .await;
-        assert_eq!(
-            (r.status, r.code().as_str()),
-            (403, "pii_detected"),
-            "{field}: {}",
-            r.text()
-        );
+        env.assert_refused_for(field, &r, 403, "pii_detected").await;
         no_leak(field, &r.text());
         cut_for_pii(&env, field);
         assert_eq!(env.llm.request_count(), i as u64 + 1);
@@ -274,7 +269,7 @@ async fn streamed_tool_call_arguments_count_against_the_budget() {
     let r = env
         .chat(Some("run-tool"), body("again", false, json!({})))
         .await;
-    assert_eq!(r.code(), "run_stopped");
+    env.assert_refused(&r, 403, "run_stopped").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -341,12 +336,7 @@ async fn pii_anywhere_in_the_request_is_refused_before_the_upstream() {
     ];
     for (what, extra) in &cases {
         let r = env.chat(None, body("hello", false, extra.clone())).await;
-        assert_eq!(
-            (r.status, r.code().as_str()),
-            (403, "pii_detected"),
-            "{what}: {}",
-            r.text()
-        );
+        env.assert_refused_for(what, &r, 403, "pii_detected").await;
         assert_eq!(env.llm.request_count(), 0, "{what} reached the upstream");
     }
     let ev = env.evidence();

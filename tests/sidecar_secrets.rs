@@ -88,12 +88,7 @@ async fn a_key_in_a_prompt_is_refused_before_the_upstream() {
             chat(&format!("Use my key {OPENAI_KEY} to call the API"), false),
         )
         .await;
-    assert_eq!(
-        (r.status, r.code().as_str()),
-        (403, "secret_detected"),
-        "{}",
-        r.text()
-    );
+    env.assert_refused(&r, 403, "secret_detected").await;
     assert_eq!(env.llm.request_count(), 0, "the upstream was reached");
     record_says(&env, Code::SecretDetected, Outcome::Refused, "openai_key");
     // A key in any string of the request: a tool description.
@@ -103,7 +98,7 @@ async fn a_key_in_a_prompt_is_refused_before_the_upstream() {
         "tools": [{ "type": "function", "function": { "name": "f", "description": format!("auth with {OPENAI_KEY}") } }],
     });
     let r = env.chat(None, body.to_string()).await;
-    assert_eq!(r.code(), "secret_detected", "{}", r.text());
+    env.assert_refused(&r, 403, "secret_detected").await;
     assert_eq!(env.llm.request_count(), 0);
     // A clean prompt in a fresh run passes.
     let r = env.chat(None, chat("What is an API key?", false)).await;
@@ -146,12 +141,7 @@ async fn a_streamed_reply_echoing_a_key_is_cut_before_any_of_it() {
     let r = env
         .chat(None, chat("echo [[secret]] [[reply:30]]", false))
         .await;
-    assert_eq!(
-        (r.status, r.code().as_str()),
-        (403, "secret_detected"),
-        "{}",
-        r.text()
-    );
+    env.assert_refused(&r, 403, "secret_detected").await;
     assert!(!r.text().contains("Xk29fLq0Vb7TmW3p"));
 }
 
@@ -164,12 +154,7 @@ async fn an_http_body_with_an_aws_key_is_refused_before_the_upstream() {
         .body(Full::new(Bytes::from(body)))
         .unwrap();
     let r = send(req).await;
-    assert_eq!(
-        (r.status, r.code().as_str()),
-        (403, "secret_detected"),
-        "{}",
-        r.text()
-    );
+    env.assert_refused(&r, 403, "secret_detected").await;
     assert_eq!(up.count(), 0, "the upstream was reached");
     record_says(
         &env,
@@ -200,12 +185,7 @@ async fn an_http_body_with_an_aws_key_is_refused_before_the_upstream() {
         .body(Full::new(Bytes::new()))
         .unwrap();
     let r = send(req).await;
-    assert_eq!(
-        (r.status, r.code().as_str()),
-        (403, "secret_detected"),
-        "{}",
-        r.text()
-    );
+    env.assert_refused(&r, 403, "secret_detected").await;
     assert!(!r.text().contains(OPENAI_KEY));
     // A body the detector cannot read is not clean (fail_closed by default).
     let req = http::Request::post(env.agent_url("/http/rec/v1/upload"))
@@ -214,12 +194,7 @@ async fn an_http_body_with_an_aws_key_is_refused_before_the_upstream() {
         .body(Full::new(Bytes::from_static(b"\x1f\x8b\x08\x00")))
         .unwrap();
     let r = send(req).await;
-    assert_eq!(
-        (r.status, r.code().as_str()),
-        (403, "fact_unavailable"),
-        "{}",
-        r.text()
-    );
+    env.assert_refused(&r, 403, "fact_unavailable").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,12 +1,17 @@
 //! Shared helpers for the integration tests: mocks, a sidecar on loopback, a small client.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use warden::evidence::record::{Basis, Kind, Outcome, Record};
 use warden::mocks::{self, MockHandle};
 use warden::sidecar::{self, config::SidecarConfig, Running};
 
@@ -171,6 +176,24 @@ impl Env {
         send(b.body(Full::new(Bytes::from(body.to_string()))).unwrap()).await
     }
 
+    /// An admin request with exactly this `Authorization` header value (or none).
+    pub async fn admin_call(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: serde_json::Value,
+        authorization: Option<&str>,
+    ) -> Resp {
+        let mut b = http::Request::builder()
+            .method(method)
+            .uri(self.admin_url(path))
+            .header("content-type", "application/json");
+        if let Some(a) = authorization {
+            b = b.header("authorization", a);
+        }
+        send(b.body(Full::new(Bytes::from(body.to_string()))).unwrap()).await
+    }
+
     pub async fn admin_get(&self, path: &str) -> Resp {
         send(
             http::Request::get(self.admin_url(path))
@@ -189,6 +212,94 @@ impl Env {
         .await
     }
 
+    /// Evidence records in the spool as they are now (no chain check: for polling).
+    pub fn records(&self) -> Vec<Record> {
+        warden::evidence::read_all(&self.dir.join("evidence"))
+            .unwrap()
+            .into_iter()
+            .map(|r| r.record)
+            .collect()
+    }
+
+    /// The one call record with `decision_id`, once it is sealed (waits up to [`SEALED`]).
+    pub async fn record_of(&self, decision_id: &str) -> Record {
+        let mut found = Vec::new();
+        wait_until(
+            &format!("the record of decision {decision_id}"),
+            SEALED,
+            || {
+                found = self
+                    .records()
+                    .into_iter()
+                    .filter(|r| r.kind == Kind::Call)
+                    .filter(|r| r.decision_id.as_deref() == Some(decision_id))
+                    .collect();
+                !found.is_empty()
+            },
+        )
+        .await;
+        assert_eq!(
+            found.len(),
+            1,
+            "one record per decision id {decision_id}: {found:#?}"
+        );
+        found.remove(0)
+    }
+
+    /// Assert that `r` is a refusal with `status` and machine-readable `code`, and that the
+    /// call's own record (found by the decision id the response carries) is sealed with that
+    /// code and the outcome and action the refusal implies. Returns the record.
+    pub async fn assert_refused(&self, r: &Resp, status: u16, code: &str) -> Record {
+        self.assert_refused_for("", r, status, code).await
+    }
+
+    /// [`Env::assert_refused`], naming `what` was sent when it fails.
+    pub async fn assert_refused_for(
+        &self,
+        what: impl std::fmt::Display,
+        r: &Resp,
+        status: u16,
+        code: &str,
+    ) -> Record {
+        let what = what.to_string();
+        let what = if what.is_empty() {
+            what
+        } else {
+            format!("{what}: ")
+        };
+        let decision = refusal_problem(r.status, &|h| r.header(h), &r.body, status, code)
+            .unwrap_or_else(|e| panic!("{what}{e}"));
+        let rec = self.record_of(&decision).await;
+        if let Err(e) = record_problem(&rec, code, &|h| r.header(h)) {
+            panic!("{what}{e}: {rec:#?}");
+        }
+        // The spool's chain still verifies with the record in it.
+        warden::evidence::verify(&self.dir.join("evidence")).unwrap();
+        rec
+    }
+
+    /// Decide a call record again, on the request, usage and mode it holds, by the snapshot it
+    /// names (what `warden evidence replay` does): the decision as it was taken, with what the
+    /// record does not keep (`downgraded_from`).
+    pub fn decide_again(&self, rec: &Record) -> warden::decide::Decision {
+        let store = warden::policy::store::SnapshotStore::new(self.dir.join("cache"));
+        let snap = store
+            .load(
+                rec.snapshot
+                    .as_deref()
+                    .expect("the record names its snapshot"),
+            )
+            .unwrap();
+        warden::decide::decide(
+            &snap,
+            rec.request.as_ref().expect("the record holds its request"),
+            &rec.usage.clone().unwrap_or_default(),
+            rec.mode,
+            rec.at_ms,
+            rec.decision_id.as_deref().unwrap_or(""),
+        )
+    }
+
     /// Evidence records in the spool, after verifying its chain.
     pub fn evidence(&self) -> Vec<warden::evidence::Record> {
         let dir = self.dir.join("evidence");
@@ -201,8 +312,15 @@ impl Env {
     }
 }
 
-/// Read a streamed response event by event (`data:` payloads), stopping after `limit` events.
+/// Read a streamed response event by event (`data:` payloads) to its end.
 pub async fn stream_events(resp: hyper::Response<hyper::body::Incoming>) -> Vec<String> {
+    read_events(resp, Arc::default()).await
+}
+
+async fn read_events(
+    resp: hyper::Response<hyper::body::Incoming>,
+    seen: Arc<AtomicUsize>,
+) -> Vec<String> {
     let mut body = resp.into_body();
     let mut buf = String::new();
     let mut events = Vec::new();
@@ -214,6 +332,7 @@ pub async fn stream_events(resp: hyper::Response<hyper::body::Incoming>) -> Vec<
                 let ev: String = buf.drain(..i + 2).collect();
                 if let Some(data) = ev.trim().strip_prefix("data:") {
                     events.push(data.trim().to_string());
+                    seen.fetch_add(1, Ordering::SeqCst);
                 }
             }
         }
@@ -232,4 +351,145 @@ pub fn stream_text(events: &[String]) -> String {
                 .map(str::to_string)
         })
         .collect()
+}
+
+/// How long a test waits for a call's record to be sealed.
+pub const SEALED: Duration = Duration::from_secs(5);
+
+/// Poll `cond` (every 5 ms) until it holds; panic naming `what` if it does not within
+/// `within`. For synchronisation on a condition, never a fixed sleep.
+pub async fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !cond() {
+        assert!(
+            t.elapsed() < within,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// [`wait_until`] for a condition that needs to await (a request, say).
+pub async fn wait_until_async<F, Fut>(what: &str, within: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let t = Instant::now();
+    while !cond().await {
+        assert!(
+            t.elapsed() < within,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// What is wrong with a response that should be a refusal with `status` and `code`: the
+/// status, the error body (`type: warden_error`, the code) and the decision id, which the
+/// header and the body must both carry and agree on. `Ok` is that decision id.
+pub fn refusal_problem(
+    got: u16,
+    header: &dyn Fn(&str) -> Option<String>,
+    body: &[u8],
+    status: u16,
+    code: &str,
+) -> Result<String, String> {
+    let text = String::from_utf8_lossy(body);
+    if got != status {
+        return Err(format!("status {got} (want {status} {code}): {text}"));
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("body not JSON ({e}): {text}"))?;
+    let err = &v["error"];
+    if err["type"] != "warden_error" || err["code"] != code {
+        return Err(format!("error {err} (want code {code})"));
+    }
+    let decision = header("x-warden-decision-id").ok_or("no x-warden-decision-id header")?;
+    if err["decision_id"] != decision.as_str() {
+        return Err(format!(
+            "header decision id {decision} is not the body's {}",
+            err["decision_id"]
+        ));
+    }
+    Ok(decision)
+}
+
+/// What is wrong with the record of a refusal of `code`: its code, its outcome (cut when the
+/// record says where it was cut, errored for upstream and internal failures, else refused),
+/// its action as its basis implies (a refusing decision blocks; a refusal before any decision
+/// has none; an ending after an allowing decision keeps that decision's), and its ids, which
+/// must be the response's.
+pub fn record_problem(
+    rec: &Record,
+    code: &str,
+    header: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), String> {
+    if rec.code.map(|c| c.as_str()) != Some(code) {
+        return Err(format!("record code {:?} (want {code})", rec.code));
+    }
+    // The test's own table, not the sidecar's `Outcome::of_refusal`.
+    let outcome = if rec.cut.is_some() {
+        Outcome::Cut
+    } else if ["internal_error", "upstream_error", "upstream_timeout"].contains(&code) {
+        Outcome::Errored
+    } else {
+        Outcome::Refused
+    };
+    if rec.outcome != Some(outcome) {
+        return Err(format!(
+            "record outcome {:?} (want {outcome:?})",
+            rec.outcome
+        ));
+    }
+    let action_fits = match rec.basis {
+        Some(Basis::Decision) => rec.action.is_some_and(|a| a.blocks()),
+        Some(Basis::BeforeDecision) => rec.action.is_none(),
+        Some(Basis::AfterDecision) => rec.action.is_some(),
+        Some(Basis::Local) | None => false,
+    };
+    if !action_fits {
+        return Err(format!(
+            "record action {:?} does not fit its basis {:?}",
+            rec.action, rec.basis
+        ));
+    }
+    for (name, id) in [
+        ("x-warden-evidence-id", Some(&rec.evidence_id)),
+        ("x-warden-run-id", rec.run_id.as_ref()),
+    ] {
+        if header(name).as_ref() != id {
+            return Err(format!(
+                "{name} {:?} is not the record's {id:?}",
+                header(name)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A streamed response read on a task of its own, counting its events as they arrive, so a
+/// test can act mid-stream once the agent has received some.
+pub struct Reader {
+    pub seen: Arc<AtomicUsize>,
+    pub task: tokio::task::JoinHandle<Vec<String>>,
+}
+
+impl Reader {
+    pub fn spawn(resp: hyper::Response<hyper::body::Incoming>) -> Reader {
+        let seen = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn(read_events(resp, seen.clone()));
+        Reader { seen, task }
+    }
+
+    /// Wait until the agent has received at least `n` events.
+    pub async fn received(&self, n: usize) {
+        let seen = self.seen.clone();
+        wait_until(
+            &format!("{n} streamed events"),
+            Duration::from_secs(10),
+            || seen.load(Ordering::SeqCst) >= n,
+        )
+        .await;
+    }
 }
