@@ -21,6 +21,14 @@ use warden::policy::store::SnapshotStore;
 const PAUSE_WEATHER: &str = "---\napiVersion: warden/v1\nkind: Policy\nmetadata: { id: p050-hold-weather, tenant: acme }\nspec:\n  status: active\n  scope: { all_runs: true }\n  match: { channel: http, connectors: [weather] }\n  effect: deny\n  action: pause\n";
 
 async fn stream(env: &Env, run: &str, content: &str) -> Vec<String> {
+    stream_events(stream_response(env, run, content).await).await
+}
+
+async fn stream_response(
+    env: &Env,
+    run: &str,
+    content: &str,
+) -> hyper::Response<hyper::body::Incoming> {
     let req = http::Request::post(env.agent_url("/v1/chat/completions"))
         .header("x-warden-run-id", run)
         .body(Full::new(Bytes::from(chat_body(
@@ -30,7 +38,7 @@ async fn stream(env: &Env, run: &str, content: &str) -> Vec<String> {
             None,
         ))))
         .unwrap();
-    stream_events(client().request(req).await.unwrap()).await
+    client().request(req).await.unwrap()
 }
 
 fn last_code(events: &[String]) -> String {
@@ -66,16 +74,16 @@ async fn every_outcome(env: &Env) {
     assert_eq!(r.status, 200, "{}", r.text());
     // Refused before the upstream: a model no policy allows, PII in the prompt, bad input.
     let r = env.chat(None, chat_body("gpt-4o", "x", false, None)).await;
-    assert_eq!(r.status, 403, "{}", r.text());
+    env.assert_refused(&r, 403, "no_allow_policy").await;
     let r = env
         .chat(
             None,
             chat_body("gpt-4o-mini", "mail jane.doe@example.com", false, None),
         )
         .await;
-    assert_eq!(r.code(), "pii_detected");
+    env.assert_refused(&r, 403, "pii_detected").await;
     let r = env.chat(Some("r-bad"), "{not json".into()).await;
-    assert_eq!(r.code(), "bad_request");
+    env.assert_refused(&r, 400, "bad_request").await;
     // A plain answer withheld once complete (PII in the reply).
     let r = env
         .chat(
@@ -83,7 +91,7 @@ async fn every_outcome(env: &Env) {
             chat_body("gpt-4o-mini", "tell [[leak]] [[reply:25]]", false, None),
         )
         .await;
-    assert_eq!(r.code(), "pii_detected", "{}", r.text());
+    env.assert_refused(&r, 403, "pii_detected").await;
     // Cut mid-stream at the run's budget (40 output tokens), then the run is stopped.
     let ev = stream(env, "r-budget", "long [[reply:60]] [[overrun]]").await;
     assert_eq!(last_code(&ev), "budget_exceeded", "{ev:?}");
@@ -93,7 +101,7 @@ async fn every_outcome(env: &Env) {
             chat_body("gpt-4o-mini", "more", false, None),
         )
         .await;
-    assert_eq!(r.code(), "run_stopped");
+    env.assert_refused(&r, 403, "run_stopped").await;
     // Upstream error after an allowed decision.
     let r = env
         .chat(
@@ -101,7 +109,7 @@ async fn every_outcome(env: &Env) {
             chat_body("gpt-4o-mini", "x [[fail:500]]", false, None),
         )
         .await;
-    assert_eq!(r.code(), "upstream_error", "{}", r.text());
+    env.assert_refused(&r, 502, "upstream_error").await;
     // The models list.
     let r = send(
         http::Request::get(env.agent_url("/v1/models"))
@@ -113,7 +121,7 @@ async fn every_outcome(env: &Env) {
     assert_eq!(r.status, 200, "{}", r.text());
     // Approval required (PAUSE), approved, the retry passes.
     let r = weather(env, "r-pause").await;
-    assert_eq!(r.code(), "approval_required");
+    env.assert_refused(&r, 403, "approval_required").await;
     let id = r.header("x-warden-approval-id").unwrap();
     let a = env
         .admin_post(
@@ -126,18 +134,19 @@ async fn every_outcome(env: &Env) {
     let r = weather(env, "r-pause").await;
     assert_eq!(r.status, 200, "{}", r.text());
     // Cut by the kill switch mid-stream; a call while halted.
-    let env_ref = env;
-    let reader = stream(env_ref, "r-kill", "slow [[reply:30]] [[slow:40]]");
-    let halt = async {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        mode(env_ref, "halted").await;
-    };
-    let (ev, ()) = tokio::join!(reader, halt);
+    let reader =
+        Reader::spawn(stream_response(env, "r-kill", "slow [[reply:30]] [[slow:40]]").await);
+    reader.received(2).await;
+    mode(env, "halted").await;
+    let ev = tokio::time::timeout(Duration::from_secs(10), reader.task)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(last_code(&ev), "governance_halted", "{ev:?}");
     let r = env
         .chat(Some("r-ok"), chat_body("gpt-4o-mini", "hi", false, None))
         .await;
-    assert_eq!(r.code(), "governance_halted");
+    env.assert_refused(&r, 503, "governance_halted").await;
     // Bypassed: a call policy would refuse passes unenforced.
     mode(env, "bypass").await;
     let r = env
@@ -152,7 +161,7 @@ async fn every_outcome(env: &Env) {
     let r = env
         .chat(Some("r-new"), chat_body("gpt-4o-mini", "x", false, None))
         .await;
-    assert_eq!(r.code(), "governance_degraded");
+    env.assert_refused(&r, 503, "governance_degraded").await;
     let r = env
         .chat(
             Some("r-ok"),
