@@ -7,6 +7,9 @@ mod common;
 use bytes::Bytes;
 use common::*;
 use http_body_util::Full;
+use warden::decide::Mode;
+use warden::evidence::Outcome;
+use warden::policy::model::Action;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allowed_call_injects_the_key_clamps_and_records() {
@@ -57,12 +60,7 @@ async fn allowed_call_injects_the_key_clamps_and_records() {
 async fn refusals_never_reach_the_upstream() {
     let env = start("refusals").await;
     let r = env.chat(None, chat_body("gpt-4o", "hi", false, None)).await;
-    assert_eq!(
-        (r.status, r.code().as_str()),
-        (403, "no_allow_policy"),
-        "{}",
-        r.text()
-    );
+    env.assert_refused(&r, 403, "no_allow_policy").await;
     let r = env
         .chat(
             None,
@@ -74,28 +72,23 @@ async fn refusals_never_reach_the_upstream() {
             ),
         )
         .await;
-    assert_eq!(
-        (r.status, r.code().as_str()),
-        (403, "pii_detected"),
-        "{}",
-        r.text()
-    );
+    let rec = env.assert_refused(&r, 403, "pii_detected").await;
     assert_eq!(r.json()["error"]["policy_id"], "p100-llm");
-    assert!(r.json()["error"]["decision_id"].is_string());
+    assert_eq!(rec.policy.as_deref(), Some("p100-llm"));
     let r = env.chat(None, "{not json".into()).await;
-    assert_eq!((r.status, r.code().as_str()), (400, "bad_request"));
+    env.assert_refused(&r, 400, "bad_request").await;
     let r = env
         .chat(None, r#"{"model": 5, "messages": []}"#.into())
         .await;
-    assert_eq!((r.status, r.code().as_str()), (400, "invalid_params"));
+    env.assert_refused(&r, 400, "invalid_params").await;
     let big = "x".repeat(2 << 20);
     let r = env
         .chat(None, chat_body("gpt-4o-mini", &big, false, None))
         .await;
-    assert_eq!((r.status, r.code().as_str()), (413, "body_too_large"));
+    env.assert_refused(&r, 413, "body_too_large").await;
     assert_eq!(env.llm.request_count(), 0);
     let ev = env.evidence();
-    assert_eq!(ev.len(), 5, "every refusal has its record");
+    assert_eq!(ev.len(), 5, "every refusal has its record, and no other");
     assert!(ev
         .iter()
         .all(|r| r.outcome == Some(warden::evidence::Outcome::Refused)));
@@ -138,7 +131,7 @@ async fn stream_is_cut_at_the_run_budget_and_the_run_stops() {
             chat_body("gpt-4o-mini", "again", false, None),
         )
         .await;
-    assert_eq!((r.status, r.code().as_str()), (403, "run_stopped"));
+    env.assert_refused(&r, 403, "run_stopped").await;
     let ev = env.evidence();
     let cut = ev
         .iter()
@@ -195,11 +188,11 @@ async fn kill_switch_cuts_a_stream_mid_way() {
         .body(Full::new(Bytes::from(body)))
         .unwrap();
     let resp = client().request(req).await.unwrap();
-    let reader = tokio::spawn(stream_events(resp));
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let reader = Reader::spawn(resp);
+    reader.received(3).await;
     let r = env.set_mode("halted").await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let events = tokio::time::timeout(std::time::Duration::from_secs(5), reader)
+    let events = tokio::time::timeout(std::time::Duration::from_secs(5), reader.task)
         .await
         .unwrap()
         .unwrap();
@@ -210,7 +203,7 @@ async fn kill_switch_cuts_a_stream_mid_way() {
     let r = env
         .chat(None, chat_body("gpt-4o-mini", "hi", false, None))
         .await;
-    assert_eq!((r.status, r.code().as_str()), (503, "governance_halted"));
+    env.assert_refused(&r, 503, "governance_halted").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -230,8 +223,9 @@ async fn degraded_refuses_new_runs_and_warns_running_ones() {
             chat_body("gpt-4o-mini", "hi", false, Some(3)),
         )
         .await;
-    assert_eq!((r.status, r.code().as_str()), (503, "governance_degraded"));
+    env.assert_refused(&r, 503, "governance_degraded").await;
     // A running run continues, even where a policy would refuse (downgraded to WARN).
+    let before = env.llm.request_count();
     let r = env
         .chat(
             Some("run-old"),
@@ -239,14 +233,36 @@ async fn degraded_refuses_new_runs_and_warns_running_ones() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let ev = env.evidence();
-    let last = ev
-        .iter()
-        .rev()
-        .find(|r| r.kind == warden::evidence::Kind::Call)
-        .unwrap();
-    assert_eq!(last.mode, warden::decide::Mode::Degraded);
-    assert_eq!(last.action, Some(warden::policy::model::Action::Warn));
+    assert_eq!(env.llm.request_count(), before + 1, "the call passed");
+    // The sidecar signals a WARN in the answer only by the ids that lead to its record (no
+    // warning header or body field): the decision id names the downgraded record.
+    let decision = r.header("x-warden-decision-id").expect("a decision id");
+    let rec = env.record_of(&decision).await;
+    assert_eq!(
+        r.header("x-warden-evidence-id"),
+        Some(rec.evidence_id.clone())
+    );
+    assert_eq!(rec.mode, Mode::Degraded);
+    assert_eq!(rec.action, Some(Action::Warn), "{rec:#?}");
+    assert_eq!(rec.outcome, Some(Outcome::Allowed));
+    // The original outcome stays on the record: the PII STOP's code and winning reason.
+    assert_eq!(rec.code, Some(warden::codes::Code::PiiDetected));
+    assert_eq!(rec.reasons.first().map(|r| r.action), Some(Action::Stop));
+    // Deciding again on what the record holds gives the downgrade: WARN, from STOP.
+    let d = env.decide_again(&rec);
+    assert_eq!(
+        (d.action, d.downgraded_from),
+        (Action::Warn, Some(Action::Stop))
+    );
+    assert_eq!(run_state(&env, "run-old").await, "active");
+}
+
+async fn run_state(env: &Env, run: &str) -> String {
+    let r = env.admin_get(&format!("/runs/{run}")).await;
+    r.json()["status"]["state"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -276,22 +292,29 @@ async fn bypass_passes_and_marks_the_evidence() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_needs_the_token_and_reports_health() {
     let env = start("admin").await;
-    let r = env
-        .admin_post(
-            "/ops/mode",
-            serde_json::json!({"mode": "halted", "reason": "x"}),
-            None,
-        )
-        .await;
-    assert_eq!(r.status, 401);
-    let r = env
-        .admin_post(
-            "/ops/mode",
-            serde_json::json!({"mode": "halted", "reason": "x"}),
-            Some("wrong"),
-        )
-        .await;
-    assert_eq!(r.status, 401);
+    for auth in [None, Some("Bearer wrong"), Some("test-admin-token")] {
+        let r = env
+            .admin_call(
+                http::Method::POST,
+                "/ops/mode",
+                serde_json::json!({"mode": "halted", "reason": "x"}),
+                auth,
+            )
+            .await;
+        // An admin answer: no call, so no decision id or record.
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (401, "unauthorized"),
+            "{auth:?}: {}",
+            r.text()
+        );
+    }
+    // Nothing changed: the mode, the evidence (no audit record), the traffic.
+    assert_eq!(
+        env.admin_get("/ops/mode").await.json()["global"],
+        "enforcing"
+    );
+    assert!(env.evidence().is_empty(), "{:#?}", env.evidence());
     assert_eq!(env.admin_get("/healthz").await.status, 200);
     let r = env.admin_get("/readyz").await;
     assert_eq!(r.status, 200);
@@ -337,25 +360,16 @@ async fn upstream_failures_are_refusals() {
             chat_body("gpt-4o-mini", "x [[fail:500]]", false, None),
         )
         .await;
-    assert_eq!(
-        (r.status, r.code().as_str()),
-        (502, "upstream_error"),
-        "{}",
-        r.text()
-    );
+    env.assert_refused(&r, 502, "upstream_error").await;
     let r = env
         .chat(
             None,
             chat_body("gpt-4o-mini", "x [[slow:1000]]", false, Some(2)),
         )
         .await;
-    assert_eq!(
-        (r.status, r.code().as_str()),
-        (504, "upstream_timeout"),
-        "{}",
-        r.text()
-    );
+    env.assert_refused(&r, 504, "upstream_timeout").await;
     let ev = env.evidence();
+    assert_eq!(ev.len(), 2, "{ev:#?}");
     assert!(ev
         .iter()
         .all(|r| r.outcome == Some(warden::evidence::Outcome::Errored)));
@@ -367,7 +381,7 @@ async fn boot_guard_refuses_without_a_verified_snapshot() {
     let r = env
         .chat(None, chat_body("gpt-4o-mini", "hi", false, None))
         .await;
-    assert_eq!((r.status, r.code().as_str()), (503, "not_ready"));
+    env.assert_refused(&r, 503, "not_ready").await;
     assert_eq!(env.admin_get("/readyz").await.status, 503);
 }
 
@@ -409,12 +423,7 @@ async fn https_upstreams_are_verified_and_fail_closed() {
     let r = env
         .chat(None, chat_body("gpt-4o-mini", "hi", false, Some(2)))
         .await;
-    assert_eq!(
-        (r.status, r.code().as_str()),
-        (502, "upstream_error"),
-        "{}",
-        r.text()
-    );
+    env.assert_refused(&r, 502, "upstream_error").await;
     assert_eq!(env.llm.request_count(), 0);
 }
 
@@ -432,26 +441,20 @@ async fn a_plain_answer_over_the_budget_is_withheld() {
             chat_body("gpt-4o-mini", "x [[reply:30]] [[overrun]]", false, None),
         )
         .await;
-    assert_eq!(
-        (r.status, r.code().as_str()),
-        (429, "budget_exceeded"),
-        "{}",
-        r.text()
-    );
+    let rec = env.assert_refused(&r, 429, "budget_exceeded").await;
     assert!(
         !r.text().contains("choices"),
         "no part of the answer reaches the agent"
     );
-    let ev = env.evidence();
-    assert_eq!(ev[0].outcome, Some(warden::evidence::Outcome::Cut));
+    assert_eq!(rec.outcome, Some(warden::evidence::Outcome::Cut));
     assert_eq!(
-        ev[0].output_tokens, 30,
+        rec.output_tokens, 30,
         "the upstream's tokens are still metered"
     );
     let r = env
         .chat(Some("run-pb"), chat_body("gpt-4o-mini", "y", false, None))
         .await;
-    assert_eq!(r.code(), "run_stopped");
+    env.assert_refused(&r, 403, "run_stopped").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -470,23 +473,19 @@ async fn a_call_the_agent_hangs_up_on_still_gets_its_record() {
     sock.write_all(head.as_bytes()).await.unwrap();
     sock.write_all(body.as_bytes()).await.unwrap();
     // Wait until the upstream has the call, then hang up before it answers.
-    for _ in 0..200 {
-        if env.llm.request_count() > 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    wait_until("the call at the upstream", SEALED, || {
+        env.llm.request_count() > 0
+    })
+    .await;
     assert_eq!(env.llm.request_count(), 1, "the call reached the upstream");
+    assert!(env.records().is_empty(), "no record before the answer");
     drop(sock);
     // The upstream answers after 400 ms; the record follows.
-    let mut ev = Vec::new();
-    for _ in 0..100 {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        ev = env.evidence();
-        if !ev.is_empty() {
-            break;
-        }
-    }
+    wait_until("the record of the abandoned call", SEALED, || {
+        !env.records().is_empty()
+    })
+    .await;
+    let ev = env.evidence();
     assert_eq!(ev.len(), 1, "one record for the call");
     assert_eq!(ev[0].run_id.as_deref(), Some("run-hangup"));
     assert_eq!(
@@ -510,12 +509,10 @@ async fn the_kill_switch_cuts_a_plain_call_waiting_on_its_upstream() {
             .await
         })
     };
-    for _ in 0..200 {
-        if env.llm.request_count() > 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    wait_until("the call at the upstream", SEALED, || {
+        env.llm.request_count() > 0
+    })
+    .await;
     assert_eq!(
         env.llm.request_count(),
         1,
@@ -527,13 +524,8 @@ async fn the_kill_switch_cuts_a_plain_call_waiting_on_its_upstream() {
         started.elapsed() < std::time::Duration::from_millis(2500),
         "cut at once, not after the upstream's 3 s"
     );
-    assert_eq!(r.status, 503, "{}", r.text());
-    assert_eq!(r.code(), "governance_halted");
-    let ev = env.evidence();
-    let rec = ev
-        .iter()
-        .find(|r| r.run_id.as_deref() == Some("run-slow"))
-        .expect("the cut call has its record");
+    let rec = env.assert_refused(&r, 503, "governance_halted").await;
+    assert_eq!(rec.run_id.as_deref(), Some("run-slow"));
     assert_eq!(rec.outcome, Some(warden::evidence::record::Outcome::Cut));
     assert_eq!(
         rec.cut.as_ref().map(|c| c.code),

@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::*;
 use http_body_util::Full;
+use warden::codes::Code;
+use warden::decide::Mode;
+use warden::evidence::Outcome;
+use warden::policy::model::Action;
 use warden::policy::store::SnapshotStore;
 
 const PAUSE_WEATHER: &str = "---\napiVersion: warden/v1\nkind: Policy\nmetadata: { id: p050-hold-weather, tenant: acme }\nspec:\n  status: active\n  scope: { all_runs: true }\n  match: { channel: http, connectors: [weather] }\n  effect: deny\n  action: pause\n";
@@ -29,12 +33,7 @@ async fn weather(env: &Env, run: &str) -> Resp {
 async fn pause_asks_for_approval_and_an_approved_retry_passes() {
     let env = start_with("pause", |b| format!("{b}{PAUSE_WEATHER}"), |c| c).await;
     let r = weather(&env, "run-p").await;
-    assert_eq!(
-        (r.status, r.code().as_str()),
-        (403, "approval_required"),
-        "{}",
-        r.text()
-    );
+    env.assert_refused(&r, 403, "approval_required").await;
     let id = r.header("x-warden-approval-id").unwrap();
     assert_eq!(r.json()["error"]["approval_id"], id.as_str());
     assert_eq!(env.weather.request_count(), 0);
@@ -56,7 +55,7 @@ async fn pause_asks_for_approval_and_an_approved_retry_passes() {
     assert_eq!(env.weather.request_count(), 1);
     // Approvals are single-use.
     let r = weather(&env, "run-p").await;
-    assert_eq!(r.code(), "approval_required");
+    env.assert_refused(&r, 403, "approval_required").await;
     // A rejection stops the run.
     let id = r.header("x-warden-approval-id").unwrap();
     let a = env
@@ -68,7 +67,7 @@ async fn pause_asks_for_approval_and_an_approved_retry_passes() {
         .await;
     assert_eq!(a.status, 200);
     let r = weather(&env, "run-p").await;
-    assert_eq!(r.code(), "run_stopped");
+    env.assert_refused(&r, 403, "run_stopped").await;
     let audits = env
         .evidence()
         .into_iter()
@@ -82,7 +81,7 @@ async fn pause_asks_for_approval_and_an_approved_retry_passes() {
             Some(&env.admin_token),
         )
         .await;
-    assert_eq!(a.status, 404);
+    assert_eq!((a.status, a.code().as_str()), (404, "not_found"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,7 +100,7 @@ async fn kill_cuts_every_in_flight_call_of_the_run() {
         ))))
         .unwrap();
     let resp = client().request(req).await.unwrap();
-    let reader = tokio::spawn(stream_events(resp));
+    let reader = Reader::spawn(resp);
     // And a plain call of the same run, waiting on a slow upstream.
     let plain = tokio::spawn(send(
         http::Request::post(env.agent_url("/v1/chat/completions"))
@@ -114,15 +113,21 @@ async fn kill_cuts_every_in_flight_call_of_the_run() {
             ))))
             .unwrap(),
     ));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Both in flight: the stream has begun, the plain call is at the upstream.
+    reader.received(1).await;
+    wait_until("both calls at the upstream", SEALED, || {
+        env.llm.request_count() == 2
+    })
+    .await;
     let r = weather(&env, "run-k").await;
-    assert_eq!((r.status, r.code().as_str()), (403, "policy_denied"));
+    env.assert_refused(&r, 403, "policy_denied").await;
     let plain = tokio::time::timeout(Duration::from_secs(2), plain)
         .await
         .expect("the plain call is cut at once, not after its upstream's 3 s")
         .unwrap();
-    assert_eq!(plain.code(), "run_killed");
-    let events = tokio::time::timeout(Duration::from_secs(5), reader)
+    let rec = env.assert_refused(&plain, 403, "run_killed").await;
+    assert!(rec.cut.is_some(), "{rec:#?}");
+    let events = tokio::time::timeout(Duration::from_secs(5), reader.task)
         .await
         .unwrap()
         .unwrap();
@@ -131,7 +136,7 @@ async fn kill_cuts_every_in_flight_call_of_the_run() {
     let r = env
         .chat(Some("run-k"), chat_body("gpt-4o-mini", "hi", false, None))
         .await;
-    assert_eq!(r.code(), "run_killed");
+    env.assert_refused(&r, 403, "run_killed").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,11 +203,10 @@ async fn a_hanging_webhook_never_slows_a_call() {
         took < Duration::from_secs(10),
         "calls were held up by the webhook: {took:?}"
     );
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(
-        *accepted.lock().unwrap() >= 1,
-        "alerts were sent to the webhook"
-    );
+    wait_until("alerts sent to the webhook", Duration::from_secs(5), || {
+        *accepted.lock().unwrap() >= 1
+    })
+    .await;
     let m = env.admin_get("/metrics").await.text();
     assert!(m.contains("warden_alerts_dropped_total"), "{m}");
 }
@@ -367,7 +371,7 @@ async fn a_tenant_mode_applies_to_that_tenant_only() {
     let r = env
         .chat(None, chat_body("gpt-4o-mini", "hi", false, Some(2)))
         .await;
-    assert_eq!(r.code(), "governance_halted");
+    env.assert_refused(&r, 503, "governance_halted").await;
     let modes = env.admin_get("/ops/mode").await.json();
     assert_eq!(modes["global"], "enforcing");
     assert_eq!(modes["tenants"]["acme"], "halted");
@@ -392,9 +396,9 @@ async fn a_run_refused_at_its_start_stays_new_so_degraded_keeps_refusing_its_ret
     // Refused at the start under enforcing: bad input, a PAUSE; and a models list. None of them
     // starts the run.
     let r = env.chat(Some("r-bad"), "{not json".into()).await;
-    assert_eq!(r.code(), "bad_request");
+    env.assert_refused(&r, 400, "bad_request").await;
     let r = weather(&env, "r-paused").await;
-    assert_eq!(r.code(), "approval_required");
+    env.assert_refused(&r, 403, "approval_required").await;
     let r = send(
         http::Request::get(env.agent_url("/v1/models"))
             .header("x-warden-run-id", "r-listed")
@@ -417,15 +421,14 @@ async fn a_run_refused_at_its_start_stays_new_so_degraded_keeps_refusing_its_ret
     let good = || chat_body("gpt-4o-mini", "hello", false, Some(2));
     for run in ["r-new", "r-new", "r-new", "r-bad", "r-listed"] {
         let r = env.chat(Some(run), good()).await;
-        assert_eq!(
-            (r.status, r.code().as_str()),
-            (503, "governance_degraded"),
-            "{run}: a retry of a refused first call is still a new run: {}",
-            r.text()
-        );
+        // A retry of a refused first call is still a new run.
+        let rec = env
+            .assert_refused_for(run, &r, 503, "governance_degraded")
+            .await;
+        assert_eq!(rec.run_id.as_deref(), Some(run));
     }
     let r = weather(&env, "r-paused").await;
-    assert_eq!(r.code(), "governance_degraded", "{}", r.text());
+    env.assert_refused(&r, 503, "governance_degraded").await;
     let state = env.admin_get("/runs/r-new").await.json();
     assert_eq!(
         (
@@ -437,10 +440,10 @@ async fn a_run_refused_at_its_start_stays_new_so_degraded_keeps_refusing_its_ret
     );
     // The agent sent no run id: the assigned one, retried, is refused too.
     let r = env.chat(None, good()).await;
-    assert_eq!(r.code(), "governance_degraded");
+    env.assert_refused(&r, 503, "governance_degraded").await;
     let assigned = r.header("x-warden-run-id").expect("an assigned run id");
     let r = env.chat(Some(&assigned), good()).await;
-    assert_eq!(r.code(), "governance_degraded", "{}", r.text());
+    env.assert_refused(&r, 503, "governance_degraded").await;
     assert_eq!(
         env.llm.request_count(),
         upstream,
@@ -513,6 +516,11 @@ async fn degraded_lets_a_running_run_pass_its_budget_with_a_warn_until_enforcing
         );
         assert_eq!(r.code, Some(warden::codes::Code::BudgetExceeded));
         assert_eq!(r.outcome, Some(warden::evidence::Outcome::Allowed));
+        let d = env.decide_again(r);
+        assert_eq!(
+            (d.action, d.downgraded_from),
+            (Action::Warn, Some(Action::Stop))
+        );
     }
     assert_eq!(warned[0].output_tokens, 60);
     // Back to enforcing: the run's next call is judged on its real usage (100 > 40) and refused.
@@ -524,12 +532,7 @@ async fn degraded_lets_a_running_run_pass_its_budget_with_a_warn_until_enforcing
             chat_body("gpt-4o-mini", "d [[reply:5]]", false, None),
         )
         .await;
-    assert_eq!(
-        (r.status, r.code().as_str()),
-        (429, "budget_exceeded"),
-        "{}",
-        r.text()
-    );
+    env.assert_refused(&r, 429, "budget_exceeded").await;
     assert_eq!(
         env.llm.request_count(),
         before,
@@ -539,7 +542,7 @@ async fn degraded_lets_a_running_run_pass_its_budget_with_a_warn_until_enforcing
     let r = env
         .chat(Some("r-d"), chat_body("gpt-4o-mini", "e", false, None))
         .await;
-    assert_eq!(r.code(), "run_stopped");
+    env.assert_refused(&r, 403, "run_stopped").await;
     let records = warden::evidence::read_all(&env.dir.join("evidence")).unwrap();
     let report =
         warden::evidence::replay::replay(&records, &SnapshotStore::new(env.dir.join("cache")))
@@ -555,6 +558,7 @@ async fn a_tenant_override_can_be_cleared_and_the_global_mode_reaches_it_again()
         serde_json::json!({"mode": "inherit", "reason": "no tenant"}),
     )
     .await;
+    // An admin answer: no call, so no decision id or record.
     assert_eq!(
         (r.status, r.code().as_str()),
         (400, "bad_request"),
@@ -578,7 +582,7 @@ async fn a_tenant_override_can_be_cleared_and_the_global_mode_reaches_it_again()
     let r = env
         .chat(None, chat_body("gpt-4o-mini", "hi", false, Some(2)))
         .await;
-    assert_eq!(r.code(), "governance_halted");
+    env.assert_refused(&r, 503, "governance_halted").await;
 
     let r = mode_change(
         &env,
@@ -605,7 +609,7 @@ async fn a_tenant_override_can_be_cleared_and_the_global_mode_reaches_it_again()
     let r = env
         .chat(None, chat_body("gpt-4o-mini", "hi", false, Some(2)))
         .await;
-    assert_eq!(r.code(), "governance_degraded", "{}", r.text());
+    env.assert_refused(&r, 503, "governance_degraded").await;
 
     let audits: Vec<serde_json::Value> = env
         .evidence()
@@ -659,6 +663,8 @@ async fn degraded_downgrades_every_blocking_outcome_of_a_running_run_and_enforci
     let r = weather(&env, "r-d2").await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.header("x-warden-approval-id").is_none());
+    assert_eq!(env.weather.request_count(), 1);
+    let paused = r.header("x-warden-decision-id").unwrap();
     // A STOP for PII becomes WARN: the call passes, the run stays active.
     let r = env
         .chat(
@@ -668,6 +674,26 @@ async fn degraded_downgrades_every_blocking_outcome_of_a_running_run_and_enforci
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(run_state(&env, "r-d2").await, "active");
+    let stopped = r.header("x-warden-decision-id").unwrap();
+    for (id, from, code) in [
+        (&paused, Action::Pause, Code::ApprovalRequired),
+        (&stopped, Action::Stop, Code::PiiDetected),
+    ] {
+        let rec = env.record_of(id).await;
+        assert_eq!(
+            (rec.mode, rec.action, rec.code, rec.outcome),
+            (
+                Mode::Degraded,
+                Some(Action::Warn),
+                Some(code),
+                Some(Outcome::Allowed)
+            ),
+            "{rec:#?}"
+        );
+        assert_eq!(rec.reasons.first().map(|r| r.action), Some(from));
+        let d = env.decide_again(&rec);
+        assert_eq!((d.action, d.downgraded_from), (Action::Warn, Some(from)));
+    }
     // A stream in flight when enforcing returns is cut where it passes the budget.
     let req = http::Request::post(env.agent_url("/v1/chat/completions"))
         .header("x-warden-run-id", "r-d2")
@@ -679,10 +705,10 @@ async fn degraded_downgrades_every_blocking_outcome_of_a_running_run_and_enforci
         ))))
         .unwrap();
     let resp = client().request(req).await.unwrap();
-    let reader = tokio::spawn(stream_events(resp));
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    let reader = Reader::spawn(resp);
+    reader.received(3).await;
     assert_eq!(env.set_mode("enforcing").await.status, 200);
-    let events = tokio::time::timeout(Duration::from_secs(10), reader)
+    let events = tokio::time::timeout(Duration::from_secs(10), reader.task)
         .await
         .unwrap()
         .unwrap();
@@ -698,4 +724,130 @@ async fn degraded_downgrades_every_blocking_outcome_of_a_running_run_and_enforci
         .filter(|r| r.action == Some(warden::policy::model::Action::Warn))
         .count();
     assert_eq!(warned, 2, "the PAUSE and the PII STOP, downgraded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthorised_admin_calls_change_nothing() {
+    let env = start_with("admin-auth", |b| format!("{b}{PAUSE_WEATHER}"), |c| c).await;
+    // No token, a wrong token, the right token without the scheme, another scheme.
+    let bad: [Option<&str>; 4] = [
+        None,
+        Some("Bearer wrong-token"),
+        Some("test-admin-token"),
+        Some("Basic dGVzdC1hZG1pbi10b2tlbg=="),
+    ];
+    let refused = |r: &Resp, what: &str| {
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (401, "unauthorized"),
+            "{what}: {}",
+            r.text()
+        );
+    };
+
+    // A call paused for approval stays refused after unauthorised approvals.
+    let r = weather(&env, "run-auth").await;
+    env.assert_refused(&r, 403, "approval_required").await;
+    let id = r.header("x-warden-approval-id").unwrap();
+    let path = format!("/ops/approvals/{id}");
+    for auth in bad {
+        for decision in ["approve", "reject"] {
+            let body = serde_json::json!({"decision": decision, "reason": "not allowed"});
+            let r = env.admin_call(http::Method::POST, &path, body, auth).await;
+            refused(&r, &format!("{decision} with {auth:?}"));
+        }
+    }
+    let run = env.admin_get("/runs/run-auth").await.json();
+    assert_eq!(run["status"]["state"], "active", "{run}");
+    assert_eq!(run["approvals"][0]["state"], "pending", "{run}");
+    let r = weather(&env, "run-auth").await;
+    env.assert_refused(&r, 403, "approval_required").await;
+    assert_eq!(env.weather.request_count(), 0);
+    // The retry asks afresh; the first approval is still pending, not approved.
+    let run = env.admin_get("/runs/run-auth").await.json();
+    let approvals = run["approvals"].as_array().unwrap();
+    assert_eq!(approvals.len(), 2, "{run}");
+    assert!(
+        approvals
+            .iter()
+            .any(|a| a["id"] == id.as_str() && a["state"] == "pending"),
+        "{run}"
+    );
+
+    // An unauthorised reload does not load a changed bundle.
+    let before = snapshot(&env).await;
+    let bundle = std::fs::read_to_string(env.dir.join("bundle.yaml")).unwrap();
+    let changed = bundle.replace(
+        PAUSE_WEATHER,
+        &PAUSE_WEATHER.replace("action: pause", "action: stop"),
+    );
+    assert_ne!(changed, bundle);
+    std::fs::write(env.dir.join("bundle.yaml"), &changed).unwrap();
+    for auth in bad {
+        let r = env
+            .admin_call(
+                http::Method::POST,
+                "/ops/reload",
+                serde_json::json!({}),
+                auth,
+            )
+            .await;
+        refused(&r, &format!("reload with {auth:?}"));
+    }
+    assert_eq!(
+        snapshot(&env).await,
+        before,
+        "the changed bundle was not loaded"
+    );
+    let r = weather(&env, "run-auth-2").await;
+    env.assert_refused(&r, 403, "approval_required").await;
+
+    // Any other mutating method is refused the same way, known path or not.
+    for (method, path) in [
+        (http::Method::PUT, "/ops/mode"),
+        (http::Method::DELETE, "/runs/run-auth"),
+        (http::Method::PATCH, path.as_str()),
+        (http::Method::POST, "/ops/anything"),
+    ] {
+        let r = env
+            .admin_call(method.clone(), path, serde_json::json!({}), None)
+            .await;
+        refused(&r, &format!("{method} {path}"));
+    }
+    let ev = env.evidence();
+    assert_eq!(
+        ev.len(),
+        3,
+        "the three calls' records, no audit record: {ev:#?}"
+    );
+    assert!(ev.iter().all(|r| r.kind == warden::evidence::Kind::Call));
+
+    // With the token, the same requests work: the approval lets the retry pass, the reload
+    // loads the changed bundle.
+    let r = env
+        .admin_post(
+            &path,
+            serde_json::json!({"decision": "approve", "reason": "ok"}),
+            Some(&env.admin_token),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = weather(&env, "run-auth").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(env.weather.request_count(), 1);
+    let r = env
+        .admin_post("/ops/reload", serde_json::json!({}), Some(&env.admin_token))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_ne!(
+        snapshot(&env).await,
+        before,
+        "an authorised reload loads it"
+    );
+    let r = weather(&env, "run-auth-3").await;
+    env.assert_refused(&r, 403, "policy_denied").await;
+}
+
+async fn snapshot(env: &Env) -> serde_json::Value {
+    env.admin_get("/readyz").await.json()["snapshot"].clone()
 }
