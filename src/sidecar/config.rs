@@ -35,6 +35,8 @@ pub struct SidecarConfig {
     pub runs: RunsConfig,
     #[serde(default)]
     pub runtime: RuntimeConfig,
+    #[serde(default)]
+    pub upstream_tls: UpstreamTlsConfig,
     /// The directory relative paths are resolved against (the config file's own).
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -271,6 +273,19 @@ impl Default for RunsConfig {
     }
 }
 
+/// How HTTPS upstreams (LLM and HTTP connectors, alert webhooks) are verified: always against
+/// the system's trust store (the bundled Mozilla roots when it has none), and also against the
+/// CA certificates named here, for upstreams behind a private CA.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsConfig {
+    /// PEM files of extra trust roots (each may hold several certificates), read at start;
+    /// relative to the config file's directory. A file that cannot be read, or holds no
+    /// usable certificate, fails the start.
+    #[serde(default)]
+    pub ca_files: Vec<PathBuf>,
+}
+
 /// The async runtime of `warden sidecar`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -361,6 +376,7 @@ impl SidecarConfig {
         cfg.policy.files = cfg.policy.files.iter().map(resolve).collect();
         cfg.policy.cache_dir = resolve(&cfg.policy.cache_dir);
         cfg.evidence.spool_dir = resolve(&cfg.evidence.spool_dir);
+        cfg.upstream_tls.ca_files = cfg.upstream_tls.ca_files.iter().map(resolve).collect();
         if cfg.policy.source == PolicySourceKind::File && cfg.policy.files.is_empty() {
             return Err(ConfigError::Semantic(format!(
                 "{name}: policy.source is file but policy.files is empty"
@@ -432,6 +448,16 @@ mod tests {
         assert_eq!(cfg.evidence.durability, Durability::Sync);
         assert_eq!(cfg.limits.max_request_bytes, 1 << 20);
         assert_eq!(cfg.runtime.workers, 1);
+        assert!(cfg.upstream_tls.ca_files.is_empty());
+        let tls = format!("{CONTRACT}upstream_tls: {{ ca_files: [ca.pem, /abs/ca.pem] }}\n");
+        let cfg = SidecarConfig::parse("s.yaml", &tls, Path::new("/etc/warden"), |_| None).unwrap();
+        assert_eq!(
+            cfg.upstream_tls.ca_files,
+            vec![
+                PathBuf::from("/etc/warden/ca.pem"),
+                PathBuf::from("/abs/ca.pem")
+            ]
+        );
         let more = format!("{CONTRACT}runtime: {{ workers: 4 }}\n");
         let cfg = SidecarConfig::parse("s.yaml", &more, Path::new("."), |_| None).unwrap();
         assert_eq!(cfg.runtime.workers, 4);

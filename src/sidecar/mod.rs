@@ -146,22 +146,52 @@ fn load_files(cfg: &SidecarConfig, store: &SnapshotStore) -> Result<Snapshot, St
     }
 }
 
-/// Upstream connections: plain HTTP, or HTTPS verified against the system's trust store (for
-/// private CAs mounted into the pod), falling back to the Mozilla roots when it has none.
-fn https_connector() -> state::Connector {
-    let builder = hyper_rustls::HttpsConnectorBuilder::new();
-    let builder = match builder.with_native_roots() {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::warn!(error = %e, "no system trust store; using the bundled Mozilla roots");
-            hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots()
+/// The trust roots for HTTPS upstreams: the system's trust store (for private CAs mounted into
+/// the pod), or the bundled Mozilla roots when it has none; and the certificates of
+/// `upstream_tls.ca_files`. A CA file that cannot be read or holds no certificate is an error.
+pub fn upstream_roots(ca_files: &[std::path::PathBuf]) -> Result<rustls::RootCertStore, String> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    let (added, _) = roots.add_parsable_certificates(native.certs);
+    if added == 0 {
+        tracing::warn!(errors = ?native.errors, "no system trust store; using the bundled Mozilla roots");
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    }
+    for path in ca_files {
+        let what = format!("upstream_tls.ca_files: {}", path.display());
+        let pem = std::fs::read(path).map_err(|e| format!("{what}: {e}"))?;
+        let certs = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{what}: not PEM certificates: {e}"))?;
+        if certs.is_empty() {
+            return Err(format!("{what}: no certificate in it"));
         }
-    };
-    builder
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| format!("{what}: not a usable CA certificate: {e}"))?;
+        }
+        tracing::info!(file = %path.display(), "extra upstream trust roots loaded");
+    }
+    Ok(roots)
+}
+
+/// Upstream connections: plain HTTP, or HTTPS verified against [`upstream_roots`].
+fn https_connector(roots: rustls::RootCertStore) -> Result<state::Connector, String> {
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("upstream TLS: {e}"))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
         .enable_http2()
-        .build()
+        .build())
 }
 
 /// Re-read the policy files (admin `POST /ops/reload`); keeps the current snapshot on failure.
@@ -208,9 +238,12 @@ pub async fn start(cfg: SidecarConfig) -> Result<Running, SidecarError> {
     }
     let api_keys = crate::spine::identity::ApiKeys::resolve(&cfg.identity.api_keys, &cfg.base_dir)
         .map_err(SidecarError::Config)?;
+    let connector = upstream_roots(&cfg.upstream_tls.ca_files)
+        .and_then(https_connector)
+        .map_err(SidecarError::Config)?;
     let client: state::UpstreamClient = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(std::time::Duration::from_secs(30))
-        .build(https_connector());
+        .build(connector);
     let metrics = metrics::Metrics::new();
     let alerts = alerts::Alerts::start(
         cfg.alerts.webhooks.clone(),
