@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod tls;
 
 use bytes::Bytes;
 use common::*;
@@ -150,4 +151,10 @@ async fn oversized_requests_and_responses_are_refused() {
         1,
         "the oversized request never left"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_connectors_are_verified_against_the_configured_roots() {
+    // The HTTP connector channel honours the same trust roots as the LLM channel.
+    tls::every_case(tls::Channel::Http).await;
 }

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod tls;
 
 use bytes::Bytes;
 use common::*;
@@ -406,10 +407,10 @@ async fn models_lists_only_what_policies_allow() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_upstreams_are_verified_and_fail_closed() {
-    // The mock speaks plain HTTP: an https:// base URL must fail the TLS handshake, never fall
-    // back to plaintext.
+    // A plain-HTTP upstream behind an https:// base URL fails the handshake, never falls back
+    // to plaintext.
     let env = start_with(
-        "tls",
+        "tls-plain",
         |b| {
             b.replacen(
                 "base_url: \"http://127.0.0.1",
@@ -425,6 +426,48 @@ async fn https_upstreams_are_verified_and_fail_closed() {
         .await;
     env.assert_refused(&r, 502, "upstream_error").await;
     assert_eq!(env.llm.request_count(), 0);
+    // A real TLS upstream: valid, untrusted, expired, another CA, another name.
+    tls::every_case(tls::Channel::Llm).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_upstream_ca_file_fails_the_start() {
+    let dir = tmpdir("bad-ca");
+    std::fs::write(dir.join("bundle.yaml"), "apiVersion: nope\n").unwrap();
+    std::fs::write(dir.join("empty.pem"), "not a certificate\n").unwrap();
+    std::fs::write(
+        dir.join("broken.pem"),
+        "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    for (file, why) in [
+        ("missing.pem", "No such file"),
+        ("empty.pem", "no certificate"),
+        ("broken.pem", "not PEM certificates"),
+    ] {
+        let cfg = warden::sidecar::config::SidecarConfig::parse(
+            "s.yaml",
+            &format!(
+                "identity: {{ tenant: acme, project: support, agent: support-bot }}\n\
+                 listen: {{ agent: \"127.0.0.1:0\", admin: \"127.0.0.1:0\" }}\n\
+                 policy: {{ source: file, files: [bundle.yaml], cache_dir: cache }}\n\
+                 evidence: {{ spool_dir: evidence-{file} }}\n\
+                 upstream_tls: {{ ca_files: [{file}] }}\n"
+            ),
+            &dir,
+            |_| None,
+        )
+        .unwrap();
+        let e = match warden::sidecar::start(cfg).await {
+            Ok(_) => panic!("{file}: the sidecar started"),
+            Err(e) => e.to_string(),
+        };
+        let path = dir.join(file).display().to_string();
+        assert!(
+            e.contains("upstream_tls.ca_files") && e.contains(&path) && e.contains(why),
+            "{file}: {e}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
