@@ -42,19 +42,15 @@ async fn absolute_form_requests_follow_the_connector_rules() {
         &format!("GET http://{w}/v1/secrets HTTP/1.1\r\nHost: {w}\r\nConnection: close\r\n\r\n"),
     )
     .await;
-    assert!(
-        bad_path.starts_with("HTTP/1.1 403") && bad_path.contains("path_not_allowed"),
-        "{bad_path}"
-    );
+    env.assert_refused(&Resp::parse(&bad_path), 403, "path_not_allowed")
+        .await;
     let other_host = raw(
         env.sidecar.agent_addr,
         "GET http://127.0.0.1:9/anything HTTP/1.1\r\nHost: 127.0.0.1:9\r\nConnection: close\r\n\r\n",
     )
     .await;
-    assert!(
-        other_host.starts_with("HTTP/1.1 404") && other_host.contains("unknown_connector"),
-        "{other_host}"
-    );
+    env.assert_refused(&Resp::parse(&other_host), 404, "unknown_connector")
+        .await;
     // The LLM upstream is not an egress target: only HTTP connectors are.
     let l = env.llm.addr;
     let llm = raw(
@@ -62,7 +58,8 @@ async fn absolute_form_requests_follow_the_connector_rules() {
         &format!("GET http://{l}/v1/models HTTP/1.1\r\nHost: {l}\r\nConnection: close\r\n\r\n"),
     )
     .await;
-    assert!(llm.contains("unknown_connector"), "{llm}");
+    env.assert_refused(&Resp::parse(&llm), 404, "unknown_connector")
+        .await;
     assert_eq!(env.weather.request_count(), 1);
     assert_eq!(env.evidence().len(), 4);
 }
@@ -201,10 +198,8 @@ async fn connect_to_a_plain_http_connector_is_refused() {
             &format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n"),
         )
         .await;
-        assert!(
-            r.starts_with("HTTP/1.1 403") && r.contains("method_not_allowed"),
-            "{r}"
-        );
+        env.assert_refused(&Resp::parse(&r), 403, "method_not_allowed")
+            .await;
         assert!(
             r.contains("absolute-form"),
             "the refusal says what to do instead: {r}"
@@ -243,10 +238,8 @@ async fn a_tunnel_has_no_pii_fact_so_pii_policies_decide_by_failure_mode() {
     let connect = |a: std::net::SocketAddr| format!("CONNECT {a} HTTP/1.1\r\nHost: {a}\r\n\r\n");
     // fail_closed: nothing inside a tunnel can be read, so it does not open.
     let r = raw(env.sidecar.agent_addr, &connect(closed.addr)).await;
-    assert!(
-        r.starts_with("HTTP/1.1 403") && r.contains("fact_unavailable"),
-        "{r}"
-    );
+    env.assert_refused(&Resp::parse(&r), 403, "fact_unavailable")
+        .await;
     let rec = env.evidence().last().unwrap().clone();
     assert_eq!(
         (rec.action, rec.code),
@@ -337,25 +330,19 @@ async fn absolute_form_is_judged_and_forwarded_like_the_http_channel() {
         &get("/v1/find?e=jane.doe%40example.com", ""),
     )
     .await;
-    assert!(
-        r.starts_with("HTTP/1.1 403") && r.contains("pii_detected"),
-        "{r}"
-    );
+    env.assert_refused(&Resp::parse(&r), 403, "pii_detected")
+        .await;
     let r = raw(env.sidecar.agent_addr, &get("/v1/..;/admin", "")).await;
-    assert!(
-        r.starts_with("HTTP/1.1 403") && r.contains("path_not_allowed"),
-        "{r}"
-    );
+    env.assert_refused(&Resp::parse(&r), 403, "path_not_allowed")
+        .await;
     let big = "x".repeat(300);
     let r = raw(
         env.sidecar.agent_addr,
         &format!("POST http://{a}/v1/send HTTP/1.1\r\nHost: {a}\r\nContent-Length: 300\r\nConnection: close\r\n\r\n{big}"),
     )
     .await;
-    assert!(
-        r.starts_with("HTTP/1.1 413") && r.contains("body_too_large"),
-        "{r}"
-    );
+    env.assert_refused(&Resp::parse(&r), 413, "body_too_large")
+        .await;
     assert_eq!(
         up.count(),
         count,
@@ -372,10 +359,8 @@ async fn absolute_form_is_judged_and_forwarded_like_the_http_channel() {
         &get("/v1/x", "Accept-Encoding: gzip\r\n"),
     )
     .await;
-    assert!(
-        r.starts_with("HTTP/1.1 403") && r.contains("fact_unavailable"),
-        "{r}"
-    );
+    env.assert_refused(&Resp::parse(&r), 403, "fact_unavailable")
+        .await;
     let codes: Vec<_> = env.evidence().iter().map(|r| r.code).collect();
     assert_eq!(
         &codes[2..],

@@ -41,33 +41,6 @@ async fn read_all(s: &mut TcpStream, within: Duration) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// A whole HTTP/1.1 reply read off a socket (`content-length` framed), as [`Resp`].
-fn parse_reply(reply: &str) -> Resp {
-    let (head, body) = reply.split_once("\r\n\r\n").expect("a complete reply");
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let mut headers = http::HeaderMap::new();
-    for l in lines {
-        let (k, v) = l.split_once(':').unwrap();
-        headers.append(
-            http::HeaderName::from_bytes(k.trim().as_bytes()).unwrap(),
-            v.trim().parse().unwrap(),
-        );
-    }
-    Resp {
-        status,
-        headers,
-        body: Bytes::from(body.to_string()),
-    }
-}
-
 /// A response as [`Resp`].
 async fn resp_of(r: hyper::Response<hyper::body::Incoming>) -> Resp {
     let status = r.status().as_u16();
@@ -99,7 +72,7 @@ async fn a_stalled_body_is_refused_with_request_timeout_and_recorded() {
         took >= Duration::from_millis(900) && took < Duration::from_secs(3),
         "{took:?}"
     );
-    let r = parse_reply(&reply);
+    let r = Resp::parse(&reply);
     let rec = env.assert_refused(&r, 408, "request_timeout").await;
     assert_eq!(rec.run_id.as_deref(), Some("run-slow-body"));
     assert_eq!(env.llm.request_count(), 0, "never reached the upstream");

@@ -98,6 +98,32 @@ pub struct Resp {
 }
 
 impl Resp {
+    /// A whole HTTP/1.1 reply as read off a socket (one reply, `content-length` framed).
+    pub fn parse(reply: &str) -> Resp {
+        let (head, body) = reply
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("not a complete reply: {reply:?}"));
+        let mut lines = head.lines();
+        let status = lines
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no status line: {reply:?}"));
+        let mut headers = http::HeaderMap::new();
+        for l in lines {
+            let (k, v) = l.split_once(':').unwrap();
+            headers.append(
+                http::HeaderName::from_bytes(k.trim().as_bytes()).unwrap(),
+                v.trim().parse().unwrap(),
+            );
+        }
+        Resp {
+            status,
+            headers,
+            body: Bytes::from(body.to_string()),
+        }
+    }
+
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
