@@ -510,3 +510,42 @@ fn secrets_block_by_default_and_missing_facts_follow_failure_mode() {
         assert_eq!(ReasonCode::parse(c.as_str()), Some(c));
     }
 }
+
+#[test]
+fn names_on_the_wire_are_the_serde_names() {
+    for m in [Mode::Enforcing, Mode::Degraded, Mode::Bypass, Mode::Halted] {
+        assert_eq!(serde_json::to_value(m).unwrap(), m.as_str(), "{m:?}");
+    }
+    let all = [
+        ReasonCode::Allowed,
+        ReasonCode::NoAllowPolicy,
+        ReasonCode::PolicyDenied,
+        ReasonCode::BudgetExceeded,
+        ReasonCode::RateLimited,
+        ReasonCode::PiiDetected,
+        ReasonCode::SecretDetected,
+        ReasonCode::GroundingLow,
+        ReasonCode::FactUnavailable(Fact::Pii),
+        ReasonCode::FactUnavailable(Fact::Grounding),
+        ReasonCode::FactUnavailable(Fact::Secrets),
+        ReasonCode::GovernanceHalted,
+        ReasonCode::GovernanceDegraded,
+    ];
+    let names: std::collections::BTreeSet<&str> = all.iter().map(|c| c.as_str()).collect();
+    assert_eq!(names.len(), all.len(), "reason names are distinct");
+    for c in all {
+        assert_eq!(ReasonCode::parse(c.as_str()), Some(c));
+        let back: ReasonCode = serde_json::from_value(serde_json::to_value(c).unwrap()).unwrap();
+        assert_eq!(back, c);
+        // A refusal's wire code is the reason's own name, but for the three missing facts.
+        match c.refusal() {
+            None => assert_eq!(c, ReasonCode::Allowed),
+            Some(code) if matches!(c, ReasonCode::FactUnavailable(_)) => {
+                assert_eq!(code.as_str(), "fact_unavailable")
+            }
+            Some(code) => assert_eq!(code.as_str(), c.as_str()),
+        }
+    }
+    assert_eq!(ReasonCode::parse("nope"), None);
+    assert!(serde_json::from_value::<ReasonCode>(serde_json::json!("nope")).is_err());
+}

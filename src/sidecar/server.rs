@@ -135,6 +135,9 @@ pub fn agent_cap(configured: usize, admin: usize, nofile: Option<u64>) -> usize 
     cap
 }
 
+/// Most waiting connections closed in one go when accept runs out of descriptors.
+const DRAIN_AT_ONCE: usize = 256;
+
 /// Too many open files, in the process or the system.
 fn out_of_descriptors(e: &io::Error) -> bool {
     // EMFILE and ENFILE: 24 and 23 on Linux and the BSDs alike.
@@ -168,11 +171,18 @@ where
                     last_warning = Some(Instant::now());
                 }
                 if out_of_descriptors(&e) {
+                    // Drain the backlog through the one spare descriptor: each waiting
+                    // connection is accepted and closed at once, until none is waiting (or a
+                    // bound, so the loop gets back to serving). One a turn drained a flood of
+                    // hundreds too slowly: clients sat in the backlog for seconds.
                     drop(spare.take());
-                    if let Ok(Ok((s, _))) =
-                        tokio::time::timeout(Duration::from_millis(5), listener.accept()).await
-                    {
-                        drop(s);
+                    for _ in 0..DRAIN_AT_ONCE {
+                        match tokio::time::timeout(Duration::from_millis(2), listener.accept())
+                            .await
+                        {
+                            Ok(Ok((s, _))) => drop(s),
+                            _ => break,
+                        }
                     }
                     spare = std::fs::File::open("/dev/null").ok();
                 }
