@@ -247,24 +247,25 @@ impl ReasonCode {
         }
     }
 
+    /// Every reason code.
+    pub const ALL: [ReasonCode; 13] = [
+        ReasonCode::Allowed,
+        ReasonCode::NoAllowPolicy,
+        ReasonCode::PolicyDenied,
+        ReasonCode::BudgetExceeded,
+        ReasonCode::RateLimited,
+        ReasonCode::PiiDetected,
+        ReasonCode::SecretDetected,
+        ReasonCode::GroundingLow,
+        ReasonCode::FactUnavailable(Fact::Pii),
+        ReasonCode::FactUnavailable(Fact::Grounding),
+        ReasonCode::FactUnavailable(Fact::Secrets),
+        ReasonCode::GovernanceHalted,
+        ReasonCode::GovernanceDegraded,
+    ];
+
     pub fn parse(s: &str) -> Option<ReasonCode> {
-        [
-            ReasonCode::Allowed,
-            ReasonCode::NoAllowPolicy,
-            ReasonCode::PolicyDenied,
-            ReasonCode::BudgetExceeded,
-            ReasonCode::RateLimited,
-            ReasonCode::PiiDetected,
-            ReasonCode::SecretDetected,
-            ReasonCode::GroundingLow,
-            ReasonCode::FactUnavailable(Fact::Pii),
-            ReasonCode::FactUnavailable(Fact::Grounding),
-            ReasonCode::FactUnavailable(Fact::Secrets),
-            ReasonCode::GovernanceHalted,
-            ReasonCode::GovernanceDegraded,
-        ]
-        .into_iter()
-        .find(|c| c.as_str() == s)
+        ReasonCode::ALL.into_iter().find(|c| c.as_str() == s)
     }
 
     /// The wire code a refusal for this reason carries.

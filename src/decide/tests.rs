@@ -516,21 +516,7 @@ fn names_on_the_wire_are_the_serde_names() {
     for m in [Mode::Enforcing, Mode::Degraded, Mode::Bypass, Mode::Halted] {
         assert_eq!(serde_json::to_value(m).unwrap(), m.as_str(), "{m:?}");
     }
-    let all = [
-        ReasonCode::Allowed,
-        ReasonCode::NoAllowPolicy,
-        ReasonCode::PolicyDenied,
-        ReasonCode::BudgetExceeded,
-        ReasonCode::RateLimited,
-        ReasonCode::PiiDetected,
-        ReasonCode::SecretDetected,
-        ReasonCode::GroundingLow,
-        ReasonCode::FactUnavailable(Fact::Pii),
-        ReasonCode::FactUnavailable(Fact::Grounding),
-        ReasonCode::FactUnavailable(Fact::Secrets),
-        ReasonCode::GovernanceHalted,
-        ReasonCode::GovernanceDegraded,
-    ];
+    let all = ReasonCode::ALL;
     let names: std::collections::BTreeSet<&str> = all.iter().map(|c| c.as_str()).collect();
     assert_eq!(names.len(), all.len(), "reason names are distinct");
     for c in all {
