@@ -228,3 +228,33 @@ fn adversarial_megabyte_is_linear_and_sane() {
         }
     });
 }
+
+#[test]
+fn an_allowed_kind_resumes_a_stopped_stream_and_another_kind_still_stops_it() {
+    let key = SAMPLES[0].1;
+    let mut s = StreamScanner::new();
+    let first = s.push(&format!("take {key} and go "));
+    assert_eq!(first.emit, "take ");
+    assert_eq!(first.found, K::OpenaiKey.bit());
+    // Allowed: the held key and what follows pass on the next push.
+    s.allow(K::OpenaiKey.bit());
+    assert_eq!(s.found(), 0);
+    let resumed = s.push("");
+    assert_eq!(resumed.found, 0);
+    let mut out = format!("{}{}", first.emit, resumed.emit);
+    out.push_str(&s.push("on ").emit);
+    out.push_str(&s.finish().emit);
+    assert_eq!(out, format!("take {key} and go on "));
+    // Allowing one kind leaves the others stopping the stream.
+    let mut s = StreamScanner::new();
+    s.allow(K::OpenaiKey.bit());
+    let p = s.push("AKIAIOSFODNN7EXAMPLE ");
+    assert_eq!(p.found, K::AwsAccessKeyId.bit());
+    s.allow(K::GithubToken.bit());
+    assert_eq!(
+        s.found(),
+        K::AwsAccessKeyId.bit(),
+        "another kind's allowance does not resume it"
+    );
+    assert_eq!(s.push("more ").emit, "");
+}
