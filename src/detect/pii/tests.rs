@@ -466,19 +466,36 @@ fn digit_words() -> impl Strategy<Value = Vec<String>> {
     prop::collection::vec("[a-z0-9@.+é-]{1,8}", 0..20)
 }
 
+/// `(head, email, text)`: an address after the words of `head` (and a separator), then more
+/// words.
+fn email_among<W: Strategy<Value = Vec<String>>>(
+    words: fn() -> W,
+) -> impl Strategy<Value = (String, String, String)> {
+    (
+        words(),
+        words(),
+        "[a-z][a-z0-9._+-]{0,12}",
+        "[a-z][a-z0-9-]{0,8}\\.[a-z]{2,4}",
+        prop::sample::select(vec![" ", "\n", " (", ", "]),
+    )
+        .prop_map(|(before, after, local, domain, sep)| {
+            let email = format!("{local}@{domain}");
+            let head = if before.is_empty() {
+                String::new()
+            } else {
+                before.join(" ") + sep
+            };
+            let text = format!("{head}{email}. {}", after.join(" "));
+            (head, email, text)
+        })
+}
+
 proptest! {
     #[test]
     fn streamed_email_never_leaks(
-        before in words(),
-        after in words(),
-        local in "[a-z][a-z0-9._+-]{0,12}",
-        domain in "[a-z][a-z0-9-]{0,8}\\.[a-z]{2,4}",
-        sep in prop::sample::select(vec![" ", "\n", " (", ", "]),
+        (head, email, text) in email_among(words),
         cuts in prop::collection::vec(0usize..400, 0..12),
     ) {
-        let email = format!("{local}@{domain}");
-        let head = if before.is_empty() { String::new() } else { before.join(" ") + sep };
-        let text = format!("{head}{email}. {}", after.join(" "));
         let (out, mask) = stream(&split_at(&text, &cuts));
         prop_assert!(!out.contains(&email));
         prop_assert!(mask & PiiKind::Email.bit() != 0);
@@ -490,16 +507,9 @@ proptest! {
     /// first hit on is emitted, and the address never is.
     #[test]
     fn streamed_email_among_digits_never_leaks(
-        before in digit_words(),
-        after in digit_words(),
-        local in "[a-z][a-z0-9._+-]{0,12}",
-        domain in "[a-z][a-z0-9-]{0,8}\\.[a-z]{2,4}",
-        sep in prop::sample::select(vec![" ", "\n", " (", ", "]),
+        (head, email, text) in email_among(digit_words),
         cuts in prop::collection::vec(0usize..400, 0..12),
     ) {
-        let email = format!("{local}@{domain}");
-        let head = if before.is_empty() { String::new() } else { before.join(" ") + sep };
-        let text = format!("{head}{email}. {}", after.join(" "));
         let whole = scan(&text);
         let at = head.len();
         prop_assert!(whole.iter().any(|h| h.start <= at && at < h.end), "{text:?}: {whole:?}");
