@@ -1,4 +1,4 @@
-//! The one refusal table (DESIGN §10, `docs/codes.md`): every code with its wire mappings.
+//! The one refusal table (`docs/codes.md`): every code with its wire mappings.
 //!
 //! Add a code here and in `docs/codes.md`, nowhere else.
 

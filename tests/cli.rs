@@ -210,7 +210,7 @@ fn dev_smoke_makes_the_two_calls_of_the_quick_start() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 
-    // DESIGN §9: the contract sidecar.yaml starts as it is (same fixed ports, so in this test).
+    // The contract sidecar.yaml starts as it is (same fixed ports, so in this test).
     contract_sidecar_starts();
 }
 

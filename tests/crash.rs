@@ -1,5 +1,5 @@
 //! Crash safety: `kill -9` the sidecar under load, restart it, and check that the evidence
-//! chain verifies and every call the client saw answered has its record (DESIGN §7).
+//! chain verifies and every call the client saw answered has its record (`docs/evidence.md`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;

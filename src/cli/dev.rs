@@ -1,4 +1,4 @@
-//! `warden dev`: a first try in one command (DESIGN §11).
+//! `warden dev`: a first try in one command (README).
 //!
 //! Starts, in one process: the deterministic mock upstreams (LLM on 127.0.0.1:18080, weather on
 //! 127.0.0.1:18081) and one sidecar (agent port 15001, admin port 15000, identity

@@ -19,7 +19,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// A first try: mock upstreams and a sidecar on the contract example (DESIGN §11).
+    /// A first try: mock upstreams and a sidecar on the contract example (see the README).
     Dev(dev::DevArgs),
     /// Validate, inspect and dry-run policy bundles.
     #[command(subcommand)]

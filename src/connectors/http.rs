@@ -1,4 +1,4 @@
-//! The HTTP channel: `/http/{connector}/{path…}` to the connector's base URL (DESIGN §6).
+//! The HTTP channel: `/http/{connector}/{path…}` to the connector's base URL (`docs/sidecar.md`).
 //!
 //! The path is normalised before it is matched, and anything a server could read differently
 //! from us is refused with `path_not_allowed`: `.` and `..` segments (plain or %-encoded, any

@@ -1,4 +1,4 @@
-//! The LLM channel: OpenAI-compatible chat completions, plain and streamed (DESIGN §6).
+//! The LLM channel: OpenAI-compatible chat completions, plain and streamed (`docs/sidecar.md`).
 //!
 //! The agent names a model; the sidecar picks the tenant's connector that serves it, drops the
 //! agent's `Authorization`, injects the connector's key, clamps `max_tokens`, counts tokens
@@ -8,7 +8,7 @@
 //! streamed answer is checked event by event: the agent receives no token past a blocking limit
 //! and no PII or secret a policy blocks (the upstream's events are held back whole until the detectors
 //! have passed them, then sent unmodified); the stream then ends with one SSE event carrying
-//! the refusal (DESIGN §10).
+//! the refusal (`docs/codes.md`).
 
 use std::time::Duration;
 

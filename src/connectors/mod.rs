@@ -1,6 +1,6 @@
 //! Connectors: machine-resolved targets. The agent names a connector (or a model, template or
 //! tool); the sidecar resolves the URL and credentials from the snapshot and its own
-//! environment (DESIGN §6) and applies the connector's limits.
+//! environment (`docs/sidecar.md`) and applies the connector's limits.
 
 pub mod creds;
 pub mod egress;

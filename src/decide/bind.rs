@@ -1,4 +1,4 @@
-//! Which snapshot judges a run: the `bind_at` rule (DESIGN §4, seed GAP-031), as pure functions.
+//! Which snapshot judges a run: the `bind_at` rule (`docs/decisions.md`, seed GAP-031), as pure functions.
 //!
 //! A run's binding mode is the *soonest-updating* `bind_at` among the active policies of the
 //! snapshot in force when the run starts whose scope covers the run (`each_step` before

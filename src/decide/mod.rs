@@ -1,4 +1,4 @@
-//! The pure decision function (DESIGN §4–5, `docs/decisions.md`).
+//! The pure decision function (`docs/decisions.md`).
 //!
 //! `decide(snapshot, request, usage, mode, now, decision_id) -> Decision` does no I/O, reads no
 //! clock and draws no randomness: time and ids are arguments, so any decision can be replayed
@@ -170,7 +170,7 @@ impl UsageView for Usage {
     }
 }
 
-/// Governance mode (DESIGN §5).
+/// Governance mode (`docs/decisions.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {

@@ -1,5 +1,5 @@
 //! Content detectors: pure functions over text that produce facts for the decision
-//! (DESIGN §4, `detectors`).
+//! (`docs/policy.md`, `detectors`).
 //!
 //! Detectors do no I/O and keep no clock: the same text always gives the same facts, so a
 //! decision that used them can be replayed. [`pii`] finds the "regex facts" (email, phone,

@@ -1,4 +1,4 @@
-//! PII "regex facts" (DESIGN §4): email, phone, payment card, US SSN and IBAN.
+//! PII "regex facts" (`docs/policy.md`, detectors): email, phone, payment card, US SSN and IBAN.
 //!
 //! The text is first normalised ([`Norm`]): each character that has an ASCII NFKC form is
 //! replaced by it (full-width `＠` and digits, no-break spaces, …), the dashes and dots that

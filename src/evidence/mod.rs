@@ -1,4 +1,4 @@
-//! Evidence: one tamper-evident record per mediated call (DESIGN §7).
+//! Evidence: one tamper-evident record per mediated call (`docs/evidence.md`).
 //!
 //! - [`record`] — the record and its hash;
 //! - [`segment`] — framing in append-only segment files, torn-write detection;

@@ -1,4 +1,4 @@
-//! One evidence record (DESIGN §7): what was asked, what was decided, what happened.
+//! One evidence record (`docs/evidence.md`): what was asked, what was decided, what happened.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

@@ -1,4 +1,4 @@
-//! Deterministic mock upstreams for `warden dev` and the integration tests (DESIGN §11).
+//! Deterministic mock upstreams for `warden dev` and the integration tests (README).
 //!
 //! Each mock is a plain HTTP server (HTTP/1.1 and h2c on one port) that answers the same
 //! input with the same output, so anyone can reproduce an enforcement by hand:

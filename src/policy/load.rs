@@ -8,7 +8,7 @@ use super::model::{Doc, Header, Kind, Meta, Metadata, API_VERSION};
 use super::yaml::{self, Node, PathSeg, Pos};
 use super::BundleError;
 
-/// Largest bundle file we read (DESIGN: bounded memory on untrusted input).
+/// Largest bundle file we read (bounded memory on untrusted input).
 pub const MAX_FILE_BYTES: u64 = 10 * 1024 * 1024;
 
 /// A bundle source: a name for messages and its text.

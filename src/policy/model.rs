@@ -1,4 +1,4 @@
-//! The bundle language: one serde type per document kind (DESIGN §4, `docs/policy.md`).
+//! The bundle language: one serde type per document kind (`docs/policy.md`).
 //!
 //! Every struct denies unknown fields. Defaults live here, in `#[serde(default)]`, so the
 //! canonical form (and hence the snapshot hash) sees a document the same whether a default was

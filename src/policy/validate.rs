@@ -1,4 +1,4 @@
-//! Semantic checks over all documents of a bundle, each with its own message (DESIGN §4, INV-003).
+//! Semantic checks over all documents of a bundle, each with its own message (`docs/policy.md`; INV-003).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 

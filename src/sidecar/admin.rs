@@ -1,4 +1,4 @@
-//! The admin port (DESIGN §2, §8): health, readiness, metrics, modes, approvals, runs.
+//! The admin port (`docs/sidecar.md`): health, readiness, metrics, modes, approvals, runs.
 //!
 //! Reading is open; changing anything (mode, approvals, reload) needs the admin bearer token,
 //! and every change is written to the evidence spool as an audit record (who, why, when,

@@ -1,4 +1,4 @@
-//! `sidecar.yaml` (DESIGN §9), with every field documented in `docs/sidecar.md`.
+//! `sidecar.yaml` (`docs/sidecar.md`), with every field documented in `docs/sidecar.md`.
 //!
 //! Identity comes from here — or from the environment, which is how Kubernetes' downward API
 //! hands a pod its labels — and never from anything the agent sends.

@@ -1,5 +1,5 @@
 //! Detectors on what the agent sends, before anything reaches an upstream: PII and secrets
-//! facts for `decide` (DESIGN §4), over the same strings. Replies are scanned by the
+//! facts for `decide` (`docs/policy.md`), over the same strings. Replies are scanned by the
 //! connectors as they stream.
 //!
 //! On the LLM channel every string and key of a chat request's body is read, and each

@@ -1,4 +1,4 @@
-//! Evidence: one record per call, whatever happened (DESIGN §7), durable before the response
+//! Evidence: one record per call, whatever happened (`docs/evidence.md`), durable before the response
 //! completes. Also the spine's panic boundary: a panic below ends as an `internal_error`
 //! refusal with its record, never as a pass.
 

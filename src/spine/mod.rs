@@ -7,7 +7,7 @@
 //!
 //! - `identity` fixes who is calling (from config, never from the agent) and the run, step,
 //!   session and decision ids;
-//! - `rescue` is the one place a [`Refusal`] becomes a response (DESIGN §10);
+//! - `rescue` is the one place a [`Refusal`] becomes a response (`docs/codes.md`);
 //! - `evidence` writes one record per call, whatever happened — and catches panics of the
 //!   layers below, which end as an `internal_error` refusal with a record, never as a pass;
 //! - `mode` is the boot guard and the run-state gate (stopped, killed runs);

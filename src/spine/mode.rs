@@ -1,7 +1,7 @@
 //! The gate before any work: the boot guard (no verified snapshot → `not_ready`), bad identity
 //! headers, and the run's state (stopped → `run_stopped`, killed → `run_killed`). Also tells
 //! whether the call starts its run (no call of the run was allowed yet: `new_run`, which degraded
-//! mode refuses) and binds the call to the snapshot that judges its run (`bind_at`, DESIGN §4).
+//! mode refuses) and binds the call to the snapshot that judges its run (`bind_at`, `docs/decisions.md`).
 
 use super::{next, BoxFut, Call, Next, Refusal, Step};
 use crate::codes::Code;

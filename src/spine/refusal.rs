@@ -1,5 +1,5 @@
 //! A refusal: a stable code, a message, and the ids that explain it. `rescue` turns it into the
-//! wire format of DESIGN §10.
+//! wire format of `docs/codes.md`.
 
 use crate::codes::Code;
 

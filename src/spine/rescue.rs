@@ -1,4 +1,4 @@
-//! The one place a refusal becomes a response (DESIGN §10), and where every response gets the
+//! The one place a refusal becomes a response (`docs/codes.md`), and where every response gets the
 //! `x-warden-*` headers.
 
 use bytes::Bytes;
