@@ -550,7 +550,7 @@ fn main() {
         .build()
         .unwrap();
     let mock = mock_rt
-        .block_on(warden::mocks::spawn_llm("127.0.0.1:0"))
+        .block_on(warden::dev::mocks::spawn_llm("127.0.0.1:0"))
         .unwrap();
     let sidecars = [
         start_sidecar(bin.as_deref(), &mock.base_url(), "sync"),

@@ -6,8 +6,8 @@
 //!
 //! Every case runs in a run of its own (a fresh `x-warden-run-id`), so a STOP in one never
 //! leaks into the next. Cases that need a state first (a stopped run, a mode) say so in
-//! `setup` / `mode`. Cases marked `pending` describe behaviour other work is adding; when they
-//! fail on today's code they are skipped with a notice instead of failing the test.
+//! `setup` / `mode`. Every case is active: a case for behaviour not built yet is not written
+//! down as a skip (it would report success for a test that did not run); it lands with the work.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -128,19 +128,6 @@ fn post(target: impl Into<Vec<u8>>, content_type: &str, body: impl Into<Vec<u8>>
         .body(body)
 }
 
-/// Work a case waits for: while the case fails it is skipped with a notice. No case waits
-/// today (the LLM-field and normalisation groups were flipped on when that work landed); mark
-/// a new case with `.pending(…)` and add a variant here.
-#[allow(dead_code)]
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Pending {
-    /// Other LLM request fields scanned (names, tool calls, tools, `user`, `metadata`, parts
-    /// as the upstream concatenates them).
-    LlmFields,
-    /// PII normalised before matching (NFKC, format characters, wider patterns).
-    Normalisation,
-}
-
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Side {
     /// The main sidecar (no api keys declared).
@@ -176,7 +163,6 @@ struct Case {
     /// Extra headers the recording upstream answers this case with (a reply case: the upstream
     /// is reached, the answer withheld).
     answer: Option<Vec<(&'static str, Vec<u8>)>>,
-    pending: Option<Pending>,
 }
 
 fn refused(class: &'static str, name: &str, req: Req, status: u16, code: &'static str) -> Case {
@@ -190,7 +176,6 @@ fn refused(class: &'static str, name: &str, req: Req, status: u16, code: &'stati
         expect: Expect::Refused(status, code),
         reach: false,
         answer: None,
-        pending: None,
     }
 }
 
@@ -216,10 +201,6 @@ impl Case {
         self
     }
     #[allow(dead_code)]
-    fn pending(mut self, p: Pending) -> Case {
-        self.pending = Some(p);
-        self
-    }
     fn mode(mut self, set: Value, back: Value) -> Case {
         self.mode = Some((set, back));
         self
@@ -245,7 +226,7 @@ struct Hosts {
 }
 
 /// The table. One case a line where it fits: a class, a name, the request, the expected
-/// status and code (and, by builder, setup, mode, side, pending).
+/// status and code (and, by builder, setup, mode, side).
 #[rustfmt::skip]
 fn catalogue(h: &Hosts) -> Vec<Case> {
     let mut c = Vec::new();
@@ -999,8 +980,6 @@ async fn the_bad_input_catalogue_is_refused_with_its_code_and_a_record() {
     let cases = catalogue(&main_hosts);
     let keys_cases = catalogue(&keys_hosts);
     let mut failures = Vec::new();
-    let mut skipped = Vec::new();
-    let mut now_pass = Vec::new();
     let mut by_class: std::collections::BTreeMap<&str, usize> = Default::default();
     for (i, case) in cases.iter().enumerate() {
         // Keys-side cases name the hosts of their own sidecar's world.
@@ -1011,30 +990,17 @@ async fn the_bad_input_catalogue_is_refused_with_its_code_and_a_record() {
         *by_class.entry(case.class).or_default() += 1;
         let run = format!("bi-{i}");
         let result = run_case(w, case, &run).await;
-        match (result, case.pending) {
-            (Ok(()), None) => {}
-            (Ok(()), Some(p)) => now_pass.push(format!("[{p:?}] {}: {}", case.class, case.name)),
-            (Err(e), None) => failures.push(format!("{}: {}: {e}", case.class, case.name)),
-            (Err(e), Some(p)) => {
-                eprintln!(
-                    "notice: SKIPPED pending ({p:?}) {}: {}: {e}",
-                    case.class, case.name
-                );
-                skipped.push(format!("[{p:?}] {}: {}", case.class, case.name));
-            }
+        if let Err(e) = result {
+            failures.push(format!("{}: {}: {e}", case.class, case.name));
         }
-    }
-    for n in &now_pass {
-        eprintln!("notice: pending case now passes, flip it on: {n}");
     }
     let refusals = cases
         .iter()
         .filter(|c| matches!(c.expect, Expect::Refused(..)))
         .count();
     println!(
-        "bad inputs: {} cases, {} skipped pending ({refusals} refusals with a record; {} s; by class: {by_class:?})",
+        "bad inputs: {} cases ({refusals} refusals with a record; {} s; by class: {by_class:?})",
         cases.len(),
-        skipped.len(),
         started.elapsed().as_secs()
     );
     // Every record of both sidecars still forms an intact chain.

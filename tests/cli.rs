@@ -188,19 +188,37 @@ fn eval_refuses_bad_requests_clearly() {
     assert!(text(&out.stderr).contains("unknown mode `chaos`"));
 }
 
+/// `warden dev` on free ports, so it runs beside another `dev` (or the same test twice).
+const DEV_FREE_PORTS: [&str; 8] = [
+    "--agent",
+    "127.0.0.1:0",
+    "--admin",
+    "127.0.0.1:0",
+    "--mock-llm",
+    "127.0.0.1:0",
+    "--mock-weather",
+    "127.0.0.1:0",
+];
+
 #[test]
 fn dev_smoke_makes_the_two_calls_of_the_quick_start() {
-    // Uses the fixed dev ports (15000/15001/18080/18081); no other test binds them.
     let dir = std::env::temp_dir().join(format!("warden-dev-{}", std::process::id()));
-    let out = warden(&["dev", "--smoke", "--dir", dir.to_str().unwrap()]);
+    let mut args = vec!["dev", "--smoke", "--dir", dir.to_str().unwrap()];
+    args.extend(DEV_FREE_PORTS);
+    let out = warden(&args);
     let s = text(&out.stdout);
     assert!(out.status.success(), "{s}\n{}", text(&out.stderr));
     assert!(s.contains("admin token"), "{s}");
     assert!(s.contains("snapshot         sha256:"), "{s}");
     assert!(s.contains("\n200 {"), "{s}");
     assert!(s.contains("\n403 {") && s.contains("pii_detected"), "{s}");
+    // The banner prints the bound ports, never the `:0` it was asked for.
+    assert!(!s.contains("127.0.0.1:0"), "{s}");
     let token = std::fs::read_to_string(dir.join("admin-token")).unwrap();
     assert_eq!(token.trim().len(), 32);
+    // The bundle dev wrote names the mocks it started, not the contract's fixed ports.
+    let bundle = std::fs::read_to_string(dir.join("bundle.yaml")).unwrap();
+    assert!(!bundle.contains("127.0.0.1:18080") && !bundle.contains("127.0.0.1:18081"));
     let out = warden(&["evidence", "verify", dir.join("evidence").to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
@@ -209,16 +227,54 @@ fn dev_smoke_makes_the_two_calls_of_the_quick_start() {
         text(&out.stdout)
     );
     std::fs::remove_dir_all(&dir).unwrap();
-
-    // The contract sidecar.yaml starts as it is (same fixed ports, so in this test).
-    contract_sidecar_starts();
 }
 
-fn contract_sidecar_starts() {
+#[test]
+fn dev_on_a_taken_port_says_which_and_how_to_pick_another_in_one_line() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    let dir = std::env::temp_dir().join(format!("warden-dev-taken-{}", std::process::id()));
+    for flag in ["--agent", "--mock-llm"] {
+        let mut args = vec!["dev", "--smoke", "--dir", dir.to_str().unwrap()];
+        args.extend(DEV_FREE_PORTS);
+        let at = args.iter().position(|a| *a == flag).unwrap();
+        args[at + 1] = &taken;
+        let out = Command::new(env!("CARGO_BIN_EXE_warden"))
+            .args(&args)
+            .env("RUST_BACKTRACE", "full")
+            .env("RUST_LOG", "off")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = text(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "one line, no backtrace: {err}");
+        assert!(
+            err.starts_with("error: warden dev: cannot listen on "),
+            "{err}"
+        );
+        assert!(err.contains(&taken), "{err}");
+        assert!(err.contains("--agent") && err.contains("port 0"), "{err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_contract_sidecar_yaml_starts_as_it_is() {
     use std::io::{BufRead, BufReader};
+    // The contract files, copied with their fixed ports replaced by free ones.
+    let dir = std::env::temp_dir().join(format!("warden-contract-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/contract");
+    let cfg = std::fs::read_to_string(root.join("sidecar.yaml")).unwrap();
+    assert!(cfg.contains("127.0.0.1:15001") && cfg.contains("127.0.0.1:15000"));
+    let cfg = cfg
+        .replace("127.0.0.1:15001", "127.0.0.1:0")
+        .replace("127.0.0.1:15000", "127.0.0.1:0");
+    std::fs::write(dir.join("sidecar.yaml"), cfg).unwrap();
+    std::fs::copy(root.join("bundle.yaml"), dir.join("bundle.yaml")).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(["sidecar", "--config", "examples/contract/sidecar.yaml"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["sidecar", "--config", "sidecar.yaml"])
+        .current_dir(&dir)
         .env("OPENAI_API_KEY", "k")
         .env("WEATHER_AUTH", "w")
         .stderr(std::process::Stdio::piped())
@@ -235,12 +291,8 @@ fn contract_sidecar_starts() {
     let mut seen = Vec::new();
     let started = loop {
         match rx.recv_timeout(std::time::Duration::from_secs(1)) {
-            Ok(line)
-                if line.contains(
-                    "warden sidecar: agent http://127.0.0.1:15001 admin http://127.0.0.1:15000",
-                ) =>
-            {
-                break true
+            Ok(line) if line.contains("warden sidecar: agent http://127.0.0.1:") => {
+                break !line.contains("127.0.0.1:0 ")
             }
             Ok(line) => seen.push(line),
             Err(_) if std::time::Instant::now() > deadline => break false,
@@ -249,6 +301,7 @@ fn contract_sidecar_starts() {
     };
     child.kill().unwrap();
     child.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
     assert!(
         started,
         "the contract sidecar.yaml did not start: {seen:#?}"

@@ -42,8 +42,10 @@ fn spawn_sidecar(config: &std::path::Path) -> (Child, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_load_loses_no_answered_call() {
     let dir = tmpdir("crash");
-    let llm = warden::mocks::spawn_llm("127.0.0.1:0").await.unwrap();
-    let weather = warden::mocks::spawn_weather("127.0.0.1:0").await.unwrap();
+    let llm = warden::dev::mocks::spawn_llm("127.0.0.1:0").await.unwrap();
+    let weather = warden::dev::mocks::spawn_weather("127.0.0.1:0")
+        .await
+        .unwrap();
     std::fs::write(dir.join("bundle.yaml"), bundle(&llm, &weather, |b| b)).unwrap();
     let cfg = dir.join("sidecar.yaml");
     std::fs::write(

@@ -8,8 +8,8 @@ mod common;
 use bytes::Bytes;
 use common::*;
 use http_body_util::Full;
+use warden::dev::mocks::llm::SECRET_KEY;
 use warden::evidence::Outcome;
-use warden::mocks::llm::SECRET_KEY;
 
 const ADDR: &str = "jane.doe@example.com";
 /// A word only the prompts carry, to tell whether a prompt was stored at all.

@@ -1,7 +1,7 @@
 //! The official `openai` Python SDK (pinned in tests/clients/requirements.txt) as the agent.
 //!
-//! Needs a Python with that package: `WARDEN_PYTHON`, else `.venv/bin/python`. Without one the
-//! test skips loudly on a laptop; with `WARDEN_REQUIRE_CLIENTS=1` (CI) it fails instead.
+//! The venv with that package is made on first use (`tests/common/python.rs`); a missing client
+//! fails the test, it never skips.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -9,27 +9,9 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-fn python() -> Option<PathBuf> {
-    let candidate = std::env::var_os("WARDEN_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
-    let ok = Command::new(&candidate)
-        .args(["-c", "import openai"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    ok.then_some(candidate)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openai_sdk_against_the_sidecar() {
-    let Some(py) = python() else {
-        if std::env::var("WARDEN_REQUIRE_CLIENTS").as_deref() == Ok("1") {
-            panic!("WARDEN_REQUIRE_CLIENTS=1 but no Python with the `openai` package (set WARDEN_PYTHON)");
-        }
-        eprintln!("\n*** SKIPPED openai_sdk_against_the_sidecar: no Python with `openai` (python -m venv .venv && .venv/bin/pip install -r tests/clients/requirements.txt) ***\n");
-        return;
-    };
+    let py = common::python::python_with("openai");
     let env = common::start_with(
         "openai",
         |b| b.replace("max: 2000, near: [0.8]", "max: 10, near: [0.5]"),

@@ -175,24 +175,7 @@ async fn an_unresolvable_declared_key_stops_the_start() {
 /// The agent's view, with the official `openai` SDK: its `api_key` is the bearer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openai_sdk_proves_its_key_with_api_key() {
-    let py = std::env::var_os("WARDEN_PYTHON")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python")
-        });
-    let has_sdk = std::process::Command::new(&py)
-        .args(["-c", "import openai"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has_sdk {
-        assert_ne!(
-            std::env::var("WARDEN_REQUIRE_CLIENTS").as_deref(),
-            Ok("1"),
-            "WARDEN_REQUIRE_CLIENTS=1 but no Python with the `openai` package"
-        );
-        eprintln!("\n*** SKIPPED the_openai_sdk_proves_its_key_with_api_key: no Python with `openai` ***\n");
-        return;
-    }
+    let py = common::python::python_with("openai");
     std::env::set_var("WARDEN_IT_CI_KEY", CI_SECRET);
     let env = start_with("api-key-sdk", scoped_to_ci_key, declaring_ci_key).await;
     let script = r#"

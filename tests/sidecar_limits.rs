@@ -503,8 +503,10 @@ async fn timed<F: std::future::Future>(what: &str, within: Duration, f: F) -> F:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kill_switch_answers_while_idle_connections_flood_the_agent_port() {
     let dir = tmpdir("flood");
-    let llm = warden::mocks::spawn_llm("127.0.0.1:0").await.unwrap();
-    let weather = warden::mocks::spawn_weather("127.0.0.1:0").await.unwrap();
+    let llm = warden::dev::mocks::spawn_llm("127.0.0.1:0").await.unwrap();
+    let weather = warden::dev::mocks::spawn_weather("127.0.0.1:0")
+        .await
+        .unwrap();
     std::fs::write(dir.join("bundle.yaml"), bundle(&llm, &weather, |b| b)).unwrap();
     let sc = spawn_sidecar(&dir, SHORT, 128);
     // The sidecar's descriptors, sampled all through the flood (no moment to wait for): the

@@ -15,8 +15,8 @@ use serde_json::{json, Value};
 use upstream::{connector, Upstream};
 use warden::codes::Code;
 use warden::decide::ReasonCode;
+use warden::dev::mocks::llm::{SECRET_KEY, SECRET_PIECES};
 use warden::evidence::{Kind, Outcome};
-use warden::mocks::llm::{SECRET_KEY, SECRET_PIECES};
 
 const OPENAI_KEY: &str = "sk-3kT9vQmZ8xLp2RwYbN4cHs7dFgJ1aE6uV0oIqWzXtKr5Mn";
 const AWS_ID: &str = "AKIAIOSFODNN7EXAMPLE";

@@ -508,7 +508,7 @@ fn luhn(b: &[u8]) -> bool {
         sum += d;
         double = !double;
     }
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 // === US SSN ===

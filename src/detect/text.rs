@@ -165,7 +165,7 @@ fn decode_as(cs: Charset, bytes: &[u8]) -> Result<Cow<'_, str>, Unreadable> {
 }
 
 fn utf16(bytes: &[u8], big_endian: bool) -> Result<String, Unreadable> {
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return Err(Unreadable::Invalid("UTF-16 (odd length)"));
     }
     let units = bytes.chunks_exact(2).map(|c| {

@@ -34,6 +34,12 @@ pub enum SidecarError {
     Config(String),
     #[error("evidence spool: {0}")]
     Evidence(#[from] crate::evidence::EvidenceError),
+    #[error("cannot listen on {addr} ({which} port): {source}")]
+    Listen {
+        which: &'static str,
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -293,8 +299,8 @@ pub async fn start(cfg: SidecarConfig) -> Result<Running, SidecarError> {
             .time_to_live(state::CREDENTIAL_TTL)
             .build(),
     });
-    let (agent_l, agent_addr) = server::bind(&shared.cfg.listen.agent).await?;
-    let (admin_l, admin_addr) = server::bind_std(&shared.cfg.listen.admin)?;
+    let (agent_l, agent_addr) = server::bind("agent", &shared.cfg.listen.agent).await?;
+    let (admin_l, admin_addr) = server::bind_std("admin", &shared.cfg.listen.admin)?;
     let agent_bounds = server::Bounds::agent(&shared.cfg.limits);
     let agent = crate::spine::identity::Identity {
         shared: shared.clone(),

@@ -534,21 +534,34 @@ impl AsyncWrite for Counted {
     }
 }
 
-/// Bind, reporting the address in the error.
-pub async fn bind(addr: &str) -> Result<(TcpListener, SocketAddr), std::io::Error> {
-    let l = TcpListener::bind(addr)
-        .await
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-    let a = l.local_addr()?;
+/// Bind the listener of the port called `which`, naming it and its address in the error.
+pub async fn bind(
+    which: &'static str,
+    addr: &str,
+) -> Result<(TcpListener, SocketAddr), super::SidecarError> {
+    let listen = |source| super::SidecarError::Listen {
+        which,
+        addr: addr.to_string(),
+        source,
+    };
+    let l = TcpListener::bind(addr).await.map_err(listen)?;
+    let a = l.local_addr().map_err(listen)?;
     Ok((l, a))
 }
 
 /// Bind a listener to hand to another runtime (`TcpListener::from_std` there).
-pub fn bind_std(addr: &str) -> Result<(std::net::TcpListener, SocketAddr), std::io::Error> {
-    let l = std::net::TcpListener::bind(addr)
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-    l.set_nonblocking(true)?;
-    let a = l.local_addr()?;
+pub fn bind_std(
+    which: &'static str,
+    addr: &str,
+) -> Result<(std::net::TcpListener, SocketAddr), super::SidecarError> {
+    let listen = |source| super::SidecarError::Listen {
+        which,
+        addr: addr.to_string(),
+        source,
+    };
+    let l = std::net::TcpListener::bind(addr).map_err(listen)?;
+    l.set_nonblocking(true).map_err(listen)?;
+    let a = l.local_addr().map_err(listen)?;
     Ok((l, a))
 }
 

@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests: mocks, a sidecar on loopback, a small client.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod python;
+
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,8 +13,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use warden::dev::mocks::{self, MockHandle};
 use warden::evidence::record::{Basis, Kind, Outcome, Record};
-use warden::mocks::{self, MockHandle};
 use warden::sidecar::{self, config::SidecarConfig, Running};
 
 pub const AGENT_KEY: &str = "agent-secret-must-not-leak";

@@ -336,7 +336,7 @@ fn hashes(rng: &mut Rng) -> String {
 fn blobs(rng: &mut Rng) -> String {
     let n = rng.usize(16..200);
     let mut b = pick(rng, B64, n);
-    while b.len() % 4 != 0 {
+    while !b.len().is_multiple_of(4) {
         b.push('=');
     }
     match rng.u8(0..4) {

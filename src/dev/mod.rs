@@ -1,0 +1,253 @@
+//! `warden dev`: a first try in one command (README), and the mock upstreams it runs.
+//!
+//! Starts, in one process: the deterministic [`mocks`] (an OpenAI-compatible LLM, a weather
+//! API) and one sidecar (identity acme/support/support-bot) serving the contract bundle from the
+//! dev directory, with the bundle's upstream URLs pointed at the mocks' real addresses. Every
+//! address can be chosen (`:0` picks a free port), so `dev` runs beside the tests or a second
+//! `dev`. It generates an admin token, writes it to `<dir>/admin-token`, and prints the bound
+//! endpoints and two curls: one allowed, one refused. `--smoke` makes those two calls itself and
+//! exits (the tests use it to keep the quick start working).
+//!
+//! This room ships in the binary, but nothing on the request path imports it.
+//! Not here yet (later work): the policy service on SQLite and an MCP mock; the sidecar reads
+//! the bundle file directly meanwhile.
+
+pub mod mocks;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use crate::sidecar::{self, config::SidecarConfig};
+
+/// The contract bundle, embedded so `warden dev` works from any directory.
+pub const CONTRACT_BUNDLE: &str = include_str!("../../examples/contract/bundle.yaml");
+
+/// The upstream addresses the contract bundle names, which `dev` replaces by the mocks' own.
+const BUNDLE_LLM: &str = "127.0.0.1:18080";
+const BUNDLE_WEATHER: &str = "127.0.0.1:18081";
+
+/// Where `warden dev` listens and keeps its files.
+#[derive(Debug, Clone)]
+pub struct DevOptions {
+    pub dir: PathBuf,
+    pub agent: String,
+    pub admin: String,
+    pub mock_llm: String,
+    pub mock_weather: String,
+    pub smoke: bool,
+}
+
+/// Why `warden dev` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DevError {
+    #[error("warden dev: {0}")]
+    Setup(String),
+    #[error(
+        "warden dev: cannot listen on {addr} ({what}): {reason}; pick other addresses with \
+         --agent, --admin, --mock-llm and --mock-weather (port 0 picks a free one)"
+    )]
+    Bind {
+        what: &'static str,
+        addr: String,
+        reason: String,
+    },
+}
+
+fn setup(e: impl std::fmt::Display) -> DevError {
+    DevError::Setup(e.to_string())
+}
+
+fn bind_error(what: &'static str, addr: &str, e: &std::io::Error) -> DevError {
+    DevError::Bind {
+        what,
+        addr: addr.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+const ALLOWED: &str =
+    r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello [[reply:8]]"}]}"#;
+const REFUSED: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Write to jane.doe@example.com"}]}"#;
+
+fn curl(agent: SocketAddr, body: &str) -> String {
+    format!(
+        "curl -s http://{agent}/v1/chat/completions -H 'content-type: application/json' -d '{body}'"
+    )
+}
+
+/// The contract bundle with its LLM and weather upstreams at `llm` and `weather`.
+pub fn bundle_for(llm: SocketAddr, weather: SocketAddr) -> String {
+    CONTRACT_BUNDLE
+        .replace(BUNDLE_LLM, &llm.to_string())
+        .replace(BUNDLE_WEATHER, &weather.to_string())
+}
+
+/// The sidecar configuration `dev` writes (YAML; quoted so any address form survives).
+fn config_text(opts: &DevOptions) -> String {
+    format!(
+        "# written by `warden dev`\n\
+         identity: {{ tenant: acme, project: support, agent: support-bot }}\n\
+         listen: {{ agent: {:?}, admin: {:?} }}\n\
+         policy: {{ source: file, files: [bundle.yaml], cache_dir: cache }}\n\
+         evidence: {{ spool_dir: evidence, durability: sync }}\n\
+         admin: {{ token: \"file:admin-token\" }}\n",
+        opts.agent, opts.admin
+    )
+}
+
+fn write(path: &Path, text: &str) -> Result<(), DevError> {
+    std::fs::write(path, text).map_err(|e| setup(format!("cannot write {}: {e}", path.display())))
+}
+
+/// Run `warden dev` until Ctrl-C (or, with `smoke`, until the two calls are made).
+pub fn run(opts: DevOptions) -> Result<ExitCode, DevError> {
+    std::fs::create_dir_all(&opts.dir)
+        .map_err(|e| setup(format!("cannot create {}: {e}", opts.dir.display())))?;
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    let token_path = opts.dir.join("admin-token");
+    write(&token_path, &format!("{token}\n"))?;
+    // Credentials the bundle references get dev values when unset.
+    for (k, v) in [
+        ("OPENAI_API_KEY", "dev-openai-key"),
+        ("WEATHER_AUTH", "Bearer dev-weather-token"),
+    ] {
+        if std::env::var_os(k).is_none() {
+            std::env::set_var(k, v);
+        }
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(setup)?;
+    rt.block_on(async move {
+        let llm = mocks::spawn_llm(&opts.mock_llm)
+            .await
+            .map_err(|e| bind_error("mock LLM", &opts.mock_llm, &e))?;
+        let weather = mocks::spawn_weather(&opts.mock_weather)
+            .await
+            .map_err(|e| bind_error("mock weather", &opts.mock_weather, &e))?;
+        write(
+            &opts.dir.join("bundle.yaml"),
+            &bundle_for(llm.addr, weather.addr),
+        )?;
+        let cfg_path = opts.dir.join("sidecar.yaml");
+        write(&cfg_path, &config_text(&opts))?;
+        let cfg = SidecarConfig::load(&cfg_path).map_err(setup)?;
+        let running = sidecar::start(cfg).await.map_err(|e| match e {
+            sidecar::SidecarError::Listen {
+                which,
+                addr,
+                source,
+            } => bind_error(
+                if which == "agent" {
+                    "agent port"
+                } else {
+                    "admin port"
+                },
+                &addr,
+                &source,
+            ),
+            e => setup(e),
+        })?;
+        banner(&opts, &running, &llm, &weather, &token, &token_path);
+        if opts.smoke {
+            let ok = smoke(running.agent_addr).await;
+            drop(running);
+            return Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            });
+        }
+        println!("\nCtrl-C stops everything.");
+        let _ = tokio::signal::ctrl_c().await;
+        drop(running);
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn banner(
+    opts: &DevOptions,
+    running: &sidecar::Running,
+    llm: &mocks::MockHandle,
+    weather: &mocks::MockHandle,
+    token: &str,
+    token_path: &Path,
+) {
+    let snapshot = running
+        .shared
+        .snapshot()
+        .map(|s| s.hash().to_string())
+        .unwrap_or_else(|| "none (not ready)".into());
+    let (agent, admin) = (running.agent_addr, running.admin_addr);
+    println!("Warden dev is running.\n");
+    println!("  agent endpoint   http://{agent}  (OpenAI-compatible /v1, /http/…)");
+    println!("  admin endpoint   http://{admin}  (/healthz /readyz /metrics /ops/mode /runs/ID)");
+    println!(
+        "  mock LLM         {}   mock weather {}",
+        llm.base_url(),
+        weather.base_url()
+    );
+    println!("  snapshot         {snapshot}");
+    println!(
+        "  admin token      {token}  (also in {})",
+        token_path.display()
+    );
+    println!("  evidence         {}", opts.dir.join("evidence").display());
+    println!(
+        "\nAllowed (p100-llm lets support-bot use gpt-4o-mini):\n  {}",
+        curl(agent, ALLOWED)
+    );
+    println!(
+        "\nRefused (PII in the prompt, pii_detected):\n  {}",
+        curl(agent, REFUSED)
+    );
+    println!(
+        "\nKill switch:\n  curl -s http://{admin}/ops/mode -H 'authorization: Bearer {token}' -d '{{\"mode\":\"halted\",\"reason\":\"try it\"}}'"
+    );
+}
+
+/// Make the two calls the banner shows; true if the first passed and the second was refused.
+async fn smoke(agent: SocketAddr) -> bool {
+    use http_body_util::{BodyExt, Full};
+    let client: hyper_util::client::legacy::Client<_, Full<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let mut statuses = Vec::new();
+    for body in [ALLOWED, REFUSED] {
+        let req = http::Request::post(format!("http://{agent}/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(Full::new(bytes::Bytes::from(body)));
+        let Ok(req) = req else { return false };
+        let Ok(resp) = client.request(req).await else {
+            return false;
+        };
+        let status = resp.status().as_u16();
+        let text = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|c| String::from_utf8_lossy(&c.to_bytes()).into_owned())
+            .unwrap_or_default();
+        println!("\n$ {}\n{status} {text}", curl(agent, body));
+        statuses.push(status);
+    }
+    statuses == [200, 403]
+}
+
+#[cfg(test)]
+mod dev_tests {
+    use super::*;
+
+    #[test]
+    fn the_bundle_points_at_the_mocks_it_is_given() {
+        let llm: SocketAddr = "127.0.0.1:40001".parse().unwrap();
+        let weather: SocketAddr = "127.0.0.1:40002".parse().unwrap();
+        let text = bundle_for(llm, weather);
+        assert!(text.contains("http://127.0.0.1:40001/v1"));
+        assert!(text.contains("http://127.0.0.1:40002"));
+        assert!(!text.contains(BUNDLE_LLM) && !text.contains(BUNDLE_WEATHER));
+        assert!(CONTRACT_BUNDLE.contains(BUNDLE_LLM) && CONTRACT_BUNDLE.contains(BUNDLE_WEATHER));
+    }
+}
