@@ -72,6 +72,45 @@ codes! {
     RequestTimeout      => "request_timeout",     408, "DEADLINE_EXCEEDED",  -32600;
     Unauthorized        => "unauthorized",        401, "UNAUTHENTICATED",    -32001;
     Overloaded          => "overloaded",          503, "UNAVAILABLE",        -32003;
+    UnknownRoute        => "unknown_route",       404, "UNIMPLEMENTED",      -32601;
+    MethodNotSupported  => "method_not_supported", 405, "UNIMPLEMENTED",     -32601;
+    UnsupportedMediaType => "unsupported_media_type", 415, "INVALID_ARGUMENT", -32600;
+    UnknownRun          => "unknown_run",         404, "NOT_FOUND",          -32602;
+    UnknownApproval     => "unknown_approval",    404, "NOT_FOUND",          -32602;
+    NotPending          => "not_pending",         409, "FAILED_PRECONDITION", -32600;
+    InvalidBundle       => "invalid_bundle",      422, "FAILED_PRECONDITION", -32602;
+    AuditUnavailable    => "audit_unavailable",   503, "UNAVAILABLE",        -32603;
+}
+
+/// The numeric gRPC status codes (`google.rpc.Code`), by the names the table uses.
+pub fn grpc_status_number(name: &str) -> Option<i32> {
+    Some(match name {
+        "OK" => 0,
+        "CANCELLED" => 1,
+        "UNKNOWN" => 2,
+        "INVALID_ARGUMENT" => 3,
+        "DEADLINE_EXCEEDED" => 4,
+        "NOT_FOUND" => 5,
+        "ALREADY_EXISTS" => 6,
+        "PERMISSION_DENIED" => 7,
+        "RESOURCE_EXHAUSTED" => 8,
+        "FAILED_PRECONDITION" => 9,
+        "ABORTED" => 10,
+        "OUT_OF_RANGE" => 11,
+        "UNIMPLEMENTED" => 12,
+        "INTERNAL" => 13,
+        "UNAVAILABLE" => 14,
+        "DATA_LOSS" => 15,
+        "UNAUTHENTICATED" => 16,
+        _ => return None,
+    })
+}
+
+impl Code {
+    /// The numeric gRPC status of the refusal.
+    pub fn grpc_status(self) -> i32 {
+        grpc_status_number(self.grpc_code()).unwrap_or(13)
+    }
 }
 
 impl std::fmt::Display for Code {
@@ -118,5 +157,24 @@ mod tests {
         assert_eq!(Code::UpstreamTimeout.http_status(), 504);
         assert_eq!(Code::UnknownTool.jsonrpc_code(), -32602);
         assert_eq!(Code::PolicyDenied.jsonrpc_code(), -32003);
+        assert_eq!(Code::UnknownRoute.http_status(), 404);
+        assert_eq!(Code::MethodNotSupported.http_status(), 405);
+        assert_eq!(Code::UnsupportedMediaType.http_status(), 415);
+        assert_eq!(Code::UnknownRoute.jsonrpc_code(), -32601);
+    }
+
+    #[test]
+    fn every_grpc_name_is_a_real_status() {
+        for c in Code::ALL {
+            assert!(
+                grpc_status_number(c.grpc_code()).is_some(),
+                "{c}: {}",
+                c.grpc_code()
+            );
+        }
+        assert_eq!(Code::PolicyDenied.grpc_status(), 7);
+        assert_eq!(Code::Unauthorized.grpc_status(), 16);
+        assert_eq!(Code::UpstreamTimeout.grpc_status(), 4);
+        assert_eq!(Code::UnknownRoute.grpc_status(), 12);
     }
 }

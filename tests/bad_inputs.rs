@@ -304,17 +304,27 @@ fn catalogue(h: &Hosts) -> Vec<Case> {
 
     // --- unknown routes and methods ---
     let k = "routes";
-    c.push(refused(k, "unknown path", get("/nope"), 400, "bad_request"));
-    c.push(refused(k, "root path", get("/"), 400, "bad_request"));
-    c.push(refused(k, "other API version", post("/v2/chat/completions", "application/json", r#"{"model":"gpt-4o-mini"}"#), 400, "bad_request"));
-    c.push(refused(k, "legacy completions endpoint", post("/v1/completions", "application/json", r#"{"model":"gpt-4o-mini","prompt":"hi"}"#), 400, "bad_request"));
-    c.push(refused(k, "chat completions with a trailing slash", say("hi").at("/v1/chat/completions/"), 400, "bad_request"));
-    c.push(refused(k, "chat completions in another case", say("hi").at("/V1/chat/completions"), 400, "bad_request"));
-    c.push(refused(k, "GET on chat completions", get("/v1/chat/completions"), 400, "bad_request"));
-    c.push(refused(k, "PUT on chat completions", Req::new("PUT", "/v1/chat/completions").h("content-type", "application/json").body("{}"), 400, "bad_request"));
-    c.push(refused(k, "POST on /v1/models", post("/v1/models", "application/json", "{}"), 400, "bad_request"));
-    c.push(refused(k, "DELETE on /v1/models", Req::new("DELETE", "/v1/models"), 400, "bad_request"));
-    c.push(refused(k, "OPTIONS *", Req::new("OPTIONS", "*"), 400, "bad_request"));
+    c.push(refused(k, "unknown path", get("/nope"), 404, "unknown_route"));
+    c.push(refused(k, "root path", get("/"), 404, "unknown_route"));
+    c.push(refused(k, "other API version", post("/v2/chat/completions", "application/json", r#"{"model":"gpt-4o-mini"}"#), 404, "unknown_route"));
+    c.push(refused(k, "legacy completions endpoint", post("/v1/completions", "application/json", r#"{"model":"gpt-4o-mini","prompt":"hi"}"#), 404, "unknown_route"));
+    c.push(refused(k, "chat completions with a trailing slash", say("hi").at("/v1/chat/completions/"), 404, "unknown_route"));
+    c.push(refused(k, "chat completions in another case", say("hi").at("/V1/chat/completions"), 404, "unknown_route"));
+    c.push(refused(k, "GET on chat completions", get("/v1/chat/completions"), 405, "method_not_supported"));
+    c.push(refused(k, "PUT on chat completions", Req::new("PUT", "/v1/chat/completions").h("content-type", "application/json").body("{}"), 405, "method_not_supported"));
+    c.push(refused(k, "POST on /v1/models", post("/v1/models", "application/json", "{}"), 405, "method_not_supported"));
+    c.push(refused(k, "DELETE on /v1/models", Req::new("DELETE", "/v1/models"), 405, "method_not_supported"));
+    // A JSON route reads only bodies labelled JSON: a browser's cross-site simple request
+    // (text/plain, a form) must not spend the agent's budget.
+    let valid = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
+    c.push(refused(k, "chat as text/plain (a browser simple request)", post("/v1/chat/completions", "text/plain", valid), 415, "unsupported_media_type"));
+    c.push(refused(k, "chat as text/plain with a JSON-ish charset", post("/v1/chat/completions", "text/plain; charset=application/json", valid), 415, "unsupported_media_type"));
+    c.push(refused(k, "chat as a form", post("/v1/chat/completions", "application/x-www-form-urlencoded", valid), 415, "unsupported_media_type"));
+    c.push(refused(k, "chat as multipart", post("/v1/chat/completions", "multipart/form-data; boundary=x", valid), 415, "unsupported_media_type"));
+    c.push(refused(k, "chat as text/json", post("/v1/chat/completions", "text/json", valid), 415, "unsupported_media_type"));
+    c.push(refused(k, "chat with no content-type", Req::new("POST", "/v1/chat/completions").body(valid), 415, "unsupported_media_type"));
+    c.push(refused(k, "chat with two content-types, the first not JSON", post("/v1/chat/completions", "text/plain", valid).h("content-type", "application/json"), 415, "unsupported_media_type"));
+    c.push(refused(k, "OPTIONS *", Req::new("OPTIONS", "*"), 404, "unknown_route"));
     c.push(refused(k, "CONNECT in origin-form", Req::new("CONNECT", "/http/rec/v1/x"), 400, "bad_request"));
     c.push(refused(k, "unknown connector under /http/", get("/http/nosuch/v1/x"), 404, "unknown_connector"));
     c.push(refused(k, "empty connector name", get("/http//v1/x"), 404, "unknown_connector"));

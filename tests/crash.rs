@@ -80,6 +80,7 @@ async fn kill_9_under_load_loses_no_answered_call() {
                     "hi"
                 };
                 let req = http::Request::post(format!("http://{addr}/v1/chat/completions"))
+                    .header("content-type", "application/json")
                     .header("x-warden-run-id", format!("w{worker}-{i}"))
                     .body(Full::new(Bytes::from(chat_body(
                         "gpt-4o-mini",

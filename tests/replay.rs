@@ -30,6 +30,7 @@ async fn stream_response(
     content: &str,
 ) -> hyper::Response<hyper::body::Incoming> {
     let req = http::Request::post(env.agent_url("/v1/chat/completions"))
+        .header("content-type", "application/json")
         .header("x-warden-run-id", run)
         .body(Full::new(Bytes::from(chat_body(
             "gpt-4o-mini",

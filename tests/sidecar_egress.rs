@@ -139,6 +139,7 @@ async fn h2c_and_http1_share_the_agent_port() {
             .http2_only(true)
             .build_http();
     let req = http::Request::post(env.agent_url("/v1/chat/completions"))
+        .header("content-type", "application/json")
         .body(Full::new(Bytes::from(chat_body(
             "gpt-4o-mini",
             "hi [[reply:2]]",

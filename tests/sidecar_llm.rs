@@ -170,6 +170,7 @@ async fn plain_streams_end_with_done_and_usage_when_asked() {
         serde_json::from_str(&chat_body("gpt-4o-mini", "hi [[reply:5]]", true, None)).unwrap();
     v["stream_options"] = serde_json::json!({ "include_usage": true });
     let req = http::Request::post(env.agent_url("/v1/chat/completions"))
+        .header("content-type", "application/json")
         .body(Full::new(Bytes::from(v.to_string())))
         .unwrap();
     let events = stream_events(client().request(req).await.unwrap()).await;
@@ -186,6 +187,7 @@ async fn kill_switch_cuts_a_stream_mid_way() {
     let env = start("kill").await;
     let body = chat_body("gpt-4o-mini", "go [[reply:200]] [[slow:20]]", true, None);
     let req = http::Request::post(env.agent_url("/v1/chat/completions"))
+        .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body)))
         .unwrap();
     let resp = client().request(req).await.unwrap();

@@ -81,7 +81,7 @@ async fn pause_asks_for_approval_and_an_approved_retry_passes() {
             Some(&env.admin_token),
         )
         .await;
-    assert_eq!((a.status, a.code().as_str()), (404, "not_found"));
+    assert_eq!((a.status, a.code().as_str()), (404, "unknown_approval"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,6 +91,7 @@ async fn kill_cuts_every_in_flight_call_of_the_run() {
         .replace("p050-hold-weather", "p050-kill-weather");
     let env = start_with("killrun", |b| format!("{b}{kill}"), |c| c).await;
     let req = http::Request::post(env.agent_url("/v1/chat/completions"))
+        .header("content-type", "application/json")
         .header("x-warden-run-id", "run-k")
         .body(Full::new(Bytes::from(chat_body(
             "gpt-4o-mini",
@@ -104,6 +105,7 @@ async fn kill_cuts_every_in_flight_call_of_the_run() {
     // And a plain call of the same run, waiting on a slow upstream.
     let plain = tokio::spawn(send(
         http::Request::post(env.agent_url("/v1/chat/completions"))
+            .header("content-type", "application/json")
             .header("x-warden-run-id", "run-k")
             .body(Full::new(Bytes::from(chat_body(
                 "gpt-4o-mini",
@@ -288,6 +290,7 @@ async fn recorded_decisions_replay_identically() {
     let _ = env.chat(None, chat_body("gpt-4o", "x", false, None)).await;
     // A streamed answer cut at the budget: the recorded decision is the mid-stream one.
     let req = http::Request::post(env.agent_url("/v1/chat/completions"))
+        .header("content-type", "application/json")
         .header("x-warden-run-id", "r1")
         .body(Full::new(Bytes::from(chat_body(
             "gpt-4o-mini",
@@ -477,6 +480,7 @@ async fn degraded_lets_a_running_run_pass_its_budget_with_a_warn_until_enforcing
     assert_eq!(env.set_mode("degraded").await.status, 200);
     // A stream passes the budget (10 + 60 > 40): not cut, a WARN in its record.
     let req = http::Request::post(env.agent_url("/v1/chat/completions"))
+        .header("content-type", "application/json")
         .header("x-warden-run-id", "r-d")
         .body(Full::new(Bytes::from(chat_body(
             "gpt-4o-mini",
@@ -696,6 +700,7 @@ async fn degraded_downgrades_every_blocking_outcome_of_a_running_run_and_enforci
     }
     // A stream in flight when enforcing returns is cut where it passes the budget.
     let req = http::Request::post(env.agent_url("/v1/chat/completions"))
+        .header("content-type", "application/json")
         .header("x-warden-run-id", "r-d2")
         .body(Full::new(Bytes::from(chat_body(
             "gpt-4o-mini",
@@ -802,17 +807,33 @@ async fn unauthorised_admin_calls_change_nothing() {
     let r = weather(&env, "run-auth-2").await;
     env.assert_refused(&r, 403, "approval_required").await;
 
-    // Any other mutating method is refused the same way, known path or not.
-    for (method, path) in [
-        (http::Method::PUT, "/ops/mode"),
-        (http::Method::DELETE, "/runs/run-auth"),
-        (http::Method::PATCH, path.as_str()),
-        (http::Method::POST, "/ops/anything"),
+    // Any other method is a route error before the token is even read (405 on a known path,
+    // 404 on an unknown one), and changes nothing.
+    for (method, path, status, code) in [
+        (http::Method::PUT, "/ops/mode", 405, "method_not_supported"),
+        (
+            http::Method::DELETE,
+            "/runs/run-auth",
+            405,
+            "method_not_supported",
+        ),
+        (
+            http::Method::PATCH,
+            path.as_str(),
+            405,
+            "method_not_supported",
+        ),
+        (http::Method::POST, "/ops/anything", 404, "unknown_route"),
     ] {
         let r = env
             .admin_call(method.clone(), path, serde_json::json!({}), None)
             .await;
-        refused(&r, &format!("{method} {path}"));
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (status, code),
+            "{method} {path}: {}",
+            r.text()
+        );
     }
     let ev = env.evidence();
     assert_eq!(

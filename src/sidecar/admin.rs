@@ -19,6 +19,7 @@ use serde_json::json;
 
 use super::runs::Approval;
 use super::state::Shared;
+use crate::codes::Code;
 use crate::connectors::{body_of, json_reply};
 use crate::decide::Mode;
 use crate::evidence::record::{Kind, Record};
@@ -39,10 +40,11 @@ fn text(status: StatusCode, body: String, content_type: &'static str) -> Reply {
     r
 }
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Reply {
+/// An admin error: the code's status from the one table, in the documented error shape.
+fn error(code: Code, message: impl Into<String>) -> Reply {
     json_reply(
-        status,
-        &json!({ "error": { "type": "warden_error", "code": code, "message": message.into() } }),
+        StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        &json!({ "error": { "type": "warden_error", "code": code.as_str(), "message": message.into() } }),
     )
 }
 
@@ -120,8 +122,7 @@ async fn audit(shared: &Shared, what: serde_json::Value) -> Result<(), Reply> {
     r.audit = Some(what);
     shared.spool.append(r).await.map(|_| ()).map_err(|e| {
         error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "internal_error",
+            Code::AuditUnavailable,
             format!("audit record could not be written, nothing changed: {e}"),
         )
     })
@@ -157,13 +158,11 @@ async fn change_mode(
     reason: &str,
     actor: &str,
 ) -> Result<serde_json::Value, Reply> {
-    let before = shared.modes.lock().map(|m| m.clone()).map_err(|_| {
-        error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
-            "mode lock poisoned",
-        )
-    })?;
+    let before = shared
+        .modes
+        .lock()
+        .map(|m| m.clone())
+        .map_err(|_| error(Code::InternalError, "mode lock poisoned"))?;
     let mut after = before.clone();
     match (&tenant, mode) {
         (Some(t), Some(m)) => {
@@ -175,8 +174,7 @@ async fn change_mode(
         (None, Some(m)) => after.global = m,
         (None, None) => {
             return Err(error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
+                Code::BadRequest,
                 "`inherit` clears a tenant's own mode: it needs a tenant",
             ))
         }
@@ -214,36 +212,41 @@ async fn body_json<T: serde::de::DeserializeOwned>(
     let bytes = Limited::new(body, 64 * 1024)
         .collect()
         .await
-        .map_err(|e| {
-            error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!("cannot read body: {e}"),
-            )
-        })?
+        .map_err(|e| error(Code::BadRequest, format!("cannot read body: {e}")))?
         .to_bytes();
-    serde_json::from_slice(&bytes).map_err(|e| {
-        error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!("invalid JSON: {e}"),
-        )
-    })
+    serde_json::from_slice(&bytes)
+        .map_err(|e| error(Code::BadRequest, format!("invalid JSON: {e}")))
 }
 
 async fn route(shared: Arc<Shared>, req: http::Request<hyper::body::Incoming>) -> Reply {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let mutating = parts.method != Method::GET && parts.method != Method::HEAD;
-    if mutating && !authorized(&shared, &parts) {
+    let Some(allow) = allowed_methods(&segs) else {
+        return error(Code::UnknownRoute, format!("no admin endpoint {path}"));
+    };
+    // HEAD is GET without the body (hyper drops it).
+    let method = if parts.method == Method::HEAD {
+        Method::GET
+    } else {
+        parts.method.clone()
+    };
+    if !allow.split(", ").any(|m| m == method.as_str()) {
+        let mut r = error(
+            Code::MethodNotSupported,
+            format!("{path} answers {allow}, not {}", parts.method),
+        );
+        r.headers_mut()
+            .insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
+        return r;
+    }
+    if method != Method::GET && !authorized(&shared, &parts) {
         return error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            Code::Unauthorized,
             "this admin call needs `Authorization: Bearer <admin token>`",
         );
     }
-    match (parts.method.clone(), segs.as_slice()) {
+    match (method, segs.as_slice()) {
         (Method::GET, ["healthz"]) => text(StatusCode::OK, "ok\n".into(), "text/plain"),
         (Method::GET, ["readyz"]) => {
             let snap = shared.snapshot();
@@ -287,11 +290,7 @@ async fn route(shared: Arc<Shared>, req: http::Request<hyper::body::Incoming>) -
                     }),
                 )
             }
-            Err(_) => error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal_error",
-                "mode lock poisoned",
-            ),
+            Err(_) => error(Code::InternalError, "mode lock poisoned"),
         },
         (Method::POST, ["ops", "mode"]) => {
             let change: ModeChange = match body_json(body).await {
@@ -299,11 +298,7 @@ async fn route(shared: Arc<Shared>, req: http::Request<hyper::body::Incoming>) -
                 Err(r) => return r,
             };
             if change.reason.trim().is_empty() {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    "a mode change needs a reason",
-                );
+                return error(Code::BadRequest, "a mode change needs a reason");
             }
             if change
                 .tenant
@@ -311,8 +306,7 @@ async fn route(shared: Arc<Shared>, req: http::Request<hyper::body::Incoming>) -
                 .is_some_and(|t| t.trim().is_empty())
             {
                 return error(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
+                    Code::BadRequest,
                     "`tenant` must not be empty (leave it out for the global mode)",
                 );
             }
@@ -333,18 +327,13 @@ async fn route(shared: Arc<Shared>, req: http::Request<hyper::body::Incoming>) -
                 "reject" => Approval::Rejected,
                 other => {
                     return error(
-                        StatusCode::BAD_REQUEST,
-                        "bad_request",
+                        Code::BadRequest,
                         format!("decision must be approve or reject, not `{other}`"),
                     )
                 }
             };
             let Some(run) = shared.runs.approval_run(id) else {
-                return error(
-                    StatusCode::NOT_FOUND,
-                    "not_found",
-                    format!("no pending approval `{id}`"),
-                );
+                return error(Code::UnknownApproval, format!("no pending approval `{id}`"));
             };
             let pending = run
                 .approvals
@@ -353,11 +342,7 @@ async fn route(shared: Arc<Shared>, req: http::Request<hyper::body::Incoming>) -
                 .and_then(|a| a.get(*id).map(|(_, s)| *s == Approval::Pending))
                 .unwrap_or(false);
             if !pending {
-                return error(
-                    StatusCode::CONFLICT,
-                    "bad_request",
-                    format!("approval `{id}` is not pending"),
-                );
+                return error(Code::NotPending, format!("approval `{id}` is not pending"));
             }
             let actor = change.actor.unwrap_or_else(|| "admin-token".into());
             if let Err(r) = audit(
@@ -386,11 +371,7 @@ async fn route(shared: Arc<Shared>, req: http::Request<hyper::body::Incoming>) -
             )
         }
         (Method::GET, ["runs", id]) => match shared.runs.get(id) {
-            None => error(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("no run `{id}` in memory"),
-            ),
+            None => error(Code::UnknownRun, format!("no run `{id}` in memory")),
             Some(run) => {
                 let recent: Vec<_> = run
                     .recent
@@ -414,14 +395,21 @@ async fn route(shared: Arc<Shared>, req: http::Request<hyper::body::Incoming>) -
         },
         (Method::POST, ["ops", "reload"]) => match super::reload(&shared).await {
             Ok(hash) => json_reply(StatusCode::OK, &json!({ "snapshot": hash })),
-            Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, "bad_request", e),
+            Err(e) => error(Code::InvalidBundle, e),
         },
-        _ => error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no admin endpoint {} {path}", parts.method),
-        ),
+        _ => error(Code::UnknownRoute, format!("no admin endpoint {path}")),
     }
+}
+
+/// The admin port's routes: the methods each path answers (the `Allow` header), or `None` for
+/// a path that is no route at all.
+fn allowed_methods(segs: &[&str]) -> Option<&'static str> {
+    Some(match segs {
+        ["healthz"] | ["readyz"] | ["metrics"] | ["runs", _] => "GET, HEAD",
+        ["ops", "mode"] => "GET, HEAD, POST",
+        ["ops", "approvals", _] | ["ops", "reload"] => "POST",
+        _ => return None,
+    })
 }
 
 impl tower::Service<http::Request<hyper::body::Incoming>> for Admin {

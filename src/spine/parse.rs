@@ -52,6 +52,7 @@ impl Step for Parse {
                     Target::Http(hc)
                 }
                 ("POST", "/v1/chat/completions") => {
+                    json_body(&call.parts.headers, &call.body)?;
                     let wanted = call
                         .parts
                         .headers
@@ -72,15 +73,13 @@ impl Step for Parse {
                     request.connector = Some(hc.connector.clone());
                     Target::Http(hc)
                 }
-                (_, "/v1/chat/completions") | (_, "/v1/models") => {
-                    return Err(Refusal::new(
-                        Code::BadRequest,
-                        format!("method {method} is not supported on {path}"),
-                    ))
+                (_, "/v1/chat/completions") => {
+                    return Err(Refusal::wrong_method(&method, &path, "POST"))
                 }
+                (_, "/v1/models") => return Err(Refusal::wrong_method(&method, &path, "GET")),
                 _ => {
                     return Err(Refusal::new(
-                        Code::BadRequest,
+                        Code::UnknownRoute,
                         format!("unknown endpoint {path}"),
                     ))
                 }
@@ -98,5 +97,92 @@ impl Step for Parse {
             call.request = Some(request);
             next(rest, call).await
         })
+    }
+}
+
+/// A JSON endpoint reads only a body labelled JSON (`application/json`, `application/*+json`,
+/// parameters allowed): a browser's cross-site "simple request" (`text/plain`, a form) must not
+/// reach the decision, let alone spend a budget. An empty body needs no label.
+fn json_body(headers: &http::HeaderMap, body: &[u8]) -> Result<(), Refusal> {
+    if body.is_empty() {
+        return Ok(());
+    }
+    let label = headers
+        .get(http::header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let json = label.as_deref().is_some_and(is_json_media_type);
+    if json {
+        return Ok(());
+    }
+    Err(Refusal::new(
+        Code::UnsupportedMediaType,
+        match label {
+            Some(l) => format!("this endpoint reads JSON; the body is labelled `{l}`"),
+            None => "this endpoint reads JSON; the body has no Content-Type".into(),
+        },
+    ))
+}
+
+/// `application/json` or `application/<anything>+json`, any case, parameters ignored.
+pub fn is_json_media_type(label: &str) -> bool {
+    let essence = label
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let Some(sub) = essence.strip_prefix("application/") else {
+        return false;
+    };
+    sub == "json" || (sub.ends_with("+json") && sub.len() > "+json".len() && !sub.contains('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_media_types() {
+        for ok in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            " application/json ;charset=UTF-8",
+            "application/merge-patch+json",
+        ] {
+            assert!(is_json_media_type(ok), "{ok}");
+        }
+        for no in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "text/json",
+            "application/jsonx",
+            "application/+json",
+            "application/json-seq",
+            "",
+            "json",
+        ] {
+            assert!(!is_json_media_type(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn a_body_needs_a_json_label() {
+        let mut h = http::HeaderMap::new();
+        assert!(json_body(&h, b"").is_ok());
+        assert_eq!(
+            json_body(&h, b"{}").unwrap_err().code,
+            Code::UnsupportedMediaType
+        );
+        h.insert(http::header::CONTENT_TYPE, "text/plain".parse().unwrap());
+        assert_eq!(
+            json_body(&h, b"{}").unwrap_err().code,
+            Code::UnsupportedMediaType
+        );
+        h.insert(
+            http::header::CONTENT_TYPE,
+            "application/json".parse().unwrap(),
+        );
+        assert!(json_body(&h, b"{}").is_ok());
     }
 }

@@ -10,6 +10,8 @@ pub struct Refusal {
     pub policy_id: Option<String>,
     /// For `approval_required`: the id an operator approves.
     pub approval_id: Option<String>,
+    /// For `method_not_supported`: the methods the endpoint answers (the `Allow` header).
+    pub allow: Option<&'static str>,
 }
 
 impl Refusal {
@@ -19,7 +21,18 @@ impl Refusal {
             message: message.into(),
             policy_id: None,
             approval_id: None,
+            allow: None,
         }
+    }
+
+    /// `method_not_supported` on `path`, which answers the methods in `allow`.
+    pub fn wrong_method(method: &http::Method, path: &str, allow: &'static str) -> Self {
+        let mut r = Refusal::new(
+            Code::MethodNotSupported,
+            format!("{path} answers {allow}, not {method}"),
+        );
+        r.allow = Some(allow);
+        r
     }
 
     pub fn by_policy(mut self, policy: Option<&str>) -> Self {

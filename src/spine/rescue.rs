@@ -49,6 +49,10 @@ pub fn to_response(r: &Refusal, decision_id: &str) -> Reply {
     {
         resp.headers_mut().insert("x-warden-approval-id", id);
     }
+    if let Some(allow) = r.allow {
+        resp.headers_mut()
+            .insert(http::header::ALLOW, HeaderValue::from_static(allow));
+    }
     resp
 }
 
