@@ -21,7 +21,9 @@
 //! `WARDEN_LOAD_PERF=DIR` also records `perf record -g` of each sidecar process during its
 //! closed-loop phase into `DIR/perf-<durability>.data` (perf perturbs the figures of that run).
 //! `WARDEN_LOAD_QUICK=closed` (or `=open`, `=ttft`) runs one phase only, a quick look while
-//! tuning. `WARDEN_LOAD_BIN=PATH` runs that `warden` binary as the sidecar (to compare builds).
+//! tuning; `=memory` measures only the resident memory of each sidecar after 100,000 one-shot
+//! calls (no run id). `WARDEN_LOAD_BIN=PATH` runs that `warden` binary as the sidecar (to
+//! compare builds).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
@@ -45,6 +47,8 @@ const WARM: Duration = Duration::from_secs(2);
 const TTFT_N: usize = 300;
 const TTFT_WARM: usize = 30;
 const PATH: &str = "/v1/chat/completions";
+/// One-shot calls of the memory measure (`WARDEN_LOAD_QUICK=memory`).
+const ONE_SHOT: usize = 100_000;
 const KEY_ENV: &str = "WARDEN_LOAD_OPENAI_KEY";
 const WEATHER_ENV: &str = "WARDEN_LOAD_WEATHER_AUTH";
 
@@ -202,23 +206,35 @@ async fn open_loop(
     Stats::from(lat, errors, wall)
 }
 
+/// When a closed loop stops: after a duration, or after a number of calls in all.
+#[derive(Clone, Copy)]
+enum Until {
+    Elapsed(Duration),
+    Calls(usize),
+}
+
 /// Closed loop: every connection sends its next request as soon as the last one is answered.
 async fn closed_loop(
     conns: &mut Vec<SendRequest<Full<Bytes>>>,
     addr: SocketAddr,
     body: &Bytes,
-    dur: Duration,
+    until: Until,
 ) -> Stats {
     let start = Instant::now();
-    let end = start + dur;
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut workers = Vec::with_capacity(conns.len());
     for mut conn in conns.drain(..) {
         let body = body.clone();
+        let sent = sent.clone();
         workers.push(tokio::spawn(async move {
             let (mut lat, mut errors) = (Vec::with_capacity(65536), 0u64);
             loop {
                 let t = Instant::now();
-                if t >= end {
+                let done = match until {
+                    Until::Elapsed(d) => t >= start + d,
+                    Until::Calls(n) => sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= n,
+                };
+                if done {
                     break;
                 }
                 if call(&mut conn, addr, &body).await {
@@ -609,6 +625,33 @@ fn main() {
 
     // `WARDEN_LOAD_QUICK=closed` runs the closed loop only, `=open` the open loop only.
     let quick = std::env::var("WARDEN_LOAD_QUICK").unwrap_or_default();
+    // `=memory`: resident memory after exactly ONE_SHOT one-shot calls (no run id) per sidecar.
+    if quick == "memory" {
+        for (i, t) in targets.iter().enumerate() {
+            let Some(sc) = t.sidecar.map(|s| &sidecars[s]) else {
+                continue;
+            };
+            let before = sc.status_kib("VmRSS:");
+            let s = rt.block_on(closed_loop(
+                &mut conns[i],
+                t.addr,
+                &body,
+                Until::Calls(ONE_SHOT),
+            ));
+            std::thread::sleep(Duration::from_secs(1));
+            println!(
+                "memory {:<13} {} one-shot calls ({} errors, {:.0} rps): VmRSS {} -> {}, VmHWM {}",
+                t.name,
+                s.lat.len() as u64 + s.errors,
+                s.errors,
+                s.rps,
+                mib(before),
+                mib(sc.status_kib("VmRSS:")),
+                mib(sc.status_kib("VmHWM:"))
+            );
+        }
+        return;
+    }
     // 2. closed loop first: it tells which open-loop rate each target can sustain.
     let mut closed = Vec::new();
     for (i, t) in targets.iter().enumerate() {
@@ -619,13 +662,18 @@ fn main() {
             &mut conns[i],
             t.addr,
             &body,
-            Duration::from_secs(1),
+            Until::Elapsed(Duration::from_secs(1)),
         ));
         let sc = t.sidecar.map(|s| &sidecars[s]);
         let cpu0 = sc.and_then(Sidecar::cpu_ticks);
         let perf =
             sc.and_then(|s| perf_record(s.pid(), t.name.trim_start_matches("sidecar "), CLOSED));
-        let s = rt.block_on(closed_loop(&mut conns[i], t.addr, &body, CLOSED));
+        let s = rt.block_on(closed_loop(
+            &mut conns[i],
+            t.addr,
+            &body,
+            Until::Elapsed(CLOSED),
+        ));
         let cpu = cpu_per_req(sc, cpu0, tick, &s);
         if let Some(mut p) = perf {
             let _ = p.wait();

@@ -4,10 +4,16 @@
 //!
 //! Bounded in memory: runs and sessions live in moka caches with a size cap and an idle TTL
 //! (`runs.max_runs`, `runs.idle_ttl_s`). A forgotten run that comes back starts afresh — its
-//! stopped/killed status included — so the TTL should exceed any run's lifetime.
+//! stopped/killed status excepted — so the TTL should exceed any run's lifetime.
+//!
+//! A run the sidecar assigned (the agent sent no run id) is forgotten as soon as its call is
+//! recorded, unless the agent adopted its id by sending it back while the call was in flight, or
+//! the call left an approval to decide ([`Runs::retire`]): one-shot calls cost nothing after
+//! they end. A stopped or killed one stays refused (the ended table keeps its status); any other
+//! later call with that id starts a new run — what a call without a run id does anyway.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -77,13 +83,33 @@ pub struct RunState {
     /// (`new_run`): a call refused at the start of a run — by a mode, a policy or bad input —
     /// leaves no started run behind for its retry to pass as a running one.
     started: AtomicBool,
+    /// [`FRESH`], [`ADOPTED`] or [`RETIRED`]: whether the run may be forgotten when its call
+    /// ends.
+    keep: AtomicU8,
+}
+
+impl std::fmt::Debug for RunState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunState")
+            .field("id", &self.id)
+            .field("status", &self.status())
+            .finish_non_exhaustive()
+    }
 }
 
 const RECENT: usize = 16;
 
+/// An assigned run no later call has named yet: forgotten when its call ends.
+const FRESH: u8 = 0;
+/// A run the agent names: kept until the table's TTL or cap forgets it.
+const ADOPTED: u8 = 1;
+/// An assigned run being forgotten: a call that finds it starts a new run instead.
+const RETIRED: u8 = 2;
+
 impl RunState {
-    fn new(id: &str, session_id: &str, ended: Cache<String, RunStatus>) -> Self {
+    fn new(id: &str, session_id: &str, ended: Cache<String, RunStatus>, keep: u8) -> Self {
         RunState {
+            keep: AtomicU8::new(keep),
             ended,
             id: id.to_string(),
             session_id: session_id.to_string(),
@@ -215,24 +241,72 @@ impl Runs {
         let mut created = false;
         let run = self.runs.get_with(run_id.to_string(), || {
             created = true;
-            let run = RunState::new(run_id, session_id, self.ended.clone());
-            if let Some(status) = self.ended.get(run_id) {
-                // A run that ended and was evicted from the table stays ended.
-                if let Ok(mut s) = run.status.lock() {
-                    *s = status;
-                }
-            }
-            Arc::new(run)
+            Arc::new(self.named(run_id, session_id))
         });
-        (run, created)
+        if created {
+            return (run, true);
+        }
+        match run
+            .keep
+            .compare_exchange(FRESH, ADOPTED, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) | Err(ADOPTED) => (run, false),
+            // Its call ended and it is being forgotten: this call starts the run afresh (the
+            // retirement removes only the entry it retired, never this one).
+            Err(_) => {
+                let fresh = Arc::new(self.named(run_id, session_id));
+                self.runs.insert(run_id.to_string(), fresh.clone());
+                (fresh, true)
+            }
+        }
+    }
+
+    /// A run the agent named, new to the table (an ended run that was evicted stays ended).
+    fn named(&self, run_id: &str, session_id: &str) -> RunState {
+        let run = RunState::new(run_id, session_id, self.ended.clone(), ADOPTED);
+        if let Some(status) = self.ended.get(run_id) {
+            if let Ok(mut s) = run.status.lock() {
+                *s = status;
+            }
+        }
+        run
     }
 
     /// A run the sidecar just named (the agent sent no run id): new by construction, so it is
     /// inserted without the look-up and the guarded initialisation of [`Runs::get_or_create`].
     pub fn create_assigned(&self, run_id: &str, session_id: &str) -> Arc<RunState> {
-        let run = Arc::new(RunState::new(run_id, session_id, self.ended.clone()));
+        let run = Arc::new(RunState::new(run_id, session_id, self.ended.clone(), FRESH));
         self.runs.insert(run_id.to_string(), run.clone());
         run
+    }
+
+    /// The call of an assigned run is recorded: forget the run (and its own session), unless
+    /// a later call adopted its id or an approval of it waits for an operator. Its usage was
+    /// settled into it and goes with it; an ended run's status stays in the ended table.
+    pub fn retire(&self, run: &Arc<RunState>) {
+        let waiting = run.approvals.lock().map_or(true, |a| !a.is_empty());
+        if waiting
+            || run
+                .keep
+                .compare_exchange(FRESH, RETIRED, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+        {
+            return;
+        }
+        self.remove_exact(run);
+        if run.session_id == run.id {
+            self.sessions.invalidate(run.session_id.as_str());
+        }
+    }
+
+    /// Remove `run`'s entry if it is still `run` (not a fresh run of the same id).
+    fn remove_exact(&self, run: &Arc<RunState>) {
+        self.runs
+            .entry_by_ref(run.id.as_str())
+            .and_compute_with(|entry| match entry {
+                Some(e) if Arc::ptr_eq(e.value(), run) => moka::ops::compute::Op::Remove,
+                _ => moka::ops::compute::Op::Nop,
+            });
     }
 
     pub fn get(&self, run_id: &str) -> Option<Arc<RunState>> {
@@ -317,5 +391,70 @@ mod tests {
         let (again, created) = runs.get_or_create("run-next", "run-next");
         assert!(!created, "later calls with the id find the run");
         assert!(Arc::ptr_eq(&run, &again));
+    }
+
+    #[test]
+    fn a_one_shot_run_is_forgotten_when_its_call_ends() {
+        let runs = Runs::new(10, 3600);
+        let run = runs.create_assigned("r1", "r1");
+        let _ = runs.session("r1");
+        run.usage
+            .add("p", 0, crate::sidecar::usage::Part::Settled, 5.0);
+        runs.retire(&run);
+        assert!(runs.get("r1").is_none(), "the run is gone");
+        runs.sessions.run_pending_tasks();
+        assert_eq!(runs.sessions.entry_count(), 0, "its own session too");
+        // A later call with the id starts afresh.
+        let (again, created) = runs.get_or_create("r1", "r1");
+        assert!(created && !Arc::ptr_eq(&run, &again));
+        assert_eq!(again.usage.get("p", 0), 0.0);
+    }
+
+    #[test]
+    fn an_adopted_or_waiting_run_is_kept() {
+        let runs = Runs::new(10, 3600);
+        // The agent sent the id back while the first call was in flight.
+        let run = runs.create_assigned("r1", "r1");
+        let (same, created) = runs.get_or_create("r1", "r1");
+        assert!(!created && Arc::ptr_eq(&run, &same));
+        runs.retire(&run);
+        assert!(runs.get("r1").is_some(), "adopted: kept");
+        // An approval waits for an operator: kept (the retry needs the run).
+        let run = runs.create_assigned("r2", "r2");
+        runs.add_approval(&run, "apr-1", "fp");
+        runs.retire(&run);
+        assert!(runs.get("r2").is_some(), "an approval waits: kept");
+        assert!(runs.approval_run("apr-1").is_some());
+        // A run the agent named is never retired.
+        let (named, _) = runs.get_or_create("r3", "r3");
+        runs.retire(&named);
+        assert!(runs.get("r3").is_some());
+    }
+
+    #[test]
+    fn a_stopped_one_shot_run_stays_refused_after_it_is_forgotten() {
+        let runs = Runs::new(10, 3600);
+        let run = runs.create_assigned("r1", "r1");
+        run.end(Action::Stop, "d1", Code::BudgetExceeded);
+        runs.retire(&run);
+        assert!(runs.get("r1").is_none());
+        let (again, _) = runs.get_or_create("r1", "r1");
+        assert!(matches!(again.status(), RunStatus::Stopped { .. }));
+    }
+
+    #[test]
+    fn a_call_that_finds_a_retiring_run_starts_afresh_and_is_not_removed() {
+        let runs = Runs::new(10, 3600);
+        let run = runs.create_assigned("r1", "r1");
+        // The retirement has flipped the state but not yet removed the entry.
+        run.keep.store(RETIRED, Ordering::Release);
+        let (fresh, created) = runs.get_or_create("r1", "r1");
+        assert!(created && !Arc::ptr_eq(&run, &fresh));
+        // Finishing the retirement leaves the fresh run in place.
+        runs.remove_exact(&run);
+        assert!(Arc::ptr_eq(&runs.get("r1").unwrap(), &fresh));
+        // And it is the agent's now: kept.
+        runs.retire(&fresh);
+        assert!(runs.get("r1").is_some());
     }
 }

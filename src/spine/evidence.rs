@@ -46,7 +46,7 @@ impl Sealer {
         if let Some(r) = done.as_ref() {
             return r.clone();
         }
-        let record = {
+        let (record, retire) = {
             let mut t = match self.inner.trace.lock() {
                 Ok(t) => t,
                 Err(p) => p.into_inner(),
@@ -54,7 +54,8 @@ impl Sealer {
             if let Some(m) = t.pending_meter.take() {
                 m.apply(&t);
             }
-            build(&self.inner.shared, &self.inner.ctx, &mut t)
+            let retire = t.retire.take();
+            (build(&self.inner.shared, &self.inner.ctx, &mut t), retire)
         };
         let channel = record.channel.map_or("none", |c| c.as_str());
         let action = record.action.map_or("none", |a| a.as_str());
@@ -70,6 +71,9 @@ impl Sealer {
                 tracing::error!(error = %e, "evidence append failed; refusing");
                 Refusal::internal("evidence could not be recorded")
             });
+        if let Some(run) = retire {
+            self.inner.shared.runs.retire(&run);
+        }
         *done = Some(r.clone());
         r
     }

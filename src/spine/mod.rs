@@ -119,6 +119,8 @@ pub struct Trace {
     /// The call's place under the sidecar's cap on calls in flight, released when the call is
     /// over (its record sealed) and its answer sent.
     pub place: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
+    /// An assigned run, forgotten once this call's record is sealed (`Runs::retire`).
+    pub retire: Option<Arc<RunState>>,
 }
 
 /// One call on its way through the spine: a box, so that handing it from layer to layer (and

@@ -26,7 +26,10 @@ impl Step for ModeGate {
             }
             let runs = &call.shared.runs;
             let run = if call.ctx.run_assigned {
-                runs.create_assigned(&call.ctx.run_id, &call.ctx.session_id)
+                let run = runs.create_assigned(&call.ctx.run_id, &call.ctx.session_id);
+                let retire = run.clone();
+                call.trace(|t| t.retire = Some(retire));
+                run
             } else {
                 runs.get_or_create(&call.ctx.run_id, &call.ctx.session_id).0
             };
