@@ -916,3 +916,43 @@ proptest! {
         }
     }
 }
+
+/// Mutation testing found these: an allowed kind must resume a stopped PII stream (only the
+/// sidecar suites exercised it), and a trailing word is held back even when it is all the text.
+#[test]
+fn an_allowed_kind_resumes_a_stopped_pii_stream_and_another_still_stops_it() {
+    let mut s = StreamScanner::new();
+    let first = s.push("write to jane.doe@example.com now ");
+    assert_eq!(first.emit, "write to ");
+    assert_eq!(first.found, PiiKind::Email.bit());
+    s.allow(PiiKind::Email.bit());
+    assert_eq!(s.found(), 0, "the only kind found is allowed");
+    let mut out = format!("{}{}", first.emit, s.push("").emit);
+    out.push_str(&s.push("please ").emit);
+    out.push_str(&s.finish().emit);
+    assert_eq!(out, "write to jane.doe@example.com now please ");
+    // Allowing another kind does not resume a stream an email stopped.
+    let mut s = StreamScanner::new();
+    assert_eq!(
+        s.push("mail jane.doe@example.com ").found,
+        PiiKind::Email.bit()
+    );
+    s.allow(PiiKind::Phone.bit());
+    assert_eq!(s.found(), PiiKind::Email.bit());
+    assert_eq!(s.push("more ").emit, "");
+}
+
+#[test]
+fn a_lone_trailing_word_is_held_back_whole() {
+    for text in ["jane", "a", "jane.doe"] {
+        let scan = scan_bytes(text.as_bytes(), false);
+        assert!(scan.hits.is_empty(), "{text}");
+        assert_eq!(scan.open, 0, "{text}: the whole word may be a local part");
+    }
+    // After a finished address, the hold-back starts past it, never inside it.
+    let text = "jane.doe@example.com bob";
+    let scan = scan_bytes(text.as_bytes(), false);
+    let end = scan.hits.last().map(|h| h.end).unwrap();
+    assert_eq!(scan.open, text.len() - "bob".len());
+    assert!(scan.open >= end);
+}
