@@ -207,6 +207,10 @@ fn phone_needs_structure() {
         "192.168.100.1",
         "123-456-7890",
         "a+4930123456",
+        // A trunk number needs a second group: 11 digits then a separator and one digit is
+        // an order or account number.
+        "ref 02079460958 x",
+        "ref 02079460958-1",
     ] {
         assert!(
             found(text, PiiKind::Phone).is_empty(),
@@ -955,4 +959,9 @@ fn a_lone_trailing_word_is_held_back_whole() {
     let end = scan.hits.last().map(|h| h.end).unwrap();
     assert_eq!(scan.open, text.len() - "bob".len());
     assert!(scan.open >= end);
+    // A word longer than the longest local part holds back exactly that much: the rest can
+    // never be part of an address.
+    let text = "x".repeat(LOCAL_MAX + 10);
+    let scan = scan_bytes(text.as_bytes(), false);
+    assert_eq!(scan.open, 10);
 }
