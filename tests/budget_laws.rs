@@ -10,9 +10,9 @@ use proptest::prelude::*;
 use warden::decide::reserve::Want;
 use warden::decide::{Mode, Request};
 use warden::policy::Snapshot;
-use warden::sidecar::runs::Runs;
-use warden::sidecar::usage::{Amounts, Held, Scopes, Session};
 use warden::spine::meter::Ledger;
+use warden::spine::state::runs::Runs;
+use warden::spine::state::usage::{Amounts, Held, Scopes, Session};
 
 fn snapshot(max: u64, clamp: u32, window: &str) -> Snapshot {
     let text = format!(

@@ -256,7 +256,7 @@ async fn a_panic_on_the_path_ends_as_a_refusal_with_evidence() {
         decision: None,
         trace: Arc::new(Mutex::new(Trace::default())),
         sealer: None,
-        shared: env.sidecar.shared.clone(),
+        rt: env.sidecar.shared.rt.clone(),
     });
     let reply = stack.oneshot(call).await.unwrap();
     assert_eq!(reply.status(), 500);
@@ -338,7 +338,7 @@ async fn last_known_good_serves_when_the_files_are_unusable() {
     )
     .unwrap();
     let second = warden::sidecar::start(cfg).await.unwrap();
-    let snap = second.shared.snapshot().expect("last-known-good loaded");
+    let snap = second.shared.rt.snapshot().expect("last-known-good loaded");
     assert_eq!(snap.hash().as_ref(), hash.as_str());
     // A reload with broken files keeps the current snapshot.
     let r = env

@@ -467,7 +467,7 @@ fn judge_reply(call: &Call, fact: PiiFact, secrets: SecretFact) -> Result<(), Re
         &snap,
         &req,
         &usage,
-        call.shared.mode_for(&call.ctx.tenant),
+        call.rt.mode_for(&call.ctx.tenant),
         call.ctx.at_ms,
         &call.ctx.decision_id,
     );
@@ -483,7 +483,11 @@ fn judge_reply(call: &Call, fact: PiiFact, secrets: SecretFact) -> Result<(), Re
 }
 
 /// Forward an allowed HTTP call.
-pub async fn forward(call: Call, hc: HttpCall) -> Result<Reply, Refusal> {
+pub async fn forward(
+    call: Call,
+    hc: HttpCall,
+    settings: super::Settings,
+) -> Result<Reply, Refusal> {
     let snap = call
         .snapshot
         .clone()
@@ -515,7 +519,7 @@ pub async fn forward(call: Call, hc: HttpCall) -> Result<Reply, Refusal> {
         .header(http::header::ACCEPT_ENCODING, "identity")
         .header(http::header::VIA, "1.1 warden");
     for (name, reference) in &spec.inject_headers {
-        let value = call.shared.credential(reference).map_err(|e| {
+        let value = call.rt.credentials.get(reference).map_err(|e| {
             tracing::error!(connector = %hc.connector, header = %name, error = %e, "credential unavailable");
             Refusal::new(Code::UpstreamError, format!("connector `{}` has no usable credential", hc.connector))
         })?;
@@ -538,13 +542,18 @@ pub async fn forward(call: Call, hc: HttpCall) -> Result<Reply, Refusal> {
             t.query_hash = Some(content_hash(&call.body));
         }
     });
-    let (resp, timeout) = super::send(&call, req, &hc.connector, spec.timeout_ms, "http").await?;
-    let (parts, body) = resp.into_parts();
-    let max = usize::try_from(
-        spec.max_response_bytes
-            .min(call.shared.cfg.limits.max_response_bytes),
+    let (resp, timeout) = super::send(
+        &call,
+        &settings,
+        req,
+        &hc.connector,
+        spec.timeout_ms,
+        "http",
     )
-    .unwrap_or(usize::MAX);
+    .await?;
+    let (parts, body) = resp.into_parts();
+    let max = usize::try_from(spec.max_response_bytes.min(settings.max_response_bytes))
+        .unwrap_or(usize::MAX);
     let bytes: Bytes = match tokio::time::timeout(timeout, Limited::new(body, max).collect()).await
     {
         Err(_) => {

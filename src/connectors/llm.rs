@@ -391,7 +391,7 @@ pub fn models(call: &Call) -> Result<Reply, Refusal> {
     let Some(base) = call.request.clone() else {
         return Err(Refusal::internal("no request facts"));
     };
-    let mode = call.shared.mode_for(&call.ctx.tenant);
+    let mode = call.rt.mode_for(&call.ctx.tenant);
     let list = allowed_models(snap, &base, mode, call.ctx.at_ms, &call.ctx.decision_id);
     let bytes = serde_json::to_vec(&list).map_err(|e| Refusal::internal(format!("encode: {e}")))?;
     call.trace(|t| {
@@ -411,7 +411,11 @@ pub fn models(call: &Call) -> Result<Reply, Refusal> {
 }
 
 /// Forward a chat completion.
-pub async fn chat(mut call: Call, mut chat: ChatCall) -> Result<Reply, Refusal> {
+pub async fn chat(
+    mut call: Call,
+    mut chat: ChatCall,
+    settings: super::Settings,
+) -> Result<Reply, Refusal> {
     let snap = call
         .snapshot
         .clone()
@@ -439,7 +443,7 @@ pub async fn chat(mut call: Call, mut chat: ChatCall) -> Result<Reply, Refusal> 
             format!("`{conn_id}` is not an LLM connector"),
         )
     })?;
-    let key = call.shared.credential(&llm.api_key).map_err(|e| {
+    let key = call.rt.credentials.get(&llm.api_key).map_err(|e| {
         tracing::error!(connector = %conn_id, error = %e, "credential unavailable");
         Refusal::new(
             Code::UpstreamError,
@@ -502,7 +506,8 @@ pub async fn chat(mut call: Call, mut chat: ChatCall) -> Result<Reply, Refusal> 
         }
     });
 
-    let (resp, timeout) = super::send(&call, req, &conn_id, llm.timeout_ms, "llm").await?;
+    let (resp, timeout) =
+        super::send(&call, &settings, req, &conn_id, llm.timeout_ms, "llm").await?;
     let status = resp.status();
     call.trace(|t| t.upstream_status = Some(status.as_u16()));
     if !status.is_success() {
@@ -518,9 +523,18 @@ pub async fn chat(mut call: Call, mut chat: ChatCall) -> Result<Reply, Refusal> 
         ));
     }
     if chat.stream {
-        stream::start(call, chat, decision, prices, resp.into_body(), timeout).await
+        let max = settings.max_response();
+        stream::start(call, chat, decision, prices, resp.into_body(), timeout, max).await
     } else {
-        plain(call, chat, decision, prices, resp.into_body()).await
+        plain(
+            call,
+            chat,
+            decision,
+            prices,
+            resp.into_body(),
+            settings.max_response(),
+        )
+        .await
     }
 }
 
@@ -595,8 +609,8 @@ async fn plain(
     decision: Decision,
     prices: ModelPrice,
     body: hyper::body::Incoming,
+    max: usize,
 ) -> Result<Reply, Refusal> {
-    let max = usize::try_from(call.shared.cfg.limits.max_response_bytes).unwrap_or(usize::MAX);
     let bytes = read_limited(body, max).await?;
     let value: Value = serde_json::from_slice(&bytes).map_err(|e| {
         Refusal::new(
@@ -703,6 +717,7 @@ mod stream {
         prices: ModelPrice,
         body: hyper::body::Incoming,
         idle: Duration,
+        max_held_bytes: usize,
     ) -> Result<Reply, Refusal> {
         let (tx, rx) = mpsc::channel::<Bytes>(64);
         call.trace(|t| t.streaming = true);
@@ -713,9 +728,18 @@ mod stream {
         // One task pumps the answer, then — whatever happened to the pump, even a panic —
         // seals the evidence and ends the stream.
         tokio::spawn(async move {
-            let pumped = AssertUnwindSafe(pump(&call, &chat, &decision, &prices, body, idle, &tx))
-                .catch_unwind()
-                .await;
+            let pumped = AssertUnwindSafe(pump(
+                &call,
+                &chat,
+                &decision,
+                &prices,
+                body,
+                idle,
+                &tx,
+                max_held_bytes,
+            ))
+            .catch_unwind()
+            .await;
             let end = match pumped {
                 Ok(Ok(())) => End::Done,
                 Ok(Err(end)) => end,
@@ -1272,6 +1296,7 @@ mod stream {
         body: hyper::body::Incoming,
         idle: Duration,
         tx: &mpsc::Sender<Bytes>,
+        max_held_bytes: usize,
     ) -> Result<(), End> {
         let mut lines = Lines {
             body,
@@ -1290,8 +1315,7 @@ mod stream {
             seq: 0,
             held: VecDeque::new(),
             held_bytes: 0,
-            max_held_bytes: usize::try_from(call.shared.cfg.limits.max_response_bytes)
-                .unwrap_or(usize::MAX),
+            max_held_bytes,
             path: String::new(),
             allowed: 0,
             sec_allowed: 0,

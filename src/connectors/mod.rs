@@ -8,6 +8,7 @@ pub mod http;
 pub mod llm;
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -17,37 +18,122 @@ use tokio::sync::mpsc;
 
 use crate::codes::Code;
 use crate::evidence::record::{Cut, Outcome};
-use crate::spine::{Body, Call, Refusal, Reply, Target};
+use crate::policy::model::Channel;
+use crate::spine::{Body, BoxFut, Call, Refusal, Reply, Target};
 
-/// The innermost step of the spine: hand the call to its connector. Until the connector has
-/// its answer, killing the call's run or engaging the kill switch cuts it (the upstream request
-/// is dropped); streams and tunnels watch the same signal for as long as they last.
-pub async fn dispatch(mut call: Call) -> Result<Reply, Refusal> {
-    let cut = cut_signal(&call);
-    let trace = call.trace.clone();
-    let work = async move {
-        match call.target.take() {
-            Some(Target::Chat(chat)) => llm::chat(call, chat).await,
-            Some(Target::Models) => llm::models(&call),
-            Some(Target::Http(hc)) => http::forward(call, hc).await,
-            Some(Target::Tunnel(t)) => egress::tunnel(call, t).await,
-            None => Err(Refusal::internal("call reached dispatch without a target")),
-        }
-    };
-    tokio::select! {
-        biased;
-        r = work => r,
-        refusal = cut => {
-            if let Ok(mut t) = trace.lock() {
-                t.outcome = Some(Outcome::Cut);
-                t.cut = Some(Cut {
-                    after_tokens: 0,
-                    code: refusal.code,
-                    detail: format!("cut before the answer: {}", refusal.message),
-                });
+/// What every connector is given when the stack is built (the sidecar's `limits`).
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// The cap on any connector's time-out.
+    pub upstream_timeout_ms: u64,
+    /// The cap on any answer's size (a connector may set a lower one).
+    pub max_response_bytes: u64,
+}
+
+impl Settings {
+    pub fn max_response(&self) -> usize {
+        usize::try_from(self.max_response_bytes).unwrap_or(usize::MAX)
+    }
+}
+
+/// A connector: takes an allowed call and the target it was parsed into, and answers it.
+pub trait Connector: Send + Sync + 'static {
+    fn call(&self, call: Call, target: Target) -> BoxFut;
+}
+
+/// The LLM channel: chat completions and the models list.
+struct Llm(Settings);
+
+impl Connector for Llm {
+    fn call(&self, call: Call, target: Target) -> BoxFut {
+        let settings = self.0;
+        Box::pin(async move {
+            match target {
+                Target::Chat(chat) => llm::chat(call, chat, settings).await,
+                Target::Models => llm::models(&call),
+                _ => Err(Refusal::internal("not an LLM call")),
             }
-            Err(refusal)
-        }
+        })
+    }
+}
+
+/// The HTTP channel: calls through a named connector, and egress-proxy tunnels.
+struct Http(Settings);
+
+impl Connector for Http {
+    fn call(&self, call: Call, target: Target) -> BoxFut {
+        let settings = self.0;
+        Box::pin(async move {
+            match target {
+                Target::Http(hc) => http::forward(call, hc, settings).await,
+                Target::Tunnel(t) => egress::tunnel(call, t).await,
+                _ => Err(Refusal::internal("not an HTTP call")),
+            }
+        })
+    }
+}
+
+/// The connectors, keyed by channel. A channel without one refuses (`internal_error`): the
+/// parse layer only builds targets of channels that exist.
+pub struct Registry {
+    by_channel: [Option<Arc<dyn Connector>>; Channel::ALL.len()],
+}
+
+impl Registry {
+    pub fn new(settings: Settings) -> Self {
+        let mut r = Registry {
+            by_channel: Default::default(),
+        };
+        r.register(Channel::Llm, Arc::new(Llm(settings)));
+        r.register(Channel::Http, Arc::new(Http(settings)));
+        r
+    }
+
+    pub fn register(&mut self, channel: Channel, connector: Arc<dyn Connector>) {
+        self.by_channel[channel.index()] = Some(connector);
+    }
+
+    pub fn get(&self, channel: Channel) -> Option<&Arc<dyn Connector>> {
+        self.by_channel[channel.index()].as_ref()
+    }
+
+    /// The innermost step of the spine: hand the call to its connector. Until the connector
+    /// has its answer, killing the call's run or engaging the kill switch cuts it (the upstream
+    /// request is dropped); streams and tunnels watch the same signal for as long as they last.
+    pub fn dispatch(&self, mut call: Call) -> BoxFut {
+        let cut = cut_signal(&call);
+        let trace = call.trace.clone();
+        let work = match call.target.take() {
+            Some(target) => match self.get(target.channel()) {
+                Some(c) => c.call(call, target),
+                None => Box::pin(async move {
+                    Err(Refusal::internal(format!(
+                        "no connector for the {} channel",
+                        target.channel().as_str()
+                    )))
+                }),
+            },
+            None => {
+                Box::pin(async { Err(Refusal::internal("call reached dispatch without a target")) })
+            }
+        };
+        Box::pin(async move {
+            tokio::select! {
+                biased;
+                r = work => r,
+                refusal = cut => {
+                    if let Ok(mut t) = trace.lock() {
+                        t.outcome = Some(Outcome::Cut);
+                        t.cut = Some(Cut {
+                            after_tokens: 0,
+                            code: refusal.code,
+                            detail: format!("cut before the answer: {}", refusal.message),
+                        });
+                    }
+                    Err(refusal)
+                }
+            }
+        })
     }
 }
 
@@ -55,8 +141,8 @@ pub async fn dispatch(mut call: Call) -> Result<Reply, Refusal> {
 /// killed (`run_killed`) or the kill switch was engaged for its tenant (`governance_halted`).
 pub fn cut_signal(call: &Call) -> impl std::future::Future<Output = Refusal> + Send + 'static {
     let killed = call.run.as_ref().map(|r| r.kill.subscribe());
-    let mut modes = call.shared.mode_epoch.subscribe();
-    let shared = call.shared.clone();
+    let mut modes = call.rt.mode_epoch.subscribe();
+    let rt = call.rt.clone();
     let tenant = call.ctx.tenant.clone();
     async move {
         let run_killed = async {
@@ -69,7 +155,7 @@ pub fn cut_signal(call: &Call) -> impl std::future::Future<Output = Refusal> + S
         };
         let halted = async {
             loop {
-                if shared.mode_for(&tenant) == crate::decide::Mode::Halted {
+                if rt.mode_for(&tenant) == crate::decide::Mode::Halted {
                     return;
                 }
                 if modes.changed().await.is_err() {
@@ -107,16 +193,16 @@ pub fn json_reply(status: ::http::StatusCode, v: &serde_json::Value) -> Reply {
 /// no answer in time is `upstream_timeout`.
 pub async fn send(
     call: &Call,
+    settings: &Settings,
     req: ::http::Request<Body>,
     connector: &str,
     connector_timeout_ms: u64,
     channel: &'static str,
 ) -> Result<(::http::Response<hyper::body::Incoming>, std::time::Duration), Refusal> {
-    let timeout = std::time::Duration::from_millis(
-        connector_timeout_ms.min(call.shared.cfg.limits.upstream_timeout_ms),
-    );
+    let timeout =
+        std::time::Duration::from_millis(connector_timeout_ms.min(settings.upstream_timeout_ms));
     let started = std::time::Instant::now();
-    let resp = match tokio::time::timeout(timeout, call.shared.client.request(req)).await {
+    let resp = match tokio::time::timeout(timeout, call.rt.client.request(req)).await {
         Err(_) => {
             return Err(Refusal::new(
                 Code::UpstreamTimeout,
@@ -134,7 +220,7 @@ pub async fn send(
         }
         Ok(Ok(r)) => r,
     };
-    call.shared
+    call.rt
         .metrics
         .upstream(channel, started.elapsed().as_secs_f64());
     Ok((resp, timeout))

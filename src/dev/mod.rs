@@ -177,6 +177,7 @@ fn banner(
 ) {
     let snapshot = running
         .shared
+        .rt
         .snapshot()
         .map(|s| s.hash().to_string())
         .unwrap_or_else(|| "none (not ready)".into());

@@ -17,12 +17,12 @@ use http_body_util::{BodyExt, Full, Limited};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::runs::Approval;
 use super::state::Shared;
 use crate::codes::Code;
 use crate::connectors::{body_of, json_reply};
 use crate::decide::Mode;
 use crate::evidence::record::{Kind, Record};
+use crate::spine::state::runs::Approval;
 use crate::spine::Reply;
 
 #[derive(Clone)]
@@ -114,13 +114,13 @@ async fn audit(shared: &Shared, what: serde_json::Value) -> Result<(), Reply> {
     let mut r = Record::new(
         Kind::Audit,
         uuid::Uuid::now_v7().to_string(),
-        Shared::now_ms(),
+        crate::spine::state::Runtime::now_ms(),
     );
     r.tenant = Some(shared.cfg.identity.tenant.clone());
     r.agent = Some(shared.cfg.identity.agent.clone());
-    r.mode = shared.mode_for(&shared.cfg.identity.tenant);
+    r.mode = shared.rt.mode_for(&shared.cfg.identity.tenant);
     r.audit = Some(what);
-    shared.spool.append(r).await.map(|_| ()).map_err(|e| {
+    shared.rt.spool.append(r).await.map(|_| ()).map_err(|e| {
         error(
             Code::AuditUnavailable,
             format!("audit record could not be written, nothing changed: {e}"),
@@ -159,6 +159,7 @@ async fn change_mode(
     actor: &str,
 ) -> Result<serde_json::Value, Reply> {
     let before = shared
+        .rt
         .modes
         .lock()
         .map(|m| m.clone())
@@ -197,12 +198,12 @@ async fn change_mode(
         }),
     )
     .await?;
-    if let Ok(mut m) = shared.modes.lock() {
+    if let Ok(mut m) = shared.rt.modes.lock() {
         *m = after.clone();
     }
     let tenants: Vec<(String, Mode)> = after.tenants.iter().map(|(k, v)| (k.clone(), *v)).collect();
-    shared.metrics.set_modes(after.global, &tenants);
-    shared.mode_epoch.send_modify(|e| *e += 1);
+    shared.rt.metrics.set_modes(after.global, &tenants);
+    shared.rt.mode_epoch.send_modify(|e| *e += 1);
     Ok(json!({ "before": before, "after": after }))
 }
 
@@ -249,8 +250,8 @@ async fn route(shared: Arc<Shared>, req: http::Request<hyper::body::Incoming>) -
     match (method, segs.as_slice()) {
         (Method::GET, ["healthz"]) => text(StatusCode::OK, "ok\n".into(), "text/plain"),
         (Method::GET, ["readyz"]) => {
-            let snap = shared.snapshot();
-            let poisoned = shared.spool.stats().poisoned.load(Ordering::Relaxed);
+            let snap = shared.rt.snapshot();
+            let poisoned = shared.rt.spool.stats().poisoned.load(Ordering::Relaxed);
             match (&snap, poisoned) {
                 (Some(s), false) => json_reply(
                     StatusCode::OK,
@@ -267,8 +268,8 @@ async fn route(shared: Arc<Shared>, req: http::Request<hyper::body::Incoming>) -
             }
         }
         (Method::GET, ["metrics"]) => {
-            let st = shared.spool.stats();
-            let body = shared.metrics.render(
+            let st = shared.rt.spool.stats();
+            let body = shared.rt.metrics.render(
                 st.bytes.load(Ordering::Relaxed),
                 st.records.load(Ordering::Relaxed),
             );
@@ -278,7 +279,7 @@ async fn route(shared: Arc<Shared>, req: http::Request<hyper::body::Incoming>) -
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
             )
         }
-        (Method::GET, ["ops", "mode"]) => match shared.modes.lock() {
+        (Method::GET, ["ops", "mode"]) => match shared.rt.modes.lock() {
             Ok(m) => {
                 let own = &shared.cfg.identity.tenant;
                 json_reply(
@@ -332,7 +333,7 @@ async fn route(shared: Arc<Shared>, req: http::Request<hyper::body::Incoming>) -
                     )
                 }
             };
-            let Some(run) = shared.runs.approval_run(id) else {
+            let Some(run) = shared.rt.runs.approval_run(id) else {
                 return error(Code::UnknownApproval, format!("no pending approval `{id}`"));
             };
             let pending = run
@@ -370,7 +371,7 @@ async fn route(shared: Arc<Shared>, req: http::Request<hyper::body::Incoming>) -
                 &json!({ "approval_id": id, "run_id": run.id, "state": verdict }),
             )
         }
-        (Method::GET, ["runs", id]) => match shared.runs.get(id) {
+        (Method::GET, ["runs", id]) => match shared.rt.runs.get(id) {
             None => error(Code::UnknownRun, format!("no run `{id}` in memory")),
             Some(run) => {
                 let recent: Vec<_> = run

@@ -5,13 +5,9 @@
 //! the agent listener answers every call with 503 `not_ready` and `/readyz` fails.
 
 pub mod admin;
-pub mod alerts;
 pub mod config;
-pub mod metrics;
-pub mod runs;
 pub mod server;
 pub mod state;
-pub mod usage;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -25,8 +21,12 @@ use crate::evidence::{Spool, SpoolConfig};
 use crate::policy::load::read_source;
 use crate::policy::store::SnapshotStore;
 use crate::policy::{compile_sources, Snapshot};
+use crate::spine::state::alerts::Alerts;
+use crate::spine::state::metrics::Metrics;
+use crate::spine::state::runs::Runs;
+use crate::spine::state::{Connector, Credentials, Modes, Runtime, UpstreamClient};
 use config::{PolicySourceKind, SidecarConfig, ENV_ADMIN_TOKEN};
-use state::{Modes, Shared};
+use state::Shared;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SidecarError {
@@ -184,7 +184,7 @@ pub fn upstream_roots(ca_files: &[std::path::PathBuf]) -> Result<rustls::RootCer
 }
 
 /// Upstream connections: plain HTTP, or HTTPS verified against [`upstream_roots`].
-fn https_connector(roots: rustls::RootCertStore) -> Result<state::Connector, String> {
+fn https_connector(roots: rustls::RootCertStore) -> Result<Connector, String> {
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -208,8 +208,8 @@ pub async fn reload(shared: &Shared) -> Result<String, String> {
         .await
         .map_err(|e| e.to_string())??;
     let hash = snap.hash().to_string();
-    shared.snapshot.store(Some(Arc::new(snap)));
-    shared.metrics.set_ready(true);
+    shared.rt.snapshot.store(Some(Arc::new(snap)));
+    shared.rt.metrics.set_ready(true);
     Ok(hash)
 }
 
@@ -247,11 +247,11 @@ pub async fn start(cfg: SidecarConfig) -> Result<Running, SidecarError> {
     let connector = upstream_roots(&cfg.upstream_tls.ca_files)
         .and_then(https_connector)
         .map_err(SidecarError::Config)?;
-    let client: state::UpstreamClient = Client::builder(TokioExecutor::new())
+    let client: UpstreamClient = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(std::time::Duration::from_secs(30))
         .build(connector);
-    let metrics = metrics::Metrics::new();
-    let alerts = alerts::Alerts::start(
+    let metrics = Metrics::new();
+    let alerts = Alerts::start(
         cfg.alerts.webhooks.clone(),
         cfg.alerts.queue,
         cfg.alerts.timeout_ms,
@@ -282,29 +282,41 @@ pub async fn start(cfg: SidecarConfig) -> Result<Running, SidecarError> {
     };
     metrics.set_ready(snapshot.is_some());
     metrics.set_modes(crate::decide::Mode::Enforcing, &[]);
-    let shared = Arc::new(Shared {
-        runs: runs::Runs::new(cfg.runs.max_runs, cfg.runs.idle_ttl_s),
-        cfg,
+    let rt = Arc::new(Runtime {
+        runs: Runs::new(cfg.runs.max_runs, cfg.runs.idle_ttl_s),
         snapshot: ArcSwapOption::new(snapshot),
         modes: Mutex::new(Modes::default()),
         mode_epoch: tokio::sync::watch::channel(0).0,
         spool,
-        store,
         metrics,
         alerts,
         client,
+        credentials: Credentials::new(cfg.base_dir.clone()),
+    });
+    let shared = Arc::new(Shared {
+        cfg,
+        rt,
+        store,
         admin_token,
-        credentials: moka::sync::Cache::builder()
-            .max_capacity(1024)
-            .time_to_live(state::CREDENTIAL_TTL)
-            .build(),
     });
     let (agent_l, agent_addr) = server::bind("agent", &shared.cfg.listen.agent).await?;
     let (admin_l, admin_addr) = server::bind_std("admin", &shared.cfg.listen.admin)?;
     let agent_bounds = server::Bounds::agent(&shared.cfg.limits);
+    let limits = &shared.cfg.limits;
+    let settings = crate::spine::Settings {
+        body: crate::spine::limit::BodyLimit {
+            max_request_bytes: limits.max_request_bytes,
+            body_read_timeout_ms: limits.body_read_timeout_ms,
+        },
+        connectors: crate::connectors::Settings {
+            upstream_timeout_ms: limits.upstream_timeout_ms,
+            max_response_bytes: limits.max_response_bytes,
+        },
+    };
     let agent = crate::spine::identity::Identity {
-        shared: shared.clone(),
-        spine: crate::spine::stack(),
+        rt: shared.rt.clone(),
+        who: Arc::new(shared.cfg.identity.clone()),
+        spine: crate::spine::stack(settings),
         api_keys: Arc::new(api_keys),
         in_flight: Arc::new(tokio::sync::Semaphore::new(agent_bounds.max_connections)),
     };

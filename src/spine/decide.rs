@@ -4,14 +4,14 @@
 //! BREACH alerts go to the event path and never wait.
 
 use super::meter::{Ledger, Pending};
+use super::state::Runtime;
 use super::{next, BoxFut, Call, Next, Refusal, Step, Target};
 use crate::codes::Code;
 use crate::decide::{Decision, Request};
 use crate::policy::model::Action;
-use crate::sidecar::alerts::Alert;
-use crate::sidecar::runs::{take_approved, Brief, RunState};
-use crate::sidecar::state::Shared;
-use crate::sidecar::usage::{Scopes, Session};
+use crate::spine::state::alerts::Alert;
+use crate::spine::state::runs::{take_approved, Brief, RunState};
+use crate::spine::state::usage::{Scopes, Session};
 
 #[derive(Clone)]
 pub struct Decide;
@@ -39,25 +39,25 @@ fn with_ledger<R>(call: &Call, f: impl FnOnce(&Ledger<'_>) -> R) -> Result<R, Re
         .run
         .as_ref()
         .ok_or_else(|| Refusal::internal("no run"))?;
-    let shared = &call.shared;
+    let rt = &call.rt;
     let (step, _) = run.step(&call.ctx.step_id);
     let ledger = Ledger {
-        lock: &shared.runs.budget,
+        lock: &rt.runs.budget,
         scopes: Scopes {
             step: &step,
             run: &run.usage,
-            session: Session::new(&shared.runs, &call.ctx.session_id),
-            sliding: &shared.runs.sliding,
-            now_ms: Shared::now_ms(),
+            session: Session::new(&rt.runs, &call.ctx.session_id),
+            sliding: &rt.runs.sliding,
+            now_ms: Runtime::now_ms(),
         },
         snapshot: snap,
-        mode: shared.mode_for(&call.ctx.tenant),
+        mode: rt.mode_for(&call.ctx.tenant),
         at_ms: call.ctx.at_ms,
         decision_id: &call.ctx.decision_id,
     };
     let t0 = std::time::Instant::now();
     let r = f(&ledger);
-    shared.metrics.decision(t0.elapsed().as_secs_f64());
+    rt.metrics.decision(t0.elapsed().as_secs_f64());
     Ok(r)
 }
 
@@ -130,7 +130,7 @@ pub fn enforce(run: &RunState, d: &Decision) -> Refusal {
 
 /// Send NEAR and BREACH alerts to the event path.
 pub fn alert(call: &Call, d: &Decision) {
-    let shared = &call.shared;
+    let rt = &call.rt;
     let base = |kind: &'static str,
                 policy: &str,
                 limit: usize,
@@ -152,7 +152,7 @@ pub fn alert(call: &Call, d: &Decision) {
         at_ms: d.at_ms,
     };
     for n in d.near.iter().filter(|n| !n.shadow) {
-        if !shared.alerts.send(base(
+        if !rt.alerts.send(base(
             "near",
             &n.policy,
             n.limit,
@@ -161,17 +161,17 @@ pub fn alert(call: &Call, d: &Decision) {
             n.used,
             n.max,
         )) {
-            shared.metrics.alert_dropped();
+            rt.metrics.alert_dropped();
         }
     }
     for r in &d.reasons {
         if matches!(r.code.as_str(), "budget_exceeded" | "rate_limited") {
             let policy = r.policy.as_deref().unwrap_or("");
-            if !shared
+            if !rt
                 .alerts
                 .send(base("breach", policy, 0, r.code.as_str(), 1.0, 0.0, 0.0))
             {
-                shared.metrics.alert_dropped();
+                rt.metrics.alert_dropped();
             }
         }
     }
@@ -212,7 +212,7 @@ impl Step for Decide {
                     run.step(&call.ctx.step_id).0,
                     call.ctx.session_id.clone(),
                     run.clone(),
-                    call.shared.clone(),
+                    call.rt.clone(),
                 )
             });
             call.trace(|t| {
@@ -231,7 +231,7 @@ impl Step for Decide {
                 let mut r = enforce(&run, &d);
                 if d.action == Action::Pause {
                     let id = format!("apr-{}", uuid::Uuid::new_v4());
-                    call.shared.runs.add_approval(&run, &id, &fp);
+                    call.rt.runs.add_approval(&run, &id, &fp);
                     call.trace(|t| t.approval_id = Some(id.clone()));
                     r.approval_id = Some(id);
                 }

@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::FutureExt;
 
+use super::state::Runtime;
 use super::{next, BoxFut, Call, Ctx, Next, Refusal, Step, Trace};
 use crate::evidence::record::{Basis, Content, Kind, Outcome, Record};
-use crate::sidecar::state::Shared;
 
 #[derive(Clone)]
 pub struct Evidence;
@@ -22,17 +22,17 @@ pub struct Sealer {
 }
 
 struct SealerInner {
-    shared: Arc<Shared>,
+    rt: Arc<Runtime>,
     ctx: Arc<Ctx>,
     trace: Arc<Mutex<Trace>>,
     done: tokio::sync::Mutex<Option<Result<(), Refusal>>>,
 }
 
 impl Sealer {
-    pub fn new(shared: Arc<Shared>, ctx: Arc<Ctx>, trace: Arc<Mutex<Trace>>) -> Self {
+    pub fn new(rt: Arc<Runtime>, ctx: Arc<Ctx>, trace: Arc<Mutex<Trace>>) -> Self {
         Sealer {
             inner: Arc::new(SealerInner {
-                shared,
+                rt,
                 ctx,
                 trace,
                 done: tokio::sync::Mutex::new(None),
@@ -55,14 +55,14 @@ impl Sealer {
                 m.apply(&t);
             }
             let retire = t.retire.take();
-            (build(&self.inner.shared, &self.inner.ctx, &mut t), retire)
+            (build(&self.inner.rt, &self.inner.ctx, &mut t), retire)
         };
         let channel = record.channel.map_or("none", |c| c.as_str());
         let action = record.action.map_or("none", |a| a.as_str());
-        self.inner.shared.metrics.call(channel, action, record.code);
+        self.inner.rt.metrics.call(channel, action, record.code);
         let r = self
             .inner
-            .shared
+            .rt
             .spool
             .append(record)
             .await
@@ -72,7 +72,7 @@ impl Sealer {
                 Refusal::internal("evidence could not be recorded")
             });
         if let Some(run) = retire {
-            self.inner.shared.runs.retire(&run);
+            self.inner.rt.runs.retire(&run);
         }
         *done = Some(r.clone());
         r
@@ -80,7 +80,7 @@ impl Sealer {
 }
 
 /// The record of a call. Sealing happens once, so what the trace owns moves into the record.
-fn build(shared: &Shared, ctx: &Ctx, t: &mut Trace) -> Record {
+fn build(rt: &Runtime, ctx: &Ctx, t: &mut Trace) -> Record {
     let mut r = Record::new(Kind::Call, ctx.evidence_id.clone(), ctx.at_ms);
     r.latency_us = ctx.started.elapsed().as_micros() as u64;
     r.decision_id = Some(ctx.decision_id.clone());
@@ -108,7 +108,7 @@ fn build(shared: &Shared, ctx: &Ctx, t: &mut Trace) -> Record {
     r.prompt_hash = t.prompt_hash.take();
     r.response_hash = t.response_hash.take();
     r.snapshot = t.snapshot.take();
-    r.mode = t.mode.unwrap_or_else(|| shared.mode_for(&ctx.tenant));
+    r.mode = t.mode.unwrap_or_else(|| rt.mode_for(&ctx.tenant));
     // What the outcome rests on (replay derives the decision again and checks the rest).
     let basis = match (&t.decision, &t.refused) {
         (Some(d), Some(f)) if d.refused() && d.code == Some(f.code) => Basis::Decision,
@@ -142,7 +142,7 @@ fn build(shared: &Shared, ctx: &Ctx, t: &mut Trace) -> Record {
     r.cut = t.cut.take();
     r.request = t.request.take();
     r.usage = t.usage.take();
-    r.content = stored_content(t.content.take(), t.decision.as_ref(), shared);
+    r.content = stored_content(t.content.take(), t.decision.as_ref(), rt);
     if let Some(a) = &t.approval_id {
         // "asked": this call was refused pending the approval; "used": an approval let it pass.
         let refused_for_it = basis == Basis::Decision && t.refused.is_some();
@@ -160,11 +160,11 @@ fn build(shared: &Shared, ctx: &Ctx, t: &mut Trace) -> Record {
 fn stored_content(
     content: Option<Content>,
     decision: Option<&crate::decide::Decision>,
-    shared: &Shared,
+    rt: &Runtime,
 ) -> Option<Content> {
     let (content, d) = (content?, decision?);
     let i = d.inspection;
-    let key = shared.spool.redaction_key();
+    let key = rt.spool.redaction_key();
     let keep = |on: bool, text: Option<String>| {
         text.filter(|_| on)
             .map(|s| crate::evidence::redact::redact(&s, &i, key))
@@ -178,7 +178,7 @@ fn stored_content(
 
 impl Step for Evidence {
     fn call(&self, mut call: Call, rest: Next) -> BoxFut {
-        let sealer = Sealer::new(call.shared.clone(), call.ctx.clone(), call.trace.clone());
+        let sealer = Sealer::new(call.rt.clone(), call.ctx.clone(), call.trace.clone());
         call.sealer = Some(sealer.clone());
         let trace = call.trace.clone();
         // The call runs to its record in a task of its own: when the agent hangs up, hyper drops

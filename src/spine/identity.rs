@@ -23,9 +23,10 @@ use sha2::{Digest, Sha256};
 use tower::{Service, ServiceExt};
 use tracing::Instrument;
 
+use super::state::Runtime;
 use super::{Call, CallState, Ctx, Next, Refusal, Reply, Trace};
 use crate::codes::Code;
-use crate::sidecar::state::Shared;
+use crate::sidecar::config::Identity as Who;
 
 pub const RUN: &str = "x-warden-run-id";
 pub const STEP: &str = "x-warden-step-id";
@@ -37,7 +38,9 @@ pub const API_KEY: &str = "x-warden-api-key";
 /// The agent listener's service: establishes identity, then runs the spine.
 #[derive(Clone)]
 pub struct Identity {
-    pub shared: Arc<Shared>,
+    pub rt: Arc<Runtime>,
+    /// Tenant, project and agent, from the sidecar's configuration.
+    pub who: Arc<Who>,
     pub spine: Next,
     pub api_keys: Arc<ApiKeys>,
     /// Calls in flight on the agent listener, capped like its connections: an HTTP/2
@@ -174,12 +177,7 @@ fn header(parts: &http::request::Parts, name: &str) -> Result<Option<String>, Re
 }
 
 /// Build the context of a call from the configuration, the request headers and the api keys.
-pub fn establish(
-    shared: &Shared,
-    keys: &ApiKeys,
-    parts: &http::request::Parts,
-) -> (Ctx, Option<Refusal>) {
-    let id = &shared.cfg.identity;
+pub fn establish(id: &Who, keys: &ApiKeys, parts: &http::request::Parts) -> (Ctx, Option<Refusal>) {
     let mut problem = None;
     if parts.headers.contains_key(API_KEY) {
         problem = Some(Refusal::new(
@@ -235,7 +233,7 @@ pub fn establish(
         evidence_id: crate::ids::v7().to_string(),
         decision_id,
         started: std::time::Instant::now(),
-        at_ms: Shared::now_ms(),
+        at_ms: Runtime::now_ms(),
     };
     (ctx, problem)
 }
@@ -250,7 +248,8 @@ impl Service<http::Request<Incoming>> for Identity {
     }
 
     fn call(&mut self, req: http::Request<Incoming>) -> Self::Future {
-        let shared = self.shared.clone();
+        let rt = self.rt.clone();
+        let who = self.who.clone();
         let spine = self.spine.clone();
         let keys = self.api_keys.clone();
         // The call's place under the cap: held by its trace (so a call the agent hangs up on
@@ -263,7 +262,7 @@ impl Service<http::Request<Incoming>> for Identity {
             .map(Arc::new);
         Box::pin(async move {
             let (parts, incoming) = req.into_parts();
-            let (ctx, mut problem) = establish(&shared, &keys, &parts);
+            let (ctx, mut problem) = establish(&who, &keys, &parts);
             if permit.is_none() {
                 problem = Some(Refusal::new(
                     Code::Overloaded,
@@ -296,7 +295,7 @@ impl Service<http::Request<Incoming>> for Identity {
                 decision: None,
                 trace: Arc::new(Mutex::new(trace)),
                 sealer: None,
-                shared: shared.clone(),
+                rt,
             });
             let reply = match spine.oneshot(call).instrument(span).await {
                 Ok(r) => r,

@@ -10,13 +10,19 @@ use http_body_util::{BodyExt, Limited};
 use super::{next, BoxFut, Call, Next, Refusal, Step};
 use crate::codes::Code;
 
-#[derive(Clone)]
-pub struct BodyLimit;
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit {
+    pub max_request_bytes: u64,
+    pub body_read_timeout_ms: u64,
+}
 
 impl Step for BodyLimit {
     fn call(&self, mut call: Call, rest: Next) -> BoxFut {
+        let BodyLimit {
+            max_request_bytes: max,
+            body_read_timeout_ms: ms,
+        } = *self;
         Box::pin(async move {
-            let max = call.shared.cfg.limits.max_request_bytes;
             let too_large = || {
                 Refusal::new(
                     Code::BodyTooLarge,
@@ -34,7 +40,6 @@ impl Step for BodyLimit {
             }
             if let Some(incoming) = call.incoming.take() {
                 let limited = Limited::new(incoming, usize::try_from(max).unwrap_or(usize::MAX));
-                let ms = call.shared.cfg.limits.body_read_timeout_ms;
                 let Ok(read) =
                     tokio::time::timeout(Duration::from_millis(ms), limited.collect()).await
                 else {

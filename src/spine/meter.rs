@@ -11,14 +11,14 @@
 
 use std::sync::{Arc, Mutex};
 
+use super::state::Runtime;
 use super::Trace;
 use crate::decide::reserve::{self, Plan, Want};
 use crate::decide::{decide, Decision, Mode, ReasonCode, Request, Usage};
 use crate::policy::model::{Action, Channel};
 use crate::policy::Snapshot;
-use crate::sidecar::runs::RunState;
-use crate::sidecar::state::Shared;
-use crate::sidecar::usage::{Amounts, Counters, Held, Recording, Scopes, Session};
+use crate::spine::state::runs::RunState;
+use crate::spine::state::usage::{Amounts, Counters, Held, Recording, Scopes, Session};
 
 /// Deciding against the usage windows of one call, under the budget lock.
 pub struct Ledger<'a> {
@@ -175,7 +175,7 @@ pub struct Pending {
     step: Arc<Counters>,
     session_id: String,
     run: Arc<RunState>,
-    shared: Arc<Shared>,
+    rt: Arc<Runtime>,
 }
 
 impl std::fmt::Debug for Pending {
@@ -190,14 +190,14 @@ impl Pending {
         step: Arc<Counters>,
         session_id: String,
         run: Arc<RunState>,
-        shared: Arc<Shared>,
+        rt: Arc<Runtime>,
     ) -> Self {
         Pending {
             held,
             step,
             session_id,
             run,
-            shared,
+            rt,
         }
     }
 
@@ -213,13 +213,13 @@ impl Pending {
         let scopes = Scopes {
             step: &self.step,
             run: &self.run.usage,
-            session: Session::new(&self.shared.runs, &self.session_id),
-            sliding: &self.shared.runs.sliding,
-            now_ms: Shared::now_ms(),
+            session: Session::new(&self.rt.runs, &self.session_id),
+            sliding: &self.rt.runs.sliding,
+            now_ms: Runtime::now_ms(),
         };
         scopes.settle(&self.held, &amounts);
         if self.held.channel == Channel::Llm {
-            self.shared
+            self.rt
                 .metrics
                 .tokens(t.input_tokens, t.output_tokens, t.cost_usd);
         }

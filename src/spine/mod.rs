@@ -26,6 +26,7 @@ pub mod mode;
 pub mod parse;
 pub mod refusal;
 pub mod rescue;
+pub mod state;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -39,9 +40,10 @@ use tower::{Layer, Service, ServiceExt};
 
 use crate::decide::{Decision, Request, Usage};
 use crate::evidence::record::{Content, Cut, Outcome};
+use crate::policy::model::Channel;
 use crate::policy::Snapshot;
-use crate::sidecar::runs::RunState;
-use crate::sidecar::state::Shared;
+use crate::spine::state::runs::RunState;
+use state::Runtime;
 
 pub use refusal::Refusal;
 
@@ -82,6 +84,16 @@ pub enum Target {
     Http(crate::connectors::http::HttpCall),
     /// `CONNECT host:port` (egress proxy mode).
     Tunnel(crate::connectors::egress::Tunnel),
+}
+
+impl Target {
+    /// The channel whose connector answers this target.
+    pub fn channel(&self) -> Channel {
+        match self {
+            Target::Chat(_) | Target::Models => Channel::Llm,
+            Target::Http(_) | Target::Tunnel(_) => Channel::Http,
+        }
+    }
 }
 
 /// What the evidence layer needs, filled in by the layers as the call proceeds.
@@ -161,7 +173,7 @@ pub struct CallState {
     pub decision: Option<Decision>,
     pub trace: Arc<Mutex<Trace>>,
     pub sealer: Option<evidence::Sealer>,
-    pub shared: Arc<Shared>,
+    pub rt: Arc<Runtime>,
 }
 
 impl CallState {
@@ -225,7 +237,7 @@ pub fn next(next: Next, call: Call) -> BoxFut {
 
 /// The innermost service: hands the call to its connector.
 #[derive(Clone)]
-pub struct Dispatch;
+pub struct Dispatch(pub Arc<crate::connectors::Registry>);
 
 impl Service<Call> for Dispatch {
     type Response = Reply;
@@ -237,20 +249,29 @@ impl Service<Call> for Dispatch {
     }
 
     fn call(&mut self, call: Call) -> BoxFut {
-        Box::pin(crate::connectors::dispatch(call))
+        self.0.dispatch(call)
     }
 }
 
+/// What the layers are given when the stack is built (from the sidecar's `limits`).
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    pub body: limit::BodyLimit,
+    pub connectors: crate::connectors::Settings,
+}
+
 /// The whole spine, from the outside in.
-pub fn stack() -> Next {
+pub fn stack(settings: Settings) -> Next {
     let svc = tower::ServiceBuilder::new()
         .layer(StepLayer(rescue::Rescue))
         .layer(StepLayer(evidence::Evidence))
         .layer(StepLayer(mode::ModeGate))
-        .layer(StepLayer(limit::BodyLimit))
+        .layer(StepLayer(settings.body))
         .layer(StepLayer(parse::Parse))
         .layer(StepLayer(detect::Detect))
         .layer(StepLayer(decide::Decide))
-        .service(Dispatch);
+        .service(Dispatch(Arc::new(crate::connectors::Registry::new(
+            settings.connectors,
+        ))));
     BoxCloneService::new(svc)
 }

@@ -6,7 +6,7 @@
 use super::{next, BoxFut, Call, Next, Refusal, Step};
 use crate::codes::Code;
 use crate::decide::bind::{self, BindEvent};
-use crate::sidecar::runs::RunStatus;
+use crate::spine::state::runs::RunStatus;
 
 #[derive(Clone)]
 pub struct ModeGate;
@@ -14,7 +14,7 @@ pub struct ModeGate;
 impl Step for ModeGate {
     fn call(&self, mut call: Call, rest: Next) -> BoxFut {
         Box::pin(async move {
-            let Some(current) = call.shared.snapshot() else {
+            let Some(current) = call.rt.snapshot() else {
                 return Err(Refusal::new(
                     Code::NotReady,
                     "no verified policy snapshot yet; refusing all traffic",
@@ -24,7 +24,7 @@ impl Step for ModeGate {
             if let Some(r) = early {
                 return Err(r);
             }
-            let runs = &call.shared.runs;
+            let runs = &call.rt.runs;
             let run = if call.ctx.run_assigned {
                 let run = runs.create_assigned(&call.ctx.run_id, &call.ctx.session_id);
                 let retire = run.clone();

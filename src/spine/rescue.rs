@@ -13,12 +13,12 @@ pub struct Rescue;
 impl Step for Rescue {
     fn call(&self, call: Call, rest: Next) -> BoxFut {
         let ctx = call.ctx.clone();
-        let shared = call.shared.clone();
+        let rt = call.rt.clone();
         Box::pin(async move {
             let mut reply = match next(rest, call).await {
                 Ok(r) => r,
                 Err(refusal) => {
-                    shared.metrics.refusal(refusal.code);
+                    rt.metrics.refusal(refusal.code);
                     to_response(&refusal, &ctx.decision_id)
                 }
             };

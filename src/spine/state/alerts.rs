@@ -11,7 +11,7 @@ use moka::sync::Cache;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use super::state::UpstreamClient;
+use super::UpstreamClient;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Alert {

@@ -399,7 +399,7 @@ mod tests {
         let run = runs.create_assigned("r1", "r1");
         let _ = runs.session("r1");
         run.usage
-            .add("p", 0, crate::sidecar::usage::Part::Settled, 5.0);
+            .add("p", 0, crate::spine::state::usage::Part::Settled, 5.0);
         runs.retire(&run);
         assert!(runs.get("r1").is_none(), "the run is gone");
         runs.sessions.run_pending_tasks();
