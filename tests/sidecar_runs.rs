@@ -257,6 +257,7 @@ async fn a_panic_on_the_path_ends_as_a_refusal_with_evidence() {
         trace: Arc::new(Mutex::new(Trace::default())),
         sealer: None,
         rt: env.sidecar.shared.rt.clone(),
+        guard: None,
     });
     let reply = stack.oneshot(call).await.unwrap();
     assert_eq!(reply.status(), 500);

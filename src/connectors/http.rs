@@ -416,10 +416,10 @@ fn reply_fact(headers: &HeaderMap, body: &[u8]) -> PiiFact {
 
 fn fact_of(mask: u8, body: Result<u8, text::Unreadable>, what: &str) -> PiiFact {
     match body {
-        Ok(m) => crate::spine::detect::fact(mask | m),
+        Ok(m) => PiiFact::of_mask(mask | m),
         Err(why) => {
             tracing::info!(%why, "{what} body unreadable: the PII fact is unavailable");
-            match crate::spine::detect::fact(mask) {
+            match PiiFact::of_mask(mask) {
                 PiiFact::Found(kinds) if !kinds.is_empty() => PiiFact::Partial(kinds),
                 _ => PiiFact::Unavailable,
             }
@@ -439,12 +439,9 @@ fn judge_reply(call: &Call, fact: PiiFact, secrets: SecretFact) -> Result<(), Re
         .ok_or_else(|| Refusal::internal("no request facts"))?;
     req.facts.pii = Some(fact);
     req.facts.secrets = Some(secrets);
-    if let Some(d) = crate::spine::decide::recheck(call, req.clone())? {
-        let run = call
-            .run
-            .clone()
-            .ok_or_else(|| Refusal::internal("no run"))?;
-        return Err(crate::spine::decide::enforce(&run, &d));
+    let guard = call.guard()?;
+    if let Some(d) = guard.recheck(call, req.clone())? {
+        return Err(guard.enforce(call, &d));
     }
     // Not refused, but a WARN (`fail_open` on an unreadable body, `on_match: warn`) is still
     // the call's outcome and goes on its record: decided purely on the usage the call's

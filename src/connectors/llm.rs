@@ -595,12 +595,12 @@ fn recheck(
     req.delta.output_tokens = output_tokens as f64;
     req.delta.cost_usd += cost(prices, 0, output_tokens);
     if let Some(mask) = pii {
-        req.facts.pii = Some(crate::spine::detect::fact(mask));
+        req.facts.pii = Some(PiiFact::of_mask(mask));
     }
     if let Some(mask) = secrets {
         req.facts.secrets = Some(SecretFact::of_mask(mask));
     }
-    crate::spine::decide::recheck(call, req)
+    call.guard()?.recheck(call, req)
 }
 
 async fn plain(
@@ -674,11 +674,7 @@ async fn plain(
         None
     };
     if let Some(d) = revised {
-        let run = call
-            .run
-            .clone()
-            .ok_or_else(|| Refusal::internal("no run"))?;
-        let refusal = crate::spine::decide::enforce(&run, &d);
+        let refusal = call.guard()?.enforce(&call, &d);
         call.trace(|t| {
             t.outcome = Some(Outcome::Cut);
             t.cut = Some(Cut {
@@ -965,9 +961,9 @@ mod stream {
 
         /// A refusing decision taken mid-stream: apply it to the run and cut.
         fn enforce(&self, d: Decision, fallback: Code) -> End {
-            let r = match self.call.run.clone() {
-                Some(run) => crate::spine::decide::enforce(&run, &d),
-                None => Refusal::new(fallback, "refused mid-stream"),
+            let r = match (&self.call.run, self.call.guard()) {
+                (Some(_), Ok(guard)) => guard.enforce(self.call, &d),
+                _ => Refusal::new(fallback, "refused mid-stream"),
             };
             self.cut(r)
         }

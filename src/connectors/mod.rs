@@ -17,6 +17,7 @@ use http_body_util::{BodyExt, Full};
 use tokio::sync::mpsc;
 
 use crate::codes::Code;
+use crate::decide::{Decision, Request};
 use crate::evidence::record::{Cut, Outcome};
 use crate::policy::model::Channel;
 use crate::spine::{Body, BoxFut, Call, Refusal, Reply, Target};
@@ -34,6 +35,17 @@ impl Settings {
     pub fn max_response(&self) -> usize {
         usize::try_from(self.max_response_bytes).unwrap_or(usize::MAX)
     }
+}
+
+/// What a connector calls to re-check its call mid-way — a longer answer, PII or a secret in a
+/// reply — given by the decide layer when it lets the call through. Same-step enforcement
+/// rests on it; the connector never reaches into the spine's layers.
+pub trait Guard: Send + Sync + 'static {
+    /// Decide again on `req`, the call's whole amount and facts so far. `Some` is a refusing
+    /// decision (already recorded as the call's); `None` lets the call go on.
+    fn recheck(&self, call: &Call, req: Request) -> Result<Option<Decision>, Refusal>;
+    /// The refusal a refusing decision becomes, its effects on the run applied (stop, kill).
+    fn enforce(&self, call: &Call, d: &Decision) -> Refusal;
 }
 
 /// A connector: takes an allowed call and the target it was parsed into, and answers it.

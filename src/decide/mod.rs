@@ -110,6 +110,18 @@ pub enum PiiFact {
     Partial(Vec<PiiKind>),
 }
 
+impl PiiFact {
+    /// The kinds of a [`PiiKind::bit`] mask, as a fact.
+    pub fn of_mask(mask: u8) -> PiiFact {
+        PiiFact::Found(
+            PiiKind::ALL
+                .into_iter()
+                .filter(|k| mask & k.bit() != 0)
+                .collect(),
+        )
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GroundingFact {

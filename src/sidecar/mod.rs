@@ -242,7 +242,7 @@ pub async fn start(cfg: SidecarConfig) -> Result<Running, SidecarError> {
     if admin_token.is_none() {
         tracing::warn!("no admin token: mutating admin calls are refused");
     }
-    let api_keys = crate::spine::identity::ApiKeys::resolve(&cfg.identity.api_keys, &cfg.base_dir)
+    let api_keys = crate::front::agent::ApiKeys::resolve(&cfg.identity.api_keys, &cfg.base_dir)
         .map_err(SidecarError::Config)?;
     let connector = upstream_roots(&cfg.upstream_tls.ca_files)
         .and_then(https_connector)
@@ -313,7 +313,7 @@ pub async fn start(cfg: SidecarConfig) -> Result<Running, SidecarError> {
             max_response_bytes: limits.max_response_bytes,
         },
     };
-    let agent = crate::spine::identity::Identity {
+    let agent = crate::front::agent::Agent {
         rt: shared.rt.clone(),
         who: Arc::new(shared.cfg.identity.clone()),
         spine: crate::spine::stack(settings),

@@ -6,6 +6,8 @@
 use super::meter::{Ledger, Pending};
 use super::state::Runtime;
 use super::{next, BoxFut, Call, Next, Refusal, Step, Target};
+use std::sync::Arc;
+
 use crate::codes::Code;
 use crate::decide::{Decision, Request};
 use crate::policy::model::Action;
@@ -128,6 +130,22 @@ pub fn enforce(run: &RunState, d: &Decision) -> Refusal {
     Refusal::new(code, message).by_policy(d.policy.as_deref())
 }
 
+/// The decide layer behind a connector's mid-call checks.
+struct DecideGuard;
+
+impl crate::connectors::Guard for DecideGuard {
+    fn recheck(&self, call: &Call, req: Request) -> Result<Option<Decision>, Refusal> {
+        recheck(call, req)
+    }
+
+    fn enforce(&self, call: &Call, d: &Decision) -> Refusal {
+        match &call.run {
+            Some(run) => enforce(run, d),
+            None => Refusal::internal("a refusing decision for a call without a run"),
+        }
+    }
+}
+
 /// Send NEAR and BREACH alerts to the event path.
 pub fn alert(call: &Call, d: &Decision) {
     let rt = &call.rt;
@@ -244,6 +262,7 @@ impl Step for Decide {
                 chat.reserved_output = plan.reserve.output_tokens as u64;
             }
             call.decision = Some(d);
+            call.guard = Some(Arc::new(DecideGuard));
             next(rest, call).await
         })
     }

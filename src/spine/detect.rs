@@ -12,27 +12,16 @@
 
 use super::{next, BoxFut, Call, Next, Step, Target};
 use crate::decide::{PiiFact, SecretFact};
-use crate::policy::model::PiiKind;
 
 #[derive(Clone)]
 pub struct Detect;
-
-/// The kinds in a bitmask, as a fact.
-pub fn fact(mask: u8) -> PiiFact {
-    PiiFact::Found(
-        PiiKind::ALL
-            .into_iter()
-            .filter(|k| mask & k.bit() != 0)
-            .collect(),
-    )
-}
 
 impl Step for Detect {
     fn call(&self, mut call: Call, rest: Next) -> BoxFut {
         Box::pin(async move {
             let found = match &call.target {
                 Some(Target::Chat(chat)) => Some((
-                    fact(chat.pii_kinds()),
+                    PiiFact::of_mask(chat.pii_kinds()),
                     SecretFact::of_mask(chat.secret_kinds()),
                 )),
                 Some(Target::Http(hc)) => Some((

@@ -19,7 +19,6 @@
 pub mod decide;
 pub mod detect;
 pub mod evidence;
-pub mod identity;
 pub mod limit;
 pub mod meter;
 pub mod mode;
@@ -174,6 +173,8 @@ pub struct CallState {
     pub trace: Arc<Mutex<Trace>>,
     pub sealer: Option<evidence::Sealer>,
     pub rt: Arc<Runtime>,
+    /// Set by the decide layer when it lets the call through (`connectors::Guard`).
+    pub guard: Option<Arc<dyn crate::connectors::Guard>>,
 }
 
 impl CallState {
@@ -183,6 +184,13 @@ impl CallState {
         if let Ok(mut t) = self.trace.lock() {
             f(&mut t);
         }
+    }
+
+    /// The guard the decide layer gave this call; a call without one was never allowed.
+    pub fn guard(&self) -> Result<&dyn crate::connectors::Guard, Refusal> {
+        self.guard
+            .as_deref()
+            .ok_or_else(|| Refusal::internal("the call reached its connector without a guard"))
     }
 }
 

@@ -1,4 +1,5 @@
-//! Identity: who is calling, and which run, step and session — the first layer of the spine.
+//! The agent listener's front end: one HTTP/1 and HTTP/2 service that fixes who is calling,
+//! and which run, step and session, then hands the call to the spine.
 //!
 //! Tenant, project and agent come from the sidecar's configuration, never from the request.
 //! Per call the agent may send `x-warden-run-id`, `x-warden-step-id`, `x-warden-session-id`
@@ -23,10 +24,10 @@ use sha2::{Digest, Sha256};
 use tower::{Service, ServiceExt};
 use tracing::Instrument;
 
-use super::state::Runtime;
-use super::{Call, CallState, Ctx, Next, Refusal, Reply, Trace};
 use crate::codes::Code;
 use crate::sidecar::config::Identity as Who;
+use crate::spine::state::Runtime;
+use crate::spine::{Call, CallState, Ctx, Next, Refusal, Reply, Trace};
 
 pub const RUN: &str = "x-warden-run-id";
 pub const STEP: &str = "x-warden-step-id";
@@ -37,7 +38,7 @@ pub const API_KEY: &str = "x-warden-api-key";
 
 /// The agent listener's service: establishes identity, then runs the spine.
 #[derive(Clone)]
-pub struct Identity {
+pub struct Agent {
     pub rt: Arc<Runtime>,
     /// Tenant, project and agent, from the sidecar's configuration.
     pub who: Arc<Who>,
@@ -238,7 +239,7 @@ pub fn establish(id: &Who, keys: &ApiKeys, parts: &http::request::Parts) -> (Ctx
     (ctx, problem)
 }
 
-impl Service<http::Request<Incoming>> for Identity {
+impl Service<http::Request<Incoming>> for Agent {
     type Response = Reply;
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Reply, Infallible>> + Send>>;
@@ -296,11 +297,12 @@ impl Service<http::Request<Incoming>> for Identity {
                 trace: Arc::new(Mutex::new(trace)),
                 sealer: None,
                 rt,
+                guard: None,
             });
             let reply = match spine.oneshot(call).instrument(span).await {
                 Ok(r) => r,
                 // Rescue turns every refusal into a response; this is the last resort.
-                Err(r) => super::rescue::to_response(&r, &ctx.decision_id),
+                Err(r) => crate::spine::rescue::to_response(&r, &ctx.decision_id),
             };
             // The call keeps its place until its answer (streamed or not) is done.
             Ok(match permit {

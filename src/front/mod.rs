@@ -1,0 +1,8 @@
+//! Front ends: one per entry point. Each turns its wire format into a spine call — who is
+//! calling (from the sidecar's configuration, never from the agent), the run, step and session
+//! ids — and hands it to the one spine, so every protocol passes the same enforcement.
+//!
+//! - `agent`: the agent port's HTTP/1 and HTTP/2 service (OpenAI-compatible `/v1/…`,
+//!   `/http/{connector}/…`, and the egress proxy's CONNECT and absolute-form requests).
+
+pub mod agent;
