@@ -184,7 +184,7 @@ pub fn upstream_roots(ca_files: &[std::path::PathBuf]) -> Result<rustls::RootCer
 }
 
 /// Upstream connections: plain HTTP, or HTTPS verified against [`upstream_roots`].
-fn https_connector(roots: rustls::RootCertStore) -> Result<Connector, String> {
+pub(crate) fn https_connector(roots: rustls::RootCertStore) -> Result<Connector, String> {
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))

@@ -283,3 +283,6 @@ pub fn stack(settings: Settings) -> Next {
         ))));
     BoxCloneService::new(svc)
 }
+
+#[cfg(test)]
+mod tests;
