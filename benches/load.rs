@@ -1,9 +1,10 @@
 //! Loopback load harness for the data plane (`cargo bench --bench load`; figures in
 //! `BENCHMARKS.md`, "Data plane (loopback load)").
 //!
-//! Every figure is taken against a baseline measured in the same run, because the machines are
-//! shared and noisy: the same requests go straight to the mock LLM ("direct") and through a
-//! sidecar with `evidence.durability: sync` and with `os`. Measures:
+//! Every figure is taken against baselines measured in the same run, because the machines are
+//! shared and noisy: the same requests go straight to the mock LLM ("direct"), through nginx as
+//! a plain reverse proxy (when nginx is installed: the floor any proxy hop costs here), and
+//! through a sidecar with `evidence.durability: sync` and with `os`. Measures:
 //!
 //! 1. open-loop latency at a fixed rate (3,000 rps, 32 keep-alive HTTP/1.1 connections, ~1 KB
 //!    non-streamed chat completions), timed from each request's *scheduled* send time so a
@@ -572,7 +573,8 @@ fn main() {
         start_sidecar(bin.as_deref(), &mock.base_url(), "sync"),
         start_sidecar(bin.as_deref(), &mock.base_url(), "os"),
     ];
-    let targets = [
+    let nginx = start_nginx(mock.addr);
+    let mut targets = vec![
         Target {
             name: "direct",
             addr: mock.addr,
@@ -589,6 +591,17 @@ fn main() {
             sidecar: Some(1),
         },
     ];
+    match &nginx {
+        Some(n) => targets.push(Target {
+            name: "nginx",
+            addr: n.addr,
+            sidecar: None,
+        }),
+        None => println!(
+            "nginx not found (WARDEN_LOAD_NGINX, or nginx on PATH or in /usr/sbin): the plain \
+             reverse-proxy baseline is skipped"
+        ),
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -782,7 +795,77 @@ fn main() {
         bin.is_some(),
     );
     drop(sidecars);
+    drop(nginx);
     drop(mock);
+}
+
+/// nginx as a plain reverse proxy in front of the mock: the floor any proxy hop costs on this
+/// machine. One worker (like the sidecar), keep-alive to the upstream, no buffering of
+/// streamed answers, no access log.
+struct Nginx {
+    child: Child,
+    dir: PathBuf,
+    addr: SocketAddr,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn start_nginx(upstream: SocketAddr) -> Option<Nginx> {
+    let bin = std::env::var_os("WARDEN_LOAD_NGINX")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("PATH").and_then(|p| {
+                std::env::split_paths(&p)
+                    .map(|d| d.join("nginx"))
+                    .find(|c| c.is_file())
+            })
+        })
+        .or_else(|| Some(PathBuf::from("/usr/sbin/nginx")).filter(|p| p.is_file()))?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .ok()?
+        .local_addr()
+        .ok()?
+        .port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().ok()?;
+    let dir = std::env::temp_dir().join(format!("warden-load-nginx-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).ok()?;
+    let d = dir.display();
+    let conf = format!(
+        "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+         events {{ worker_connections 1024; }}\n\
+         http {{\n  access_log off;\n  keepalive_requests 100000000;\n  keepalive_timeout 300s;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+         fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+         upstream mock {{ server {upstream}; keepalive 64; }}\n\
+         server {{\n    listen {addr};\n    location / {{\n      proxy_pass http://mock;\n\
+         proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_buffering off;\n    }}\n  }}\n}}\n"
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf).ok()?;
+    let child = Command::new(&bin)
+        .arg("-c")
+        .arg(&path)
+        .arg("-p")
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let n = Nginx { child, dir, addr };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::net::TcpStream::connect(addr).is_err() {
+        if Instant::now() > deadline {
+            println!("nginx did not start: the reverse-proxy baseline is skipped");
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(n)
 }
 
 /// One open-loop rate: per target, the figures, the sidecar CPU per request, sustained.
@@ -853,14 +936,21 @@ fn report(
         "Closed loop, {CONNS} connections, {} s:\n",
         CLOSED.as_secs()
     );
-    println!("| target | rps | ratio vs direct | p50 ms | p99 ms | errors | sidecar CPU/req |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    // The plain reverse proxy, when it ran: the floor a proxy hop costs on this machine.
+    let nginx_rps = targets
+        .iter()
+        .zip(closed)
+        .find(|(t, _)| t.name == "nginx")
+        .map(|(_, (s, _))| s.rps);
+    println!("| target | rps | ratio vs direct | ratio vs nginx | p50 ms | p99 ms | errors | sidecar CPU/req |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for (t, (s, cpu)) in targets.iter().zip(closed) {
         println!(
-            "| {} | {:.0} | {:.2} | {:.3} | {:.3} | {} | {} |",
+            "| {} | {:.0} | {:.2} | {} | {:.3} | {:.3} | {} | {} |",
             t.name,
             s.rps,
             s.rps / closed[0].0.rps,
+            nginx_rps.map_or("-".into(), |n| format!("{:.2}", s.rps / n)),
             s.ms(50.0),
             s.ms(99.0),
             s.errors,
