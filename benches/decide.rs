@@ -1,6 +1,8 @@
 //! Decision latency at 10, 1,000 and 10,000 active policies over 50 tenants and 4 channels, and
 //! compile time for 10,000 policies (`BENCHMARKS.md`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::fmt::Write as _;
 use std::hint::black_box;
 
@@ -177,8 +179,27 @@ fn bench_secrets(c: &mut Criterion) {
     });
 }
 
+/// One plain allowed chat call's evidence record, encoded as the spool writes it (compact, with
+/// the read-back check) and as JSON (the previous format).
+fn bench_evidence(c: &mut Criterion) {
+    let record: warden::evidence::Record =
+        serde_json::from_str(include_str!("../src/evidence/compact/plain_record.json"))
+            .expect("the sample record parses");
+    c.bench_function("evidence/encode_json", |b| {
+        b.iter(|| serde_json::to_vec(std::hint::black_box(&record)).ok())
+    });
+    c.bench_function("evidence/encode_compact_checked", |b| {
+        b.iter(|| warden::evidence::compact::encode(std::hint::black_box(&record)).ok())
+    });
+    let body = warden::evidence::compact::encode(&record).unwrap_or_default();
+    c.bench_function("evidence/decode_compact", |b| {
+        b.iter(|| warden::evidence::compact::decode(std::hint::black_box(&body)).ok())
+    });
+}
+
 criterion_group!(
     benches,
+    bench_evidence,
     bench_baseline,
     bench_decide,
     bench_compile,

@@ -337,8 +337,8 @@ fn evidence_verify_reports_ok_and_tampering() {
     // longer matches and valid records follow, so this is damage, not a torn tail.
     let seg = evidence_segments(&dir).pop().unwrap();
     let mut bytes = std::fs::read(&seg).unwrap();
-    let at = bytes.windows(4).position(|w| w == b"\"e0\"").unwrap();
-    bytes[at + 2] = b'9';
+    let at = frame_offsets(&bytes)[0] + 8 + 2;
+    bytes[at] ^= 0x40;
     std::fs::write(&seg, bytes).unwrap();
     let out = warden(&["evidence", "verify", "--strict", dir.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
@@ -348,6 +348,18 @@ fn evidence_verify_reports_ok_and_tampering() {
         "{err}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Where each frame of a segment starts (`[len][crc][body]` after the header).
+fn frame_offsets(bytes: &[u8]) -> Vec<usize> {
+    let mut at = warden::evidence::segment::HEADER;
+    let mut out = Vec::new();
+    while at + 8 <= bytes.len() {
+        out.push(at);
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        at += 8 + len;
+    }
+    out
 }
 
 /// The segment files of a spool, in chain order.
@@ -377,11 +389,7 @@ fn evidence_verify_fails_on_records_cut_off_the_end() {
     // Cut the last two records off at a frame boundary: every record left chains.
     let seg = evidence_segments(&dir).pop().unwrap();
     let bytes = std::fs::read(&seg).unwrap();
-    let cut = bytes
-        .windows(11)
-        .position(|w| w == b"{\"seq\":3,\"p")
-        .unwrap()
-        - 8;
+    let cut = frame_offsets(&bytes)[3];
     std::fs::write(&seg, &bytes[..cut]).unwrap();
     let out = warden(&["evidence", "verify", dir.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));

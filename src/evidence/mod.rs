@@ -6,6 +6,7 @@
 //! - [`spool`] — the durable local spool with group commit and crash recovery;
 //! - [`verify`] and [`replay`] — what `warden evidence verify` and `replay` run.
 
+pub mod compact;
 pub mod head;
 pub mod record;
 pub mod redact;

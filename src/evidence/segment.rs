@@ -1,7 +1,8 @@
 //! Append-only segment files and their framing.
 //!
-//! A segment is `MAGIC2`, two head slots ([`Anchor`], `SLOT` bytes each, at fixed offsets), then
-//! frames `[len: u32 LE][crc32: u32 LE][body: len bytes]`, where `body` is one record as JSON.
+//! A segment is `MAGIC3`, two head slots ([`Anchor`], `SLOT` bytes each, at fixed offsets), then
+//! frames `[len: u32 LE][crc32: u32 LE][body: len bytes]`, where `body` is one record in the
+//! compact encoding ([`super::compact`]). `MAGIC2` segments are the same with JSON bodies.
 //! Segments written before chain heads existed start with `MAGIC` and frames right after it. A frame that is short or whose checksum does not match
 //! is a torn write: after a crash it can only be at the tail of the last segment, and recovery
 //! cuts it there. Segments are named by the sequence number of their first record
@@ -16,8 +17,12 @@ use super::EvidenceError;
 
 /// Segments written before chain heads (no head slots); still read, never written.
 pub const MAGIC: &[u8; 8] = b"WEVSEG1\n";
-/// Segments with two head slots after the magic.
+/// Segments with two head slots after the magic and JSON record bodies; still read, never
+/// written.
 pub const MAGIC2: &[u8; 8] = b"WEVSEG2\n";
+/// Segments with two head slots and compact record bodies ([`super::compact`]): what the
+/// spool writes.
+pub const MAGIC3: &[u8; 8] = b"WEVSEG3\n";
 /// Bytes of one head slot: `[len: u32 LE][crc32: u32 LE][Anchor as JSON]`, zero-padded.
 pub const SLOT: usize = 256;
 /// Where the frames of a `MAGIC2` segment start.
@@ -70,8 +75,10 @@ pub struct Scan {
     pub good_len: u64,
     /// A torn or corrupt tail starting at `good_len`: (bytes, why).
     pub torn: Option<(u64, String)>,
-    /// A `MAGIC2` segment (with head slots).
+    /// A `MAGIC2` or `MAGIC3` segment (with head slots).
     pub v2: bool,
+    /// A `MAGIC3` segment (compact record bodies).
+    pub compact: bool,
     /// Its two head slots, `None` where a slot does not decode (torn or damaged).
     pub slots: [Option<Anchor>; 2],
 }
@@ -160,9 +167,10 @@ pub fn name_seq(path: &Path) -> Option<u64> {
 /// Read all whole frames of a segment. Stops at the first bad frame and reports it as torn;
 /// whether that is acceptable (tail of the last segment) is the caller's call.
 pub fn scan(path: &Path, bytes: &[u8]) -> Result<Scan, EvidenceError> {
-    let v2 = bytes.len() >= MAGIC2.len() && &bytes[..MAGIC2.len()] == MAGIC2;
+    let compact = bytes.len() >= MAGIC3.len() && &bytes[..MAGIC3.len()] == MAGIC3;
+    let v2 = compact || (bytes.len() >= MAGIC2.len() && &bytes[..MAGIC2.len()] == MAGIC2);
     if !v2 && (bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC) {
-        if bytes.is_empty() || MAGIC2.starts_with(bytes) {
+        if bytes.is_empty() || MAGIC3.starts_with(bytes) || MAGIC2.starts_with(bytes) {
             return Ok(Scan {
                 torn: Some((bytes.len() as u64, "empty segment".into())),
                 ..Scan::default()
@@ -185,6 +193,7 @@ pub fn scan(path: &Path, bytes: &[u8]) -> Result<Scan, EvidenceError> {
     let mut scan = Scan {
         good_len: start as u64,
         v2,
+        compact,
         ..Scan::default()
     };
     if v2 {
@@ -200,7 +209,7 @@ pub fn scan(path: &Path, bytes: &[u8]) -> Result<Scan, EvidenceError> {
             // A crash tears only the tail: whole, valid frames after a bad one mean the damage
             // is in the middle (tampering or media corruption), and cutting there would
             // silently drop evidence.
-            match valid_frame_after(bytes, start, at + 1) {
+            match valid_frame_after(bytes, start, at + 1, compact) {
                 Some(next) => Err(EvidenceError::Corrupt {
                     path: path.display().to_string(),
                     offset: at as u64,
@@ -227,10 +236,10 @@ pub fn scan(path: &Path, bytes: &[u8]) -> Result<Scan, EvidenceError> {
             scan.torn = torn("frame checksum mismatch")?;
             break;
         }
-        let record: Record = serde_json::from_slice(body).map_err(|e| EvidenceError::Corrupt {
+        let record = read_body(body, compact).map_err(|why| EvidenceError::Corrupt {
             path: path.display().to_string(),
             offset: at as u64,
-            why: format!("frame holds no valid record: {e}"),
+            why: format!("frame holds no valid record: {why}"),
         })?;
         scan.records.push(Read {
             record,
@@ -243,9 +252,21 @@ pub fn scan(path: &Path, bytes: &[u8]) -> Result<Scan, EvidenceError> {
     Ok(scan)
 }
 
-/// The offset of the first whole, valid frame starting at or after `from`, if any. Record bodies
-/// are JSON objects that start with `{"seq":`, so only those places are tried.
-fn valid_frame_after(bytes: &[u8], start: usize, from: usize) -> Option<usize> {
+/// A record body: compact (`MAGIC3`; a JSON body there starts with `{`) or JSON.
+fn read_body(body: &[u8], compact: bool) -> Result<Record, String> {
+    if compact {
+        super::compact::decode(body).map_err(|e| e.to_string())
+    } else {
+        serde_json::from_slice(body).map_err(|e| e.to_string())
+    }
+}
+
+/// The offset of the first whole, valid frame starting at or after `from`, if any.
+fn valid_frame_after(bytes: &[u8], start: usize, from: usize, compact: bool) -> Option<usize> {
+    if compact {
+        return valid_compact_frame_after(bytes, start, from);
+    }
+    // JSON bodies start with `{"seq":`, so only those places are tried.
     const START: &[u8] = b"{\"seq\":";
     let mut i = from.max(start + 8);
     while i + START.len() <= bytes.len() {
@@ -263,6 +284,28 @@ fn valid_frame_after(bytes: &[u8], start: usize, from: usize) -> Option<usize> {
             }
         }
         i = body_at + 1;
+    }
+    None
+}
+
+/// In a compact segment, a body starts with the tag of its first field present: `seq` (0x08),
+/// or `prev` (0x12) for the first record; or `{` (a JSON body). Every such place is tried.
+fn valid_compact_frame_after(bytes: &[u8], start: usize, from: usize) -> Option<usize> {
+    let mut h = from.max(start);
+    while h + 9 <= bytes.len() {
+        if matches!(bytes[h + 8], 0x08 | 0x12 | b'{') {
+            let len =
+                u32::from_le_bytes([bytes[h], bytes[h + 1], bytes[h + 2], bytes[h + 3]]) as usize;
+            let crc = u32::from_le_bytes([bytes[h + 4], bytes[h + 5], bytes[h + 6], bytes[h + 7]]);
+            if len <= MAX_BODY as usize {
+                if let Some(body) = bytes.get(h + 8..h + 8 + len) {
+                    if crc32fast::hash(body) == crc && read_body(body, true).is_ok() {
+                        return Some(h);
+                    }
+                }
+            }
+        }
+        h += 1;
     }
     None
 }

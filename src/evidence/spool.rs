@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::head;
 use super::record::Record;
-use super::segment::{self, Anchor, Head, HEADER, MAGIC, MAGIC2, MAX_BODY, SLOT};
+use super::segment::{self, Anchor, Head, HEADER, MAGIC, MAGIC3, MAX_BODY, SLOT};
 use super::EvidenceError;
 
 /// How durable an acknowledged record is.
@@ -355,7 +355,7 @@ struct Open {
 impl Open {
     /// Overwrite the older head slot with `anchor` (made durable by the caller's flush).
     fn anchor(&mut self, anchor: &Anchor) -> std::io::Result<()> {
-        let at = (MAGIC2.len() + self.slot * SLOT) as u64;
+        let at = (MAGIC3.len() + self.slot * SLOT) as u64;
         self.file.write_all_at(&segment::encode_slot(anchor), at)?;
         self.slot ^= 1;
         Ok(())
@@ -369,11 +369,19 @@ impl Writer {
             Some(path) => {
                 let bytes = std::fs::read(&path).map_err(|e| EvidenceError::io(&path, e))?;
                 let scan = segment::scan(&path, &bytes)?;
-                if scan.v2 {
+                // A segment of JSON records stays as it is; an empty one (a crash while an
+                // older build started it) becomes compact — a new segment would take its name.
+                let empty_json = scan.v2 && !scan.compact && scan.records.is_empty();
+                if scan.compact || empty_json {
                     let f = OpenOptions::new()
                         .write(true)
                         .open(&path)
                         .map_err(|e| EvidenceError::io(&path, e))?;
+                    if empty_json {
+                        f.write_all_at(MAGIC3, 0)
+                            .and_then(|_| if sync { f.sync_data() } else { Ok(()) })
+                            .map_err(|e| EvidenceError::io(&path, e))?;
+                    }
                     let mut open = Open {
                         file: f,
                         len: bytes.len() as u64,
@@ -391,7 +399,8 @@ impl Writer {
                     }
                     Some(open)
                 } else {
-                    // Written before chain heads: the next group starts an anchored segment.
+                    // Written before chain heads or before compact records: the next group starts
+                    // a segment of the current format.
                     None
                 }
             }
@@ -437,7 +446,7 @@ impl Writer {
         for mut job in batch {
             job.record.seq = self.head.next_seq;
             job.record.prev = self.head.hash.clone();
-            let body = match serde_json::to_vec(&*job.record) {
+            let body = match super::compact::encode(&job.record) {
                 Ok(b) if b.len() <= MAX_BODY as usize => b,
                 Ok(_) => {
                     let _ = job.done.send(Err(EvidenceError::TooLarge));
@@ -527,7 +536,7 @@ impl Writer {
             // Both slots start at the chain as it is before this segment's first record.
             let start = segment::encode_slot(&Anchor::at(before));
             let mut header = Vec::with_capacity(HEADER);
-            header.extend_from_slice(MAGIC2);
+            header.extend_from_slice(MAGIC3);
             header.extend_from_slice(&start);
             header.extend_from_slice(&start);
             f.write_all_at(&header, 0)?;

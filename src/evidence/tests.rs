@@ -207,7 +207,13 @@ fn tamper(dir: &std::path::Path, n: usize, edit: impl Fn(&mut Record)) {
         if i == n {
             edit(&mut record);
         }
-        out.extend_from_slice(&segment::frame(&serde_json::to_vec(&record).unwrap()));
+        // Re-encoded as the writer would: the tampered record is a well-formed one.
+        let body = if scan.compact {
+            super::compact::encode(&record).unwrap()
+        } else {
+            serde_json::to_vec(&record).unwrap()
+        };
+        out.extend_from_slice(&segment::frame(&body));
     }
     std::fs::write(&seg, out).unwrap();
 }
@@ -326,8 +332,8 @@ fn damage_followed_by_valid_records_is_never_cut_as_a_tail() {
     }
     let seg = segment::list(&dir).unwrap().pop().unwrap();
     let mut bytes = std::fs::read(&seg).unwrap();
-    let at = bytes.windows(6).position(|w| w == b"\"ev-2\"").unwrap();
-    bytes[at + 4] = b'7';
+    let at = bytes.windows(4).position(|w| w == b"ev-2").unwrap();
+    bytes[at + 3] = b'7';
     std::fs::write(&seg, &bytes).unwrap();
     assert!(matches!(verify(&dir), Err(EvidenceError::Corrupt { .. })));
     let cfg = SpoolConfig::new(&dir, Durability::Os);
@@ -600,7 +606,8 @@ fn a_crash_while_starting_a_segment_is_accepted() {
     let segs = segment::list(&dir).unwrap();
     let last = segs.last().unwrap();
     let report = verify(&dir).unwrap();
-    // The next segment was created whole, then the crash came before the pointer moved.
+    // The next segment was created whole, then the crash came before the pointer moved — by
+    // a build that wrote JSON segments (`MAGIC2`): the new build takes it over as compact.
     let next = dir.join(segment::segment_name(report.head.next_seq));
     let mut header = segment::MAGIC2.to_vec();
     let slot = segment::encode_slot(&segment::Anchor::at(&report.head));
@@ -612,6 +619,7 @@ fn a_crash_while_starting_a_segment_is_accepted() {
     assert_eq!(spool.append_blocking(rec(12)).unwrap().seq, 12);
     drop(spool);
     assert_eq!(segment::list(&dir).unwrap().last().unwrap(), &next);
+    assert!(std::fs::read(&next).unwrap().starts_with(segment::MAGIC3));
     assert_eq!(verify(&dir).unwrap().records, 13);
     assert!(last.exists());
     std::fs::remove_dir_all(&dir).unwrap();
@@ -666,5 +674,58 @@ fn verify_of_a_live_spool_never_reports_tampering() {
     }
     writer.join().unwrap();
     assert_eq!(verify(&dir).unwrap().records, 400);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_spool_of_json_segments_is_read_and_continued_in_compact_ones() {
+    let dir = tmp("json-then-compact");
+    std::fs::create_dir_all(&dir).unwrap();
+    // What the previous build wrote: a `MAGIC2` segment of JSON records, anchored at its end.
+    let mut frames = Vec::new();
+    let mut head = Head {
+        next_seq: 0,
+        hash: genesis(),
+    };
+    let mut written = Vec::new();
+    for i in 0..3 {
+        let mut r = rec(i);
+        r.seq = i;
+        r.prev = head.hash.clone();
+        let body = serde_json::to_vec(&r).unwrap();
+        head = Head {
+            next_seq: i + 1,
+            hash: super::record::record_hash(&body),
+        };
+        frames.extend_from_slice(&segment::frame(&body));
+        written.push(r);
+    }
+    let slot = segment::encode_slot(&segment::Anchor::at(&head));
+    let mut bytes = segment::MAGIC2.to_vec();
+    bytes.extend_from_slice(&slot);
+    bytes.extend_from_slice(&slot);
+    bytes.extend_from_slice(&frames);
+    let name = segment::segment_name(0);
+    std::fs::write(dir.join(&name), &bytes).unwrap();
+    head::write_pointer(&dir, &name, false).unwrap();
+    assert_eq!(verify(&dir).unwrap().records, 3);
+
+    let (spool, _) = opens(&dir).unwrap();
+    assert_eq!(spool.append_blocking(rec(3)).unwrap().seq, 3);
+    drop(spool);
+    let segs = segment::list(&dir).unwrap();
+    assert_eq!(segs.len(), 2, "the JSON segment is left as it was");
+    assert_eq!(std::fs::read(&segs[0]).unwrap(), bytes);
+    assert!(std::fs::read(&segs[1])
+        .unwrap()
+        .starts_with(segment::MAGIC3));
+    let report = verify(&dir).unwrap();
+    assert_eq!((report.records, report.segments), (4, 2));
+    let all = read_all(&dir).unwrap();
+    assert_eq!(all.len(), 4);
+    for (r, w) in all.iter().zip(&written) {
+        assert_eq!(&r.record, w);
+    }
+    assert_eq!(all[3].record.evidence_id, rec(3).evidence_id);
     std::fs::remove_dir_all(&dir).unwrap();
 }
