@@ -15,21 +15,40 @@
 //! So the compact form never loses a field, and the chain hash covers the stored bytes as before.
 
 use prost::Message;
-use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::record::{Content, Cut, Record};
+use super::record::{Basis, Content, Cut, Kind, Outcome, Record};
+use crate::codes::Code;
 use crate::decide::{Delta, Facts, GroundingFact, PiiFact, Reason, Request, SecretFact, Usage};
+use crate::decide::{Mode, ReasonCode};
+use crate::policy::model::{Action, Channel};
 use crate::policy::model::{PiiKind, SecretKind};
 
 // === the tables: append only, never reorder (the index + 1 is what is stored) ===
 
-const KINDS: &[&str] = &["call", "audit"];
-const CHANNELS: &[&str] = &["llm", "http", "sql", "mcp"];
-const ACTIONS: &[&str] = &["continue", "warn", "pause", "stop", "kill"];
-const MODES: &[&str] = &["enforcing", "degraded", "bypass", "halted"];
-const OUTCOMES: &[&str] = &["allowed", "refused", "cut", "bypassed", "errored"];
-const BASES: &[&str] = &["decision", "after_decision", "before_decision", "local"];
+const KINDS: &[Kind] = &[Kind::Call, Kind::Audit];
+const CHANNELS: &[Channel] = &[Channel::Llm, Channel::Http, Channel::Sql, Channel::Mcp];
+const ACTIONS: &[Action] = &[
+    Action::Continue,
+    Action::Warn,
+    Action::Pause,
+    Action::Stop,
+    Action::Kill,
+];
+const MODES: &[Mode] = &[Mode::Enforcing, Mode::Degraded, Mode::Bypass, Mode::Halted];
+const OUTCOMES: &[Outcome] = &[
+    Outcome::Allowed,
+    Outcome::Refused,
+    Outcome::Cut,
+    Outcome::Bypassed,
+    Outcome::Errored,
+];
+const BASES: &[Basis] = &[
+    Basis::Decision,
+    Basis::AfterDecision,
+    Basis::BeforeDecision,
+    Basis::Local,
+];
 
 #[derive(Clone, PartialEq, Message)]
 struct Hash {
@@ -316,43 +335,35 @@ pub enum DecodeError {
 /// Thrown inside [`to_proto`] when a value is not in its table: the record is written as JSON.
 struct Unrepresentable;
 
-fn name_of<T: Serialize>(v: &T) -> Result<String, Unrepresentable> {
-    match serde_json::to_value(v) {
-        Ok(serde_json::Value::String(s)) => Ok(s),
-        _ => Err(Unrepresentable),
-    }
-}
-
-fn from_name<T: DeserializeOwned>(s: &str) -> Result<T, DecodeError> {
-    serde_json::from_value(serde_json::Value::String(s.to_string()))
-        .map_err(|_| DecodeError::Field(format!("unknown name `{s}`")))
-}
-
-fn index<T: Serialize>(table: &[&str], v: &T) -> Result<u32, Unrepresentable> {
-    let name = name_of(v)?;
+fn index<T: PartialEq>(table: &[T], v: &T) -> Result<u32, Unrepresentable> {
     table
         .iter()
-        .position(|t| *t == name)
+        .position(|t| t == v)
         .map(|i| i as u32 + 1)
         .ok_or(Unrepresentable)
 }
 
-fn opt_index<T: Serialize>(table: &[&str], v: &Option<T>) -> Result<u32, Unrepresentable> {
+fn opt_index<T: PartialEq>(table: &[T], v: &Option<T>) -> Result<u32, Unrepresentable> {
     v.as_ref().map_or(Ok(0), |v| index(table, v))
 }
 
-fn at_index<T: DeserializeOwned>(
-    table: &[&str],
-    i: u32,
-    what: &str,
-) -> Result<Option<T>, DecodeError> {
+fn at_index<T: Copy>(table: &[T], i: u32, what: &str) -> Result<Option<T>, DecodeError> {
     if i == 0 {
         return Ok(None);
     }
-    let name = table
+    table
         .get(i as usize - 1)
-        .ok_or_else(|| DecodeError::Field(format!("{what} {i} is not in the table")))?;
-    from_name(name).map(Some)
+        .copied()
+        .map(Some)
+        .ok_or_else(|| DecodeError::Field(format!("{what} {i} is not in the table")))
+}
+
+fn code_of(s: &str) -> Result<Code, DecodeError> {
+    Code::parse(s).ok_or_else(|| DecodeError::Field(format!("unknown code `{s}`")))
+}
+
+fn reason_code_of(s: &str) -> Result<ReasonCode, DecodeError> {
+    ReasonCode::parse(s).ok_or_else(|| DecodeError::Field(format!("unknown reason code `{s}`")))
 }
 
 const SHA: &str = "sha256:";
@@ -379,12 +390,7 @@ fn hash_text(h: &Hash) -> String {
     if h.sha256.is_empty() {
         return h.text.clone();
     }
-    let mut out = String::with_capacity(SHA.len() + 64);
-    out.push_str(SHA);
-    for b in &h.sha256 {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
+    super::record::hex(SHA, &h.sha256)
 }
 
 /// A canonical (lower-case, hyphenated) UUID at the end of `s`, and what comes before it.
@@ -474,7 +480,7 @@ fn to_proto(r: &Record) -> Result<PRecord, Unrepresentable> {
         snapshot: r.snapshot.as_deref().map(hash_of),
         policy: r.policy.clone(),
         action: opt_index(ACTIONS, &r.action)?,
-        code: r.code.as_ref().map(name_of).transpose()?,
+        code: r.code.map(|c| c.as_str().to_string()),
         reasons: r
             .reasons
             .iter()
@@ -482,7 +488,7 @@ fn to_proto(r: &Record) -> Result<PRecord, Unrepresentable> {
                 Ok(PReason {
                     policy: x.policy.as_deref().map(str::to_string),
                     action: index(ACTIONS, &x.action)?,
-                    code: name_of(&x.code)?,
+                    code: x.code.as_str().to_string(),
                     detail: x.detail.clone(),
                 })
             })
@@ -495,7 +501,7 @@ fn to_proto(r: &Record) -> Result<PRecord, Unrepresentable> {
             .map(|c| {
                 Ok(PCut {
                     after_tokens: c.after_tokens,
-                    code: name_of(&c.code)?,
+                    code: c.code.as_str().to_string(),
                     detail: c.detail.clone(),
                 })
             })
@@ -623,7 +629,7 @@ fn from_proto(p: PRecord) -> Result<Record, DecodeError> {
     r.snapshot = p.snapshot.as_ref().map(hash_text);
     r.policy = p.policy;
     r.action = at_index(ACTIONS, p.action, "action")?;
-    r.code = p.code.as_deref().map(from_name).transpose()?;
+    r.code = p.code.as_deref().map(code_of).transpose()?;
     r.reasons = p
         .reasons
         .into_iter()
@@ -631,7 +637,7 @@ fn from_proto(p: PRecord) -> Result<Record, DecodeError> {
             Ok(Reason {
                 policy: x.policy.map(Into::into),
                 action: at_index(ACTIONS, x.action, "action")?.ok_or_else(|| missing("action"))?,
-                code: from_name(&x.code)?,
+                code: reason_code_of(&x.code)?,
                 detail: x.detail,
             })
         })
@@ -643,7 +649,7 @@ fn from_proto(p: PRecord) -> Result<Record, DecodeError> {
         .map(|c| {
             Ok::<_, DecodeError>(Cut {
                 after_tokens: c.after_tokens,
-                code: from_name(&c.code)?,
+                code: code_of(&c.code)?,
                 detail: c.detail,
             })
         })

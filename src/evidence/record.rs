@@ -212,7 +212,7 @@ pub fn content_hash(bytes: &[u8]) -> String {
     hex("sha256:", &Sha256::digest(bytes))
 }
 
-fn hex(prefix: &str, bytes: &[u8]) -> String {
+pub(crate) fn hex(prefix: &str, bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(prefix.len() + bytes.len() * 2);
     out.push_str(prefix);
