@@ -458,7 +458,7 @@ fn judge_reply(call: &Call, fact: PiiFact, secrets: SecretFact) -> Result<(), Re
         .trace
         .lock()
         .ok()
-        .and_then(|t| t.usage.clone())
+        .and_then(|t| t.rec.usage.clone())
         .unwrap_or_default();
     let d = crate::decide::decide(
         &snap,
@@ -471,8 +471,8 @@ fn judge_reply(call: &Call, fact: PiiFact, secrets: SecretFact) -> Result<(), Re
     if d.action > before && !d.refused() {
         tracing::warn!(decision = %d.decision_id, code = ?d.code, "reply passed with a warning");
         call.trace(|t| {
-            t.request = Some(req);
-            t.usage = Some(usage);
+            t.rec.request = Some(req);
+            t.rec.usage = Some(usage);
             t.decision = Some(d);
         });
     }
@@ -536,7 +536,7 @@ pub async fn forward(
     })?;
     call.trace(|t| {
         if !call.body.is_empty() {
-            t.query_hash = Some(content_hash(&call.body));
+            t.rec.query_hash = Some(content_hash(&call.body));
         }
     });
     let (resp, timeout) = super::send(
@@ -579,9 +579,9 @@ pub async fn forward(
     let n = bytes.len() as u64;
     let status = parts.status.as_u16();
     call.trace(|t| {
-        t.bytes_out = n;
+        t.rec.bytes_out = n;
         t.upstream_status = Some(status);
-        t.response_hash = Some(content_hash(&bytes));
+        t.rec.response_hash = Some(content_hash(&bytes));
     });
     // PII in what comes back (or a body that cannot be read): re-decide with the fact; a
     // blocking policy withholds the answer.

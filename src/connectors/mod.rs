@@ -135,8 +135,8 @@ impl Registry {
                 r = work => r,
                 refusal = cut => {
                     if let Ok(mut t) = trace.lock() {
-                        t.outcome = Some(Outcome::Cut);
-                        t.cut = Some(Cut {
+                        t.rec.outcome = Some(Outcome::Cut);
+                        t.rec.cut = Some(Cut {
                             after_tokens: 0,
                             code: refusal.code,
                             detail: format!("cut before the answer: {}", refusal.message),

@@ -140,6 +140,13 @@ pub struct Record {
     pub audit: Option<serde_json::Value>,
 }
 
+impl Default for Record {
+    /// An empty call record, without ids yet.
+    fn default() -> Self {
+        Record::new(Kind::Call, String::new(), 0)
+    }
+}
+
 impl Record {
     /// An empty record of `kind`; the caller fills what it knows.
     pub fn new(kind: Kind, evidence_id: impl Into<String>, at_ms: u64) -> Self {

@@ -88,8 +88,8 @@ pub fn recheck(call: &Call, req: Request) -> Result<Option<Decision>, Refusal> {
         run.remember(Brief::of(&d));
     }
     call.trace(|t| {
-        t.request = Some(req);
-        t.usage = Some(usage);
+        t.rec.request = Some(req);
+        t.rec.usage = Some(usage);
         t.decision = Some(d.clone());
     });
     // A blocking outcome the mode downgraded (degraded: WARN) is recorded; the call goes on.
@@ -234,10 +234,10 @@ impl Step for Decide {
                 )
             });
             call.trace(|t| {
-                t.request = Some(a.request);
-                t.usage = Some(a.usage);
+                t.rec.request = Some(a.request);
+                t.rec.usage = Some(a.usage);
                 t.decision = Some(d.clone());
-                t.snapshot = Some(hash);
+                t.rec.snapshot = Some(hash);
                 t.pending_meter = pending;
                 if let Some(id) = &approval {
                     t.approval_id = Some(id.clone());

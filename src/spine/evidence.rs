@@ -79,9 +79,13 @@ impl Sealer {
     }
 }
 
-/// The record of a call. Sealing happens once, so what the trace owns moves into the record.
+/// The record of a call: what the layers wrote into the trace's record, with the call's ids,
+/// its decision and what the outcome rests on. Sealing happens once, so the record moves out.
 fn build(rt: &Runtime, ctx: &Ctx, t: &mut Trace) -> Record {
-    let mut r = Record::new(Kind::Call, ctx.evidence_id.clone(), ctx.at_ms);
+    let mut r = std::mem::take(&mut t.rec);
+    r.kind = Kind::Call;
+    r.evidence_id = ctx.evidence_id.clone();
+    r.at_ms = ctx.at_ms;
     r.latency_us = ctx.started.elapsed().as_micros() as u64;
     r.decision_id = Some(ctx.decision_id.clone());
     r.run_id = Some(ctx.run_id.clone());
@@ -91,23 +95,13 @@ fn build(rt: &Runtime, ctx: &Ctx, t: &mut Trace) -> Record {
     r.project = Some(ctx.project.clone());
     r.agent = Some(ctx.agent.clone());
     r.actor = ctx.actor.clone();
-    if let Some(req) = &t.request {
+    if let Some(req) = &r.request {
         r.channel = Some(req.channel);
         r.connector = req.connector.clone();
         r.model = req.model.clone();
         r.tool = req.tool.clone();
         r.template = req.template.clone();
     }
-    r.plane = t.plane.take();
-    r.query_hash = t.query_hash.take();
-    r.input_tokens = t.input_tokens;
-    r.output_tokens = t.output_tokens;
-    r.cost_usd = t.cost_usd;
-    r.bytes_in = t.bytes_in;
-    r.bytes_out = t.bytes_out;
-    r.prompt_hash = t.prompt_hash.take();
-    r.response_hash = t.response_hash.take();
-    r.snapshot = t.snapshot.take();
     r.mode = t.mode.unwrap_or_else(|| rt.mode_for(&ctx.tenant));
     // What the outcome rests on (replay derives the decision again and checks the rest).
     let basis = match (&t.decision, &t.refused) {
@@ -132,16 +126,13 @@ fn build(rt: &Runtime, ctx: &Ctx, t: &mut Trace) -> Record {
             r.policy = refused.policy_id.clone();
         }
     }
-    r.outcome = Some(t.outcome.unwrap_or(match (&t.refused, &t.decision) {
+    r.outcome = Some(r.outcome.unwrap_or(match (&t.refused, &t.decision) {
         (Some(f), _) => Outcome::of_refusal(f.code, false),
         (None, Some(d)) if d.downgraded_from.is_some() && d.mode == crate::decide::Mode::Bypass => {
             Outcome::Bypassed
         }
         _ => Outcome::Allowed,
     }));
-    r.cut = t.cut.take();
-    r.request = t.request.take();
-    r.usage = t.usage.take();
     r.content = stored_content(t.content.take(), t.decision.as_ref(), rt);
     if let Some(a) = &t.approval_id {
         // "asked": this call was refused pending the approval; "used": an approval let it pass.

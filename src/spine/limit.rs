@@ -65,7 +65,7 @@ impl Step for BodyLimit {
                 }
             }
             let n = call.body.len() as u64;
-            call.trace(|t| t.bytes_in = n);
+            call.trace(|t| t.rec.bytes_in = n);
             next(rest, call).await
         })
     }

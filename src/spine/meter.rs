@@ -204,10 +204,10 @@ impl Pending {
     /// Settle the hold with the call's final amounts, from its trace.
     pub fn apply(self, t: &Trace) {
         let amounts = Amounts {
-            input_tokens: t.input_tokens as f64,
-            output_tokens: t.output_tokens as f64,
-            cost_usd: t.cost_usd,
-            bytes: (t.bytes_in + t.bytes_out) as f64,
+            input_tokens: t.rec.input_tokens as f64,
+            output_tokens: t.rec.output_tokens as f64,
+            cost_usd: t.rec.cost_usd,
+            bytes: (t.rec.bytes_in + t.rec.bytes_out) as f64,
             queries: f64::from(u8::from(self.held.channel == Channel::Sql)),
         };
         let scopes = Scopes {
@@ -221,7 +221,7 @@ impl Pending {
         if self.held.channel == Channel::Llm {
             self.rt
                 .metrics
-                .tokens(t.input_tokens, t.output_tokens, t.cost_usd);
+                .tokens(t.rec.input_tokens, t.rec.output_tokens, t.rec.cost_usd);
         }
     }
 }

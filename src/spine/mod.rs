@@ -37,8 +37,8 @@ use http_body_util::combinators::BoxBody;
 use tower::util::BoxCloneService;
 use tower::{Layer, Service, ServiceExt};
 
-use crate::decide::{Decision, Request, Usage};
-use crate::evidence::record::{Content, Cut, Outcome};
+use crate::decide::{Decision, Request};
+use crate::evidence::record::Content;
 use crate::policy::model::Channel;
 use crate::policy::Snapshot;
 use crate::spine::state::runs::RunState;
@@ -98,21 +98,11 @@ impl Target {
 /// What the evidence layer needs, filled in by the layers as the call proceeds.
 #[derive(Debug, Default)]
 pub struct Trace {
-    pub request: Option<Request>,
-    pub usage: Option<Usage>,
+    /// The call's evidence record as the layers learn it (amounts, hashes, the decision's
+    /// request and usage, the outcome and cut); the evidence layer adds the ids, the decision
+    /// and the basis when it seals it. One record, not a copy of one.
+    pub rec: crate::evidence::Record,
     pub decision: Option<Decision>,
-    pub snapshot: Option<String>,
-    pub plane: Option<String>,
-    pub outcome: Option<Outcome>,
-    pub cut: Option<Cut>,
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub cost_usd: f64,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    pub prompt_hash: Option<String>,
-    pub response_hash: Option<String>,
-    pub query_hash: Option<String>,
     pub content: Option<Content>,
     pub approval_id: Option<String>,
     /// The response streams; the stream seals the evidence at its end.

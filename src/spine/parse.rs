@@ -91,7 +91,7 @@ impl Step for Parse {
                 .and_then(|c| snap.connector(&call.ctx.tenant, c))
             {
                 let plane = c.plane.to_string();
-                call.trace(|t| t.plane = Some(plane));
+                call.trace(|t| t.rec.plane = Some(plane));
             }
             call.target = Some(target);
             call.request = Some(request);

@@ -128,12 +128,12 @@ pub fn models(call: &Call) -> Result<Reply, Refusal> {
     let list = allowed_models(snap, &base, mode, call.ctx.at_ms, &call.ctx.decision_id);
     let bytes = serde_json::to_vec(&list).map_err(|e| Refusal::internal(format!("encode: {e}")))?;
     call.trace(|t| {
-        t.request = Some(base);
-        t.snapshot = Some(snap.hash().to_string());
+        t.rec.request = Some(base);
+        t.rec.snapshot = Some(snap.hash().to_string());
         t.mode = Some(mode);
-        t.response_hash = Some(content_hash(&bytes));
-        t.bytes_out = bytes.len() as u64;
-        t.outcome = Some(Outcome::Allowed);
+        t.rec.response_hash = Some(content_hash(&bytes));
+        t.rec.bytes_out = bytes.len() as u64;
+        t.rec.outcome = Some(Outcome::Allowed);
     });
     let mut reply = http::Response::new(body_of(Full::new(Bytes::from(bytes))));
     reply.headers_mut().insert(
@@ -228,9 +228,9 @@ pub async fn chat(
     let inspection = decision.inspection;
     let input = chat.prompt_tokens.unwrap_or(0);
     call.trace(|t| {
-        t.input_tokens = input;
-        t.cost_usd = cost(&prices, input, 0);
-        t.prompt_hash = Some(content_hash(chat.prompt_text.as_bytes()));
+        t.rec.input_tokens = input;
+        t.rec.cost_usd = cost(&prices, input, 0);
+        t.rec.prompt_hash = Some(content_hash(chat.prompt_text.as_bytes()));
         if inspection.prompts {
             t.content = Some(Content {
                 prompt: Some(chat.prompt_text.clone()),

@@ -60,11 +60,11 @@ pub(super) async fn plain(
     });
     let n = bytes.len() as u64;
     call.trace(|t| {
-        t.input_tokens = input;
-        t.output_tokens = output;
-        t.cost_usd = cost(&prices, input, output);
-        t.bytes_out = n;
-        t.response_hash = Some(content_hash(text.as_bytes()));
+        t.rec.input_tokens = input;
+        t.rec.output_tokens = output;
+        t.rec.cost_usd = cost(&prices, input, output);
+        t.rec.bytes_out = n;
+        t.rec.response_hash = Some(content_hash(text.as_bytes()));
         if decision.inspection.responses {
             t.content.get_or_insert_with(Content::default).response = Some(text.clone());
         }
@@ -92,8 +92,8 @@ pub(super) async fn plain(
     if let Some(d) = revised {
         let refusal = call.guard()?.enforce(&call, &d);
         call.trace(|t| {
-            t.outcome = Some(Outcome::Cut);
-            t.cut = Some(Cut {
+            t.rec.outcome = Some(Outcome::Cut);
+            t.rec.cut = Some(Cut {
                 after_tokens: 0,
                 code: refusal.code,
                 detail: "answer withheld: it breached a policy once complete".into(),

@@ -50,8 +50,8 @@ pub async fn start(
             End::Gone => Bytes::new(),
             End::Cut(refusal, after) => {
                 call.trace(|t| {
-                    t.outcome = Some(Outcome::Cut);
-                    t.cut = Some(Cut {
+                    t.rec.outcome = Some(Outcome::Cut);
+                    t.rec.cut = Some(Cut {
                         after_tokens: after,
                         code: refusal.code,
                         detail: refusal.message.clone(),
@@ -245,10 +245,10 @@ impl Pump<'_> {
     fn record(&self, input: u64, out: u64) {
         let (text, prices, decision) = (&self.text, self.prices, self.decision);
         self.call.trace(|t| {
-            t.input_tokens = input;
-            t.output_tokens = out;
-            t.cost_usd = cost(prices, input, out);
-            t.response_hash = Some(content_hash(text.as_bytes()));
+            t.rec.input_tokens = input;
+            t.rec.output_tokens = out;
+            t.rec.cost_usd = cost(prices, input, out);
+            t.rec.response_hash = Some(content_hash(text.as_bytes()));
             if decision.inspection.responses {
                 t.content.get_or_insert_with(Content::default).response = Some(text.to_string());
             }
