@@ -139,8 +139,8 @@ const RUNTIME: [&str; 7] = [
 
 /// The spine's layers; a connector is given what it needs (its call, a guard, the runtime
 /// state), never a layer.
-const SPINE_LAYERS: [&str; 8] = [
-    "decide", "detect", "evidence", "limit", "meter", "mode", "parse", "rescue",
+const SPINE_LAYERS: [&str; 7] = [
+    "decide", "detect", "evidence", "limit", "meter", "mode", "parse",
 ];
 
 const RULES: &[Rule] = &[

@@ -216,9 +216,7 @@ async fn a_hanging_webhook_never_slows_a_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_on_the_path_ends_as_a_refusal_with_evidence() {
     use tower::{Layer, ServiceExt};
-    use warden::spine::{
-        evidence::Evidence, rescue::Rescue, Call, CallState, Ctx, StepLayer, Trace,
-    };
+    use warden::spine::{evidence::Evidence, Call, CallState, Ctx, StepLayer, Trace};
     let env = start("panic").await;
     let boom = tower::service_fn(|_c: Call| async move {
         if std::hint::black_box(true) {
@@ -226,7 +224,7 @@ async fn a_panic_on_the_path_ends_as_a_refusal_with_evidence() {
         }
         Err::<warden::spine::Reply, _>(warden::spine::Refusal::internal("unreachable"))
     });
-    let stack = StepLayer(Rescue).layer(StepLayer(Evidence).layer(boom));
+    let stack = StepLayer(Evidence).layer(boom);
     let (parts, ()) = http::Request::new(()).into_parts();
     let ctx = Ctx {
         tenant: "acme".into(),
@@ -259,7 +257,13 @@ async fn a_panic_on_the_path_ends_as_a_refusal_with_evidence() {
         rt: env.sidecar.shared.rt.clone(),
         guard: None,
     });
-    let reply = stack.oneshot(call).await.unwrap();
+    // The spine refuses; the agent port's front end renders the refusal with the call's ids.
+    let ctx = call.ctx.clone();
+    let mut reply = match stack.oneshot(call).await {
+        Ok(r) => r,
+        Err(r) => warden::front::render::to_response(&r, &ctx.decision_id),
+    };
+    warden::front::render::stamp(&mut reply, &ctx);
     assert_eq!(reply.status(), 500);
     assert_eq!(reply.headers()["x-warden-decision-id"], "d-panic");
     let ev = env.evidence();

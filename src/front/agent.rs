@@ -250,6 +250,7 @@ impl Service<http::Request<Incoming>> for Agent {
 
     fn call(&mut self, req: http::Request<Incoming>) -> Self::Future {
         let rt = self.rt.clone();
+        let metrics_of = self.rt.clone();
         let who = self.who.clone();
         let spine = self.spine.clone();
         let keys = self.api_keys.clone();
@@ -299,11 +300,16 @@ impl Service<http::Request<Incoming>> for Agent {
                 rt,
                 guard: None,
             });
-            let reply = match spine.oneshot(call).instrument(span).await {
+            // The spine answers or refuses; a refusal is rendered here, in this front end's
+            // wire format, and every answer carries the call's ids.
+            let mut reply = match spine.oneshot(call).instrument(span).await {
                 Ok(r) => r,
-                // Rescue turns every refusal into a response; this is the last resort.
-                Err(r) => crate::spine::rescue::to_response(&r, &ctx.decision_id),
+                Err(r) => {
+                    metrics_of.metrics.refusal(r.code);
+                    super::render::to_response(&r, &ctx.decision_id)
+                }
             };
+            super::render::stamp(&mut reply, &ctx);
             // The call keeps its place until its answer (streamed or not) is done.
             Ok(match permit {
                 Some(p) => reply.map(|b| crate::sidecar::server::Holding::body(b, p)),

@@ -3,6 +3,9 @@
 //! ids — and hands it to the one spine, so every protocol passes the same enforcement.
 //!
 //! - `agent`: the agent port's HTTP/1 and HTTP/2 service (OpenAI-compatible `/v1/…`,
-//!   `/http/{connector}/…`, and the egress proxy's CONNECT and absolute-form requests).
+//!   `/http/{connector}/…`, and the egress proxy's CONNECT and absolute-form requests);
+//! - `render`: a refusal in each front end's wire format (HTTP JSON error, JSON-RPC error,
+//!   gRPC status), from the one code table.
 
 pub mod agent;
+pub mod render;

@@ -1,13 +1,13 @@
 //! The mediation spine: every agent call goes through one stack of tower layers, each with one
-//! job (STYLE; seed GAP-065), in this fixed order:
+//! job, in this fixed order:
 //!
 //! ```text
-//! identity → rescue → evidence → mode → body limit → parse → detect → decide → connector
+//! (front end) → evidence → mode → body limit → parse → detect → decide → connector
 //! ```
 //!
-//! - `identity` fixes who is calling (from config, never from the agent) and the run, step,
-//!   session and decision ids;
-//! - `rescue` is the one place a [`Refusal`] becomes a response (`docs/codes.md`);
+//! - the front end (`front/`) fixes who is calling (from config, never from the agent) and the
+//!   run, step, session and decision ids, and renders what the spine returns: a refusal comes
+//!   back as `Err`, and the front end turns it into its own wire format (`front/render.rs`);
 //! - `evidence` writes one record per call, whatever happened — and catches panics of the
 //!   layers below, which end as an `internal_error` refusal with a record, never as a pass;
 //! - `mode` is the boot guard and the run-state gate (stopped, killed runs);
@@ -24,7 +24,6 @@ pub mod meter;
 pub mod mode;
 pub mod parse;
 pub mod refusal;
-pub mod rescue;
 pub mod state;
 
 use std::future::Future;
@@ -149,7 +148,7 @@ impl std::ops::DerefMut for Call {
 
 /// What a call carries through the spine.
 pub struct CallState {
-    /// Shared with the evidence sealer and the rescue layer (cloned by reference count).
+    /// Shared with the evidence sealer and the front end (cloned by reference count).
     pub ctx: Arc<Ctx>,
     pub parts: http::request::Parts,
     pub incoming: Option<hyper::body::Incoming>,
@@ -261,7 +260,6 @@ pub struct Settings {
 /// The whole spine, from the outside in.
 pub fn stack(settings: Settings) -> Next {
     let svc = tower::ServiceBuilder::new()
-        .layer(StepLayer(rescue::Rescue))
         .layer(StepLayer(evidence::Evidence))
         .layer(StepLayer(mode::ModeGate))
         .layer(StepLayer(settings.body))

@@ -1,5 +1,5 @@
-//! A refusal: a stable code, a message, and the ids that explain it. `rescue` turns it into the
-//! wire format of `docs/codes.md`.
+//! A refusal: a stable code, a message, and the ids that explain it. The front end that took the
+//! call turns it into its wire format (`front/render.rs`, `docs/codes.md`).
 
 use crate::codes::Code;
 
