@@ -256,6 +256,7 @@ async fn a_panic_on_the_path_ends_as_a_refusal_with_evidence() {
         sealer: None,
         rt: env.sidecar.shared.rt.clone(),
         guard: None,
+        parser: None,
     });
     // The spine refuses; the agent port's front end renders the refusal with the call's ids.
     let ctx = call.ctx.clone();

@@ -49,6 +49,44 @@ pub struct Agent {
     pub in_flight: Arc<tokio::sync::Semaphore>,
 }
 
+// === impl Routes ===
+
+/// The agent port's routes: by method and path to the front end that reads the call.
+pub struct Routes;
+
+/// One parser for every call of the agent port.
+fn routes() -> Arc<dyn crate::spine::Parser> {
+    static ROUTES: std::sync::OnceLock<Arc<dyn crate::spine::Parser>> = std::sync::OnceLock::new();
+    ROUTES.get_or_init(|| Arc::new(Routes)).clone()
+}
+
+impl crate::spine::Parser for Routes {
+    fn parse(
+        &self,
+        call: &Call,
+        snap: &crate::policy::Snapshot,
+        request: &mut crate::decide::Request,
+    ) -> Result<crate::spine::Target, Refusal> {
+        let path = call.parts.uri.path();
+        let method = &call.parts.method;
+        match (method.as_str(), path) {
+            ("CONNECT", _) => super::egress::tunnel(call, snap, request),
+            _ if super::egress::is_absolute(&call.parts) => {
+                super::egress::absolute(call, snap, request)
+            }
+            ("POST", "/v1/chat/completions") => super::openai::chat(call, snap, request),
+            ("GET", "/v1/models") => Ok(crate::spine::Target::Models),
+            (_, p) if p.starts_with("/http/") => super::http::call(call, snap, request),
+            (_, "/v1/chat/completions") => Err(Refusal::wrong_method(method, path, "POST")),
+            (_, "/v1/models") => Err(Refusal::wrong_method(method, path, "GET")),
+            _ => Err(Refusal::new(
+                Code::UnknownRoute,
+                format!("unknown endpoint {path}"),
+            )),
+        }
+    }
+}
+
 // === impl ApiKeys ===
 
 /// The api keys declared in `identity.api_keys`: ids and SHA-256 hashes of their secrets.
@@ -299,6 +337,7 @@ impl Service<http::Request<Incoming>> for Agent {
                 sealer: None,
                 rt,
                 guard: None,
+                parser: Some(routes()),
             });
             // The spine answers or refuses; a refusal is rendered here, in this front end's
             // wire format, and every answer carries the call's ids.

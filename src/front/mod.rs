@@ -4,8 +4,13 @@
 //!
 //! - `agent`: the agent port's HTTP/1 and HTTP/2 service (OpenAI-compatible `/v1/…`,
 //!   `/http/{connector}/…`, and the egress proxy's CONNECT and absolute-form requests);
+//! - `openai`, `http`, `egress`: the routes of the agent port, each reading its wire format
+//!   into a spine target (`agent::Routes` picks one by method and path);
 //! - `render`: a refusal in each front end's wire format (HTTP JSON error, JSON-RPC error,
 //!   gRPC status), from the one code table.
 
 pub mod agent;
+pub mod egress;
+pub mod http;
+pub mod openai;
 pub mod render;

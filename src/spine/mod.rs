@@ -164,6 +164,16 @@ pub struct CallState {
     pub rt: Arc<Runtime>,
     /// Set by the decide layer when it lets the call through (`connectors::Guard`).
     pub guard: Option<Arc<dyn crate::connectors::Guard>>,
+    /// The front end's reader of its wire format, called by the parse layer.
+    pub parser: Option<Arc<dyn Parser>>,
+}
+
+/// What a front end gives the spine to read its wire format. The parse layer calls it once the
+/// body is read: it picks the call's target (refusing a route it does not know) and fills the
+/// channel, connector, model and amounts of `request`, whose identity fields are already set.
+pub trait Parser: Send + Sync + 'static {
+    fn parse(&self, call: &Call, snap: &Snapshot, request: &mut Request)
+        -> Result<Target, Refusal>;
 }
 
 impl CallState {

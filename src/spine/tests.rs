@@ -99,6 +99,7 @@ impl Fixture {
             sealer: None,
             rt: self.rt.clone(),
             guard: None,
+            parser: None,
         })
     }
 
