@@ -219,6 +219,28 @@ fn no_room_imports_what_it_must_not() {
     assert!(v.is_empty(), "forbidden imports:\n  {}", v.join("\n  "));
 }
 
+/// The spine's call holds no HTTP server's types: a front end turns hyper's request into the
+/// spine's call, so a front end that is not hyper can feed the same spine.
+#[test]
+fn the_spine_holds_no_hyper_types() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src.join("spine"), &mut files);
+    let mut found = Vec::new();
+    // The runtime state holds the upstream client (hyper-util), which connectors use: that is
+    // the client side, not the call.
+    for f in files.into_iter().filter(|f| !f.starts_with(src.join("spine/state"))) {
+        let text = std::fs::read_to_string(&f).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            if code.contains("hyper::") {
+                found.push(format!("{}:{}: {}", f.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(found.is_empty(), "hyper in the spine:\n  {}", found.join("\n  "));
+}
+
 #[test]
 fn the_reader_sees_every_form_of_path() {
     let src = "use crate::spine::{decide::recheck, Call};\n\

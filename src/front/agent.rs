@@ -325,7 +325,11 @@ impl Service<http::Request<Incoming>> for Agent {
             let call = Call::new(CallState {
                 ctx: ctx.clone(),
                 parts,
-                incoming: Some(incoming),
+                incoming: Some(http_body_util::BodyExt::boxed(
+                    http_body_util::BodyExt::map_err(incoming, |e| -> crate::spine::BoxError {
+                        Box::new(e)
+                    }),
+                )),
                 body: bytes::Bytes::new(),
                 target: None,
                 run: None,

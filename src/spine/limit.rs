@@ -5,9 +5,10 @@
 
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Limited};
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
 
-use super::{next, BoxFut, Call, Next, Refusal, Step};
+use super::{next, BoxError, BoxFut, Call, InBody, Next, Refusal, Step};
 use crate::codes::Code;
 
 #[derive(Debug, Clone, Copy)]
@@ -39,9 +40,10 @@ impl Step for BodyLimit {
                 return Err(too_large());
             }
             if let Some(incoming) = call.incoming.take() {
-                let limited = Limited::new(incoming, usize::try_from(max).unwrap_or(usize::MAX));
+                let cap = usize::try_from(max).unwrap_or(usize::MAX);
                 let Ok(read) =
-                    tokio::time::timeout(Duration::from_millis(ms), limited.collect()).await
+                    tokio::time::timeout(Duration::from_millis(ms), read_capped(incoming, cap))
+                        .await
                 else {
                     return Err(Refusal::new(
                         Code::RequestTimeout,
@@ -49,13 +51,8 @@ impl Step for BodyLimit {
                     ));
                 };
                 match read {
-                    Ok(c) => call.body = c.to_bytes(),
-                    Err(e)
-                        if e.downcast_ref::<http_body_util::LengthLimitError>()
-                            .is_some() =>
-                    {
-                        return Err(too_large())
-                    }
+                    Ok(Some(bytes)) => call.body = bytes,
+                    Ok(None) => return Err(too_large()),
                     Err(e) => {
                         return Err(Refusal::new(
                             Code::BadRequest,
@@ -69,4 +66,18 @@ impl Step for BodyLimit {
             next(rest, call).await
         })
     }
+}
+
+/// The whole body, or `None` once it grows past `cap` bytes (nothing more is read).
+async fn read_capped(mut body: InBody, cap: usize) -> Result<Option<Bytes>, BoxError> {
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            if buf.len() + data.len() > cap {
+                return Ok(None);
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(Some(buf.freeze()))
 }

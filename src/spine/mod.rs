@@ -45,6 +45,9 @@ use state::Runtime;
 
 pub use refusal::Refusal;
 
+/// A request body still arriving, as the front end hands it over.
+pub type InBody = BoxBody<Bytes, BoxError>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// Response bodies: buffered or streamed.
 pub type Body = BoxBody<Bytes, std::io::Error>;
 pub type Reply = http::Response<Body>;
@@ -151,7 +154,9 @@ pub struct CallState {
     /// Shared with the evidence sealer and the front end (cloned by reference count).
     pub ctx: Arc<Ctx>,
     pub parts: http::request::Parts,
-    pub incoming: Option<hyper::body::Incoming>,
+    /// The request body as it arrives (the body-limit layer reads it into `body`): any body, so
+    /// a front end that is not HTTP/1 or HTTP/2 can feed the spine too.
+    pub incoming: Option<InBody>,
     pub body: Bytes,
     pub target: Option<Target>,
     pub run: Option<Arc<RunState>>,
