@@ -229,7 +229,10 @@ fn the_spine_holds_no_hyper_types() {
     let mut found = Vec::new();
     // The runtime state holds the upstream client (hyper-util), which connectors use: that is
     // the client side, not the call.
-    for f in files.into_iter().filter(|f| !f.starts_with(src.join("spine/state"))) {
+    for f in files
+        .into_iter()
+        .filter(|f| !f.starts_with(src.join("spine/state")))
+    {
         let text = std::fs::read_to_string(&f).unwrap();
         for (n, line) in text.lines().enumerate() {
             let code = line.split("//").next().unwrap_or("");
@@ -238,7 +241,11 @@ fn the_spine_holds_no_hyper_types() {
             }
         }
     }
-    assert!(found.is_empty(), "hyper in the spine:\n  {}", found.join("\n  "));
+    assert!(
+        found.is_empty(),
+        "hyper in the spine:\n  {}",
+        found.join("\n  ")
+    );
 }
 
 #[test]
