@@ -216,7 +216,7 @@ async fn a_hanging_webhook_never_slows_a_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_on_the_path_ends_as_a_refusal_with_evidence() {
     use tower::{Layer, ServiceExt};
-    use warden::spine::{evidence::Evidence, Call, CallState, Ctx, StepLayer, Trace};
+    use warden::spine::{evidence::Evidence, Call, CallState, Ctx, StepLayer};
     let env = start("panic").await;
     let boom = tower::service_fn(|_c: Call| async move {
         if std::hint::black_box(true) {
@@ -241,23 +241,11 @@ async fn a_panic_on_the_path_ends_as_a_refusal_with_evidence() {
         started: Instant::now(),
         at_ms: 1,
     };
-    let call = Call::new(CallState {
-        ctx: Arc::new(ctx),
+    let call = Call::new(CallState::new(
+        Arc::new(ctx),
         parts,
-        incoming: None,
-        body: Bytes::new(),
-        target: None,
-        run: None,
-        new_run: false,
-        snapshot: None,
-        request: None,
-        decision: None,
-        trace: Arc::new(Mutex::new(Trace::default())),
-        sealer: None,
-        rt: env.sidecar.shared.rt.clone(),
-        guard: None,
-        parser: None,
-    });
+        env.sidecar.shared.rt.clone(),
+    ));
     // The spine refuses; the agent port's front end renders the refusal with the call's ids.
     let ctx = call.ctx.clone();
     let mut reply = match stack.oneshot(call).await {

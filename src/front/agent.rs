@@ -323,25 +323,14 @@ impl Service<http::Request<Incoming>> for Agent {
                 ..Trace::default()
             };
             let call = Call::new(CallState {
-                ctx: ctx.clone(),
-                parts,
                 incoming: Some(http_body_util::BodyExt::boxed(
                     http_body_util::BodyExt::map_err(incoming, |e| -> crate::spine::BoxError {
                         Box::new(e)
                     }),
                 )),
-                body: bytes::Bytes::new(),
-                target: None,
-                run: None,
-                new_run: false,
-                snapshot: None,
-                request: None,
-                decision: None,
                 trace: Arc::new(Mutex::new(trace)),
-                sealer: None,
-                rt,
-                guard: None,
                 parser: Some(routes()),
+                ..CallState::new(ctx.clone(), parts, rt)
             });
             // The spine answers or refuses; a refusal is rendered here, in this front end's
             // wire format, and every answer carries the call's ids.

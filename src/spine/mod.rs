@@ -182,6 +182,28 @@ pub trait Parser: Send + Sync + 'static {
 }
 
 impl CallState {
+    /// A call as a front end hands it over: who and which ids, the request head, the runtime
+    /// state; everything the layers find is still to come.
+    pub fn new(ctx: Arc<Ctx>, parts: http::request::Parts, rt: Arc<Runtime>) -> Self {
+        CallState {
+            ctx,
+            parts,
+            incoming: None,
+            body: Bytes::new(),
+            target: None,
+            run: None,
+            new_run: false,
+            snapshot: None,
+            request: None,
+            decision: None,
+            trace: Arc::new(Mutex::new(Trace::default())),
+            sealer: None,
+            rt,
+            guard: None,
+            parser: None,
+        }
+    }
+
     /// Update the trace (a poisoned lock means a panic elsewhere; the record is then
     /// written from what is there).
     pub fn trace(&self, f: impl FnOnce(&mut Trace)) {

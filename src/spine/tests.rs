@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use arc_swap::ArcSwapOption;
-use bytes::Bytes;
 use tower::{Layer, ServiceExt};
 
 use super::state::alerts::Alerts;
@@ -84,23 +83,7 @@ impl Fixture {
             .body(())
             .unwrap()
             .into_parts();
-        Call::new(CallState {
-            ctx: Arc::new(ctx),
-            parts,
-            incoming: None,
-            body: Bytes::new(),
-            target: None,
-            run: None,
-            new_run: false,
-            snapshot: None,
-            request: None,
-            decision: None,
-            trace: Arc::new(Mutex::new(Trace::default())),
-            sealer: None,
-            rt: self.rt.clone(),
-            guard: None,
-            parser: None,
-        })
+        Call::new(CallState::new(Arc::new(ctx), parts, self.rt.clone()))
     }
 
     /// A call the mode gate has already let through: bound to the snapshot and its run, with
