@@ -108,6 +108,7 @@ pub fn absolute(call: &Call, snap: &Snapshot) -> Result<super::http::HttpCall, R
     let path = super::http::normalise(below)?;
     super::http::check(info, call, &path)?;
     Ok(super::http::HttpCall {
+        info: info.clone(),
         connector,
         path,
         query: uri.query().map(str::to_string),

@@ -39,6 +39,8 @@ use crate::spine::{Call, Refusal, Reply};
 #[derive(Debug, Clone)]
 pub struct HttpCall {
     pub connector: String,
+    /// The connector, resolved from the call's snapshot when it was parsed.
+    pub info: std::sync::Arc<ConnectorInfo>,
     /// The normalised path (always starts with `/`).
     pub path: String,
     /// The raw query string, passed through.
@@ -144,7 +146,7 @@ pub fn resolve<'a>(
     snap: &'a Snapshot,
     tenant: &str,
     id: &str,
-) -> Result<&'a ConnectorInfo, Refusal> {
+) -> Result<&'a std::sync::Arc<ConnectorInfo>, Refusal> {
     match snap.connector(tenant, id) {
         Some(c) if c.spec.http.is_some() => Ok(c),
         Some(_) => Err(Refusal::new(
@@ -205,6 +207,7 @@ pub fn parse(call: &Call, snap: &Snapshot) -> Result<HttpCall, Refusal> {
     check(info, call, &path)?;
     Ok(HttpCall {
         connector: id.to_string(),
+        info: info.clone(),
         path,
         query: uri.query().map(str::to_string),
     })
@@ -485,11 +488,8 @@ pub async fn forward(
     hc: HttpCall,
     settings: super::Settings,
 ) -> Result<Reply, Refusal> {
-    let snap = call
-        .snapshot
-        .clone()
-        .ok_or_else(|| Refusal::internal("no snapshot bound"))?;
-    let info = resolve(&snap, &call.ctx.tenant, &hc.connector)?.clone();
+    // Resolved once, when the call was parsed.
+    let info = hc.info.clone();
     let spec = info
         .spec
         .http

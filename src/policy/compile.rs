@@ -91,7 +91,8 @@ pub struct TemplateInfo {
 pub struct TenantIndex {
     /// Policy indices (into `Snapshot::policies`) by channel, sorted by id.
     pub by_channel: [Vec<u32>; 4],
-    pub connectors: HashMap<Box<str>, ConnectorInfo>,
+    /// Shared, so a call carries its resolved connector without a copy.
+    pub connectors: HashMap<Box<str>, Arc<ConnectorInfo>>,
     pub planes: HashMap<Box<str>, PlaneSpec>,
     pub templates: HashMap<Box<str>, TemplateInfo>,
     pub tools: HashMap<Box<str>, McpToolSpec>,
@@ -151,7 +152,7 @@ impl Snapshot {
         (own, &self.platform[channel.index()])
     }
 
-    pub fn connector(&self, tenant: &str, id: &str) -> Option<&ConnectorInfo> {
+    pub fn connector(&self, tenant: &str, id: &str) -> Option<&Arc<ConnectorInfo>> {
         self.tenants.get(tenant)?.connectors.get(id)
     }
 
@@ -226,12 +227,12 @@ pub fn compile(docs: Vec<Loaded>, mut checked: Checked) -> Snapshot {
                     .is_none_or(|p| p.default == Effect::Allow);
                 t.connectors.insert(
                     c.metadata.id.as_str().into(),
-                    ConnectorInfo {
+                    Arc::new(ConnectorInfo {
                         id: c.metadata.id.as_str().into(),
                         plane: c.spec.plane.as_str().into(),
                         plane_default_allow,
                         spec: c.spec.clone(),
-                    },
+                    }),
                 );
             }
             Doc::SqlTemplate(s) => {

@@ -24,6 +24,7 @@ mod wire;
 #[cfg(test)]
 mod tests;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -47,9 +48,9 @@ pub use tokens::{count_tokens, prompt_metered};
 pub use wire::{parse_chat, ChatCall, MAX_CHOICES};
 
 /// The tenant's LLM connector serving `model`, lowest id first.
-fn serving<'a>(snap: &'a Snapshot, tenant: &str, model: &str) -> Option<&'a ConnectorInfo> {
+fn serving<'a>(snap: &'a Snapshot, tenant: &str, model: &str) -> Option<&'a Arc<ConnectorInfo>> {
     let t = snap.tenant(tenant)?;
-    let mut ids: Vec<&ConnectorInfo> = t
+    let mut ids: Vec<&Arc<ConnectorInfo>> = t
         .connectors
         .values()
         .filter(|c| {
@@ -149,10 +150,6 @@ pub async fn chat(
     mut chat: ChatCall,
     settings: super::Settings,
 ) -> Result<Reply, Refusal> {
-    let snap = call
-        .snapshot
-        .clone()
-        .ok_or_else(|| Refusal::internal("no snapshot bound"))?;
     // The connector reads the decision from here on; the record has its own copy.
     let decision = call
         .decision
@@ -167,8 +164,10 @@ pub async fn chat(
             ),
         ));
     };
-    let info = snap
-        .connector(&call.ctx.tenant, &conn_id)
+    // Resolved once, when the call was parsed.
+    let info = chat
+        .info
+        .clone()
         .ok_or_else(|| Refusal::new(Code::UnknownConnector, format!("no connector `{conn_id}`")))?;
     let llm = info.spec.llm.as_ref().ok_or_else(|| {
         Refusal::new(

@@ -13,6 +13,8 @@ pub struct ChatCall {
     /// Whether the agent asked for the usage chunk at the end of a stream.
     pub include_usage: bool,
     pub connector: Option<String>,
+    /// The connector serving the call, resolved from the call's snapshot when it was parsed.
+    pub info: Option<Arc<ConnectorInfo>>,
     /// The text the tokenizer counts: every message's content, one message a line. It is
     /// hashed and recorded as the prompt; detectors read more ([`ChatCall::pii_kinds`]).
     pub prompt_text: String,
@@ -191,7 +193,7 @@ pub fn parse_chat(
             }
         }
     }
-    let connector = match wanted {
+    let info = match wanted {
         Some(id) => {
             let c = snap.connector(tenant, id).ok_or_else(|| {
                 let code = if snap.connector_owner_elsewhere(tenant, id).is_some() {
@@ -207,15 +209,15 @@ pub fn parse_chat(
                     format!("connector `{id}` is not an LLM connector"),
                 ));
             }
-            Some(id.to_string())
+            Some(c.clone())
         }
-        None => serving(snap, tenant, &model).map(|c| c.id.to_string()),
+        None => serving(snap, tenant, &model).cloned(),
     };
+    let connector = info.as_ref().map(|c| c.id.to_string());
     let prompt_tokens =
         prompt_metered(snap, tenant).then(|| count_tokens(&model, &prompt_text) + overhead);
-    let prices = connector
+    let prices = info
         .as_deref()
-        .and_then(|c| snap.connector(tenant, c))
         .map(|info| price(info, &model))
         .unwrap_or(ModelPrice {
             input_usd_per_mtok: 0.0,
@@ -227,6 +229,7 @@ pub fn parse_chat(
         stream,
         include_usage,
         connector,
+        info,
         prompt_text,
         prompt_tokens,
         overhead,
