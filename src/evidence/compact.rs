@@ -129,41 +129,31 @@ fn kinds_from<K: Copy>(all: &[K], idx: &[u32]) -> Result<Vec<K>, DecodeError> {
         .collect()
 }
 
-fn pii_fact(f: &PiiFact) -> PFact {
-    let (state, kinds) = match f {
-        PiiFact::Unavailable => (1, Vec::new()),
-        PiiFact::Found(k) => (2, kinds_of(&PiiKind::ALL, k)),
-        PiiFact::Partial(k) => (3, kinds_of(&PiiKind::ALL, k)),
+/// The codec of one detector's fact type (`PiiFact` and `SecretFact` share their shape).
+macro_rules! fact_codec {
+    ($to:ident, $from:ident, $fact:ident, $kind:ident) => {
+        fn $to(f: &$fact) -> PFact {
+            let (state, kinds) = match f {
+                $fact::Unavailable => (1, Vec::new()),
+                $fact::Found(k) => (2, kinds_of(&$kind::ALL, k)),
+                $fact::Partial(k) => (3, kinds_of(&$kind::ALL, k)),
+            };
+            PFact { state, kinds }
+        }
+
+        fn $from(p: &PFact) -> Result<$fact, DecodeError> {
+            Ok(match p.state {
+                1 => $fact::Unavailable,
+                2 => $fact::Found(kinds_from(&$kind::ALL, &p.kinds)?),
+                3 => $fact::Partial(kinds_from(&$kind::ALL, &p.kinds)?),
+                n => return Err(DecodeError::Field(format!("fact state {n}"))),
+            })
+        }
     };
-    PFact { state, kinds }
 }
 
-fn secret_fact(f: &SecretFact) -> PFact {
-    let (state, kinds) = match f {
-        SecretFact::Unavailable => (1, Vec::new()),
-        SecretFact::Found(k) => (2, kinds_of(&SecretKind::ALL, k)),
-        SecretFact::Partial(k) => (3, kinds_of(&SecretKind::ALL, k)),
-    };
-    PFact { state, kinds }
-}
-
-fn pii_from(p: &PFact) -> Result<PiiFact, DecodeError> {
-    Ok(match p.state {
-        1 => PiiFact::Unavailable,
-        2 => PiiFact::Found(kinds_from(&PiiKind::ALL, &p.kinds)?),
-        3 => PiiFact::Partial(kinds_from(&PiiKind::ALL, &p.kinds)?),
-        n => return Err(DecodeError::Field(format!("fact state {n}"))),
-    })
-}
-
-fn secret_from(p: &PFact) -> Result<SecretFact, DecodeError> {
-    Ok(match p.state {
-        1 => SecretFact::Unavailable,
-        2 => SecretFact::Found(kinds_from(&SecretKind::ALL, &p.kinds)?),
-        3 => SecretFact::Partial(kinds_from(&SecretKind::ALL, &p.kinds)?),
-        n => return Err(DecodeError::Field(format!("fact state {n}"))),
-    })
-}
+fact_codec!(pii_fact, pii_from, PiiFact, PiiKind);
+fact_codec!(secret_fact, secret_from, SecretFact, SecretKind);
 
 /// What a call's limits had used, by policy: one figure per limit (doubles, exact).
 #[derive(Clone, PartialEq, Message)]
