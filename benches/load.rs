@@ -23,8 +23,10 @@
 //! closed-loop phase into `DIR/perf-<durability>.data` (perf perturbs the figures of that run).
 //! `WARDEN_LOAD_QUICK=closed` (or `=open`, `=ttft`) runs one phase only, a quick look while
 //! tuning; `=memory` measures only the resident memory of each sidecar after 100,000 one-shot
-//! calls (no run id). `WARDEN_LOAD_BIN=PATH` runs that `warden` binary as the sidecar (to
-//! compare builds).
+//! calls (no run id); `=instructions` runs each sidecar under valgrind's callgrind and counts
+//! the instructions it executes per call over `INSTR_CALLS` one-shot calls after a warm-up —
+//! a figure the shared machine's noise does not move, for A/B of two builds.
+//! `WARDEN_LOAD_BIN=PATH` runs that `warden` binary as the sidecar (to compare builds).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
@@ -48,6 +50,9 @@ const WARM: Duration = Duration::from_secs(2);
 const TTFT_N: usize = 300;
 const TTFT_WARM: usize = 30;
 const PATH: &str = "/v1/chat/completions";
+/// Calls counted, and calls of warm-up before, by `WARDEN_LOAD_QUICK=instructions`.
+const INSTR_CALLS: usize = 2_000;
+const INSTR_WARM: usize = 300;
 /// One-shot calls of the memory measure (`WARDEN_LOAD_QUICK=memory`).
 const ONE_SHOT: usize = 100_000;
 const KEY_ENV: &str = "WARDEN_LOAD_OPENAI_KEY";
@@ -430,7 +435,7 @@ fn write_config(mock: &str, durability: &str) -> PathBuf {
     dir
 }
 
-fn start_sidecar(bin: Option<&Path>, mock: &str, durability: &str) -> Sidecar {
+fn start_sidecar(bin: Option<&Path>, mock: &str, durability: &str, callgrind: bool) -> Sidecar {
     let dir = write_config(mock, durability);
     let Some(bin) = bin else {
         std::env::set_var(KEY_ENV, "upstream-key");
@@ -450,7 +455,21 @@ fn start_sidecar(bin: Option<&Path>, mock: &str, durability: &str) -> Sidecar {
             dir,
         };
     };
-    let mut child = Command::new(bin)
+    let mut cmd = if callgrind {
+        // Instrumentation off until the measured calls (`callgrind_control -i on`).
+        let mut c = Command::new("valgrind");
+        c.arg("--tool=callgrind")
+            .arg("--instr-atstart=no")
+            .arg(format!(
+                "--callgrind-out-file={}",
+                dir.join("callgrind.out").display()
+            ))
+            .arg(bin);
+        c
+    } else {
+        Command::new(bin)
+    };
+    let mut child = cmd
         .args(["sidecar", "--config"])
         .arg(dir.join("sidecar.yaml"))
         .env(KEY_ENV, "upstream-key")
@@ -511,6 +530,66 @@ fn newest(dir: &Path) -> Option<SystemTime> {
     best
 }
 
+/// `callgrind_control FLAG VALUE PID` on a sidecar run under callgrind.
+fn callgrind_control(sc: &Sidecar, flag: &str, value: &str) {
+    let pid = sc.pid().expect("a sidecar process").to_string();
+    let ok = Command::new("callgrind_control")
+        .args([flag, value, &pid])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "callgrind_control {flag} {value} {pid} failed");
+}
+
+/// Dump the sidecar's counters and read their total (the `totals:` line of the dump; the
+/// instructions collected while instrumentation was on).
+fn callgrind_dump_total(sc: &Sidecar) -> Option<u64> {
+    let pid = sc.pid()?.to_string();
+    let dir = match sc {
+        Sidecar::Process { dir, .. } | Sidecar::InProcess { dir, .. } => dir.clone(),
+    };
+    let before: Vec<PathBuf> = dump_files(&dir);
+    let ok = Command::new("callgrind_control")
+        .args(["-d", &pid])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        return None;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let new = dump_files(&dir).into_iter().find(|p| !before.contains(p));
+        if let Some(text) = new.and_then(|p| std::fs::read_to_string(p).ok()) {
+            let total = text.lines().find_map(|l| {
+                l.strip_prefix("totals:")
+                    .or_else(|| l.strip_prefix("summary:"))
+                    .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            });
+            if total.is_some() {
+                return total;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    None
+}
+
+fn dump_files(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("callgrind.out"))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -569,9 +648,15 @@ fn main() {
     let mock = mock_rt
         .block_on(warden::dev::mocks::spawn_llm("127.0.0.1:0"))
         .unwrap();
+    let quick = std::env::var("WARDEN_LOAD_QUICK").unwrap_or_default();
+    let callgrind = quick == "instructions";
+    if callgrind && bin.is_none() {
+        println!("WARDEN_LOAD_QUICK=instructions needs the release binary");
+        return;
+    }
     let sidecars = [
-        start_sidecar(bin.as_deref(), &mock.base_url(), "sync"),
-        start_sidecar(bin.as_deref(), &mock.base_url(), "os"),
+        start_sidecar(bin.as_deref(), &mock.base_url(), "sync", callgrind),
+        start_sidecar(bin.as_deref(), &mock.base_url(), "os", callgrind),
     ];
     let nginx = start_nginx(mock.addr);
     let mut targets = vec![
@@ -637,7 +722,38 @@ fn main() {
     });
 
     // `WARDEN_LOAD_QUICK=closed` runs the closed loop only, `=open` the open loop only.
-    let quick = std::env::var("WARDEN_LOAD_QUICK").unwrap_or_default();
+    if callgrind {
+        for (i, t) in targets.iter().enumerate() {
+            let Some(sc) = t.sidecar.map(|s| &sidecars[s]) else {
+                continue;
+            };
+            let warm = rt.block_on(closed_loop(
+                &mut conns[i],
+                t.addr,
+                &body,
+                Until::Calls(INSTR_WARM),
+            ));
+            assert_eq!(warm.errors, 0, "{}: warm-up calls failed", t.name);
+            callgrind_control(sc, "-i", "on");
+            let s = rt.block_on(closed_loop(
+                &mut conns[i],
+                t.addr,
+                &body,
+                Until::Calls(INSTR_CALLS),
+            ));
+            callgrind_control(sc, "-i", "off");
+            let calls = s.lat.len() as u64 + s.errors;
+            let ir = callgrind_dump_total(sc);
+            println!(
+                "instructions {:<13} {calls} one-shot calls ({} errors): {} Ir, {:.0} Ir a call",
+                t.name,
+                s.errors,
+                ir.map_or("?".into(), |v| v.to_string()),
+                ir.map_or(f64::NAN, |v| v as f64 / calls as f64)
+            );
+        }
+        return;
+    }
     // `=memory`: resident memory after exactly ONE_SHOT one-shot calls (no run id) per sidecar.
     if quick == "memory" {
         for (i, t) in targets.iter().enumerate() {

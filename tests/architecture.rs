@@ -154,9 +154,21 @@ const RULES: &[Rule] = &[
     },
     Rule {
         rooms: &["spine"],
-        forbids: |p| {
-            matches!(p[0].as_str(), "front" | "sidecar" | "cli")
-                .then_some("the spine imports no front end and no sidecar wiring")
+        forbids: |p| match p[0].as_str() {
+            "front" | "sidecar" | "cli" => {
+                Some("the spine imports no front end and no sidecar wiring")
+            }
+            // The connectors' interface (`Guard`, `Registry`, `Settings`) and the credential
+            // references are the spine's to use; a connector's own room (`llm`, `http`, …) is
+            // not: the spine sees targets only through `spine::Target`.
+            "connectors"
+                if p.len() > 1
+                    && p[1].starts_with(|c: char| c.is_ascii_lowercase())
+                    && p[1] != "creds" =>
+            {
+                Some("the spine names no connector's own module (targets are `spine::Target`s)")
+            }
+            _ => None,
         },
     },
     Rule {
@@ -281,6 +293,10 @@ fn each_rule_refuses_its_example() {
     assert!(check("policy", "evidence::Record"));
     assert!(check("spine", "sidecar::state::Shared"));
     assert!(check("spine", "front::agent::Agent"));
+    assert!(check("spine", "connectors::llm::ChatCall"));
+    assert!(check("spine", "connectors::http::request_fact"));
+    assert!(!check("spine", "connectors::Guard"));
+    assert!(!check("spine", "connectors::creds::Resolved"));
     assert!(check("connectors", "spine::decide::recheck"));
     assert!(check("connectors", "sidecar::config"));
     assert!(check("evidence", "dev::mocks"));

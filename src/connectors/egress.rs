@@ -122,6 +122,25 @@ pub struct Tunnel {
     pub authority: String,
 }
 
+impl crate::spine::Target for Tunnel {
+    fn channel(&self) -> crate::policy::model::Channel {
+        crate::policy::model::Channel::Http
+    }
+    /// Nothing inside a tunnel is read: both facts are unavailable, never clean.
+    fn facts(
+        &self,
+        _call: &crate::spine::CallState,
+    ) -> Option<(crate::decide::PiiFact, crate::decide::SecretFact)> {
+        Some((
+            crate::decide::PiiFact::Unavailable,
+            crate::decide::SecretFact::Unavailable,
+        ))
+    }
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
+        self
+    }
+}
+
 pub fn connect(call: &Call, snap: &Snapshot) -> Result<Tunnel, Refusal> {
     let authority = call
         .parts

@@ -33,7 +33,7 @@ use crate::evidence::record::content_hash;
 use crate::policy::compile::ConnectorInfo;
 use crate::policy::model::{Action, HttpConnector};
 use crate::policy::Snapshot;
-use crate::spine::{Call, Refusal, Reply};
+use crate::spine::{Call, CallState, Refusal, Reply};
 
 /// A parsed `/http/…` call.
 #[derive(Debug, Clone)]
@@ -45,6 +45,18 @@ pub struct HttpCall {
     pub path: String,
     /// The raw query string, passed through.
     pub query: Option<String>,
+}
+
+impl crate::spine::Target for HttpCall {
+    fn channel(&self) -> crate::policy::model::Channel {
+        crate::policy::model::Channel::Http
+    }
+    fn facts(&self, call: &CallState) -> Option<(PiiFact, SecretFact)> {
+        Some((request_fact(call, self), request_secret_fact(call, self)))
+    }
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
+        self
+    }
 }
 
 fn not_allowed(why: &str) -> Refusal {
@@ -356,7 +368,7 @@ fn header_text(v: &HeaderValue) -> std::borrow::Cow<'_, str> {
 /// space), forwarded headers (names too: `x-ssn-078-05-1120: 1` is a header like any other)
 /// and body. A body the detector cannot read makes the fact unavailable (partial when PII was
 /// found in the rest).
-pub fn request_fact(call: &Call, hc: &HttpCall) -> PiiFact {
+pub fn request_fact(call: &CallState, hc: &HttpCall) -> PiiFact {
     let mut mask = text::scan_text(&hc.path, false);
     if let Some(q) = &hc.query {
         mask |= text::scan_text(q, true);
@@ -370,7 +382,7 @@ pub fn request_fact(call: &Call, hc: &HttpCall) -> PiiFact {
 }
 
 /// The secrets fact of what a call sends upstream, over the same texts as [`request_fact`].
-pub fn request_secret_fact(call: &Call, hc: &HttpCall) -> SecretFact {
+pub fn request_secret_fact(call: &CallState, hc: &HttpCall) -> SecretFact {
     let mut mask = text::secret_scan_text(&hc.path, false);
     if let Some(q) = &hc.query {
         mask |= text::secret_scan_text(q, true);

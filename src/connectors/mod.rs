@@ -20,7 +20,7 @@ use crate::codes::Code;
 use crate::decide::{Decision, Request};
 use crate::evidence::record::{Cut, Outcome};
 use crate::policy::model::Channel;
-use crate::spine::{Body, BoxFut, Call, Refusal, Reply, Target};
+use crate::spine::{downcast, Body, BoxFut, Call, Refusal, Reply, Target};
 
 /// What every connector is given when the stack is built (the sidecar's `limits`).
 #[derive(Debug, Clone, Copy)]
@@ -50,20 +50,27 @@ pub trait Guard: Send + Sync + 'static {
 
 /// A connector: takes an allowed call and the target it was parsed into, and answers it.
 pub trait Connector: Send + Sync + 'static {
-    fn call(&self, call: Call, target: Target) -> BoxFut;
+    fn call(&self, call: Call, target: Box<dyn Target>) -> BoxFut;
+}
+
+fn not_mine(channel: &str) -> Refusal {
+    Refusal::internal(format!("not a target of the {channel} channel"))
 }
 
 /// The LLM channel: chat completions and the models list.
 struct Llm(Settings);
 
 impl Connector for Llm {
-    fn call(&self, call: Call, target: Target) -> BoxFut {
+    fn call(&self, call: Call, target: Box<dyn Target>) -> BoxFut {
         let settings = self.0;
         Box::pin(async move {
-            match target {
-                Target::Chat(chat) => llm::chat(call, chat, settings).await,
-                Target::Models => llm::models(&call),
-                _ => Err(Refusal::internal("not an LLM call")),
+            let target = match downcast::<llm::ChatCall>(target) {
+                Ok(chat) => return llm::chat(call, chat, settings).await,
+                Err(other) => other,
+            };
+            match target.downcast::<llm::Models>() {
+                Ok(_) => llm::models(&call),
+                Err(_) => Err(not_mine("llm")),
             }
         })
     }
@@ -73,13 +80,16 @@ impl Connector for Llm {
 struct Http(Settings);
 
 impl Connector for Http {
-    fn call(&self, call: Call, target: Target) -> BoxFut {
+    fn call(&self, call: Call, target: Box<dyn Target>) -> BoxFut {
         let settings = self.0;
         Box::pin(async move {
-            match target {
-                Target::Http(hc) => http::forward(call, hc, settings).await,
-                Target::Tunnel(t) => egress::tunnel(call, t).await,
-                _ => Err(Refusal::internal("not an HTTP call")),
+            let target = match downcast::<http::HttpCall>(target) {
+                Ok(hc) => return http::forward(call, hc, settings).await,
+                Err(other) => other,
+            };
+            match target.downcast::<egress::Tunnel>() {
+                Ok(t) => egress::tunnel(call, *t).await,
+                Err(_) => Err(not_mine("http")),
             }
         })
     }

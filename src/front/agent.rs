@@ -66,7 +66,7 @@ impl crate::spine::Parser for Routes {
         call: &Call,
         snap: &crate::policy::Snapshot,
         request: &mut crate::decide::Request,
-    ) -> Result<crate::spine::Target, Refusal> {
+    ) -> Result<Box<dyn crate::spine::Target>, Refusal> {
         let path = call.parts.uri.path();
         let method = &call.parts.method;
         match (method.as_str(), path) {
@@ -75,7 +75,7 @@ impl crate::spine::Parser for Routes {
                 super::egress::absolute(call, snap, request)
             }
             ("POST", "/v1/chat/completions") => super::openai::chat(call, snap, request),
-            ("GET", "/v1/models") => Ok(crate::spine::Target::Models),
+            ("GET", "/v1/models") => Ok(Box::new(crate::connectors::llm::Models)),
             (_, p) if p.starts_with("/http/") => super::http::call(call, snap, request),
             (_, "/v1/chat/completions") => Err(Refusal::wrong_method(method, path, "POST")),
             (_, "/v1/models") => Err(Refusal::wrong_method(method, path, "GET")),
@@ -84,6 +84,10 @@ impl crate::spine::Parser for Routes {
                 format!("unknown endpoint {path}"),
             )),
         }
+    }
+
+    fn stream_refusal(&self, refusal: &Refusal, decision_id: &str) -> bytes::Bytes {
+        super::render::sse_error(refusal, decision_id)
     }
 }
 

@@ -15,16 +15,24 @@ pub fn is_absolute(parts: &http::request::Parts) -> bool {
         && parts.uri.authority().is_some()
 }
 
-pub fn tunnel(call: &Call, snap: &Snapshot, request: &mut Request) -> Result<Target, Refusal> {
+pub fn tunnel(
+    call: &Call,
+    snap: &Snapshot,
+    request: &mut Request,
+) -> Result<Box<dyn Target>, Refusal> {
     let t = egress::connect(call, snap)?;
     request.channel = Channel::Http;
     request.connector = Some(t.connector.clone());
-    Ok(Target::Tunnel(t))
+    Ok(Box::new(t))
 }
 
-pub fn absolute(call: &Call, snap: &Snapshot, request: &mut Request) -> Result<Target, Refusal> {
+pub fn absolute(
+    call: &Call,
+    snap: &Snapshot,
+    request: &mut Request,
+) -> Result<Box<dyn Target>, Refusal> {
     let hc = egress::absolute(call, snap)?;
     request.channel = Channel::Http;
     request.connector = Some(hc.connector.clone());
-    Ok(Target::Http(hc))
+    Ok(Box::new(hc))
 }

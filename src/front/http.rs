@@ -5,9 +5,13 @@ use crate::policy::model::Channel;
 use crate::policy::Snapshot;
 use crate::spine::{Call, Refusal, Target};
 
-pub fn call(call: &Call, snap: &Snapshot, request: &mut Request) -> Result<Target, Refusal> {
+pub fn call(
+    call: &Call,
+    snap: &Snapshot,
+    request: &mut Request,
+) -> Result<Box<dyn Target>, Refusal> {
     let hc = crate::connectors::http::parse(call, snap)?;
     request.channel = Channel::Http;
     request.connector = Some(hc.connector.clone());
-    Ok(Target::Http(hc))
+    Ok(Box::new(hc))
 }

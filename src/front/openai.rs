@@ -10,7 +10,11 @@ use crate::spine::{Call, Refusal, Target};
 /// A chat completion: the body must be labelled JSON; the connector serving the model is
 /// resolved (`x-warden-connector` picks one), and the prompt's tokens and cost are the call's
 /// amounts before the answer.
-pub fn chat(call: &Call, snap: &Snapshot, request: &mut Request) -> Result<Target, Refusal> {
+pub fn chat(
+    call: &Call,
+    snap: &Snapshot,
+    request: &mut Request,
+) -> Result<Box<dyn Target>, Refusal> {
     json_body(&call.parts.headers, &call.body)?;
     let wanted = call
         .parts
@@ -23,7 +27,7 @@ pub fn chat(call: &Call, snap: &Snapshot, request: &mut Request) -> Result<Targe
     let input = chat.prompt_tokens.unwrap_or(0);
     request.delta.input_tokens = input as f64;
     request.delta.cost_usd = input as f64 * chat.prices.input_usd_per_mtok / 1e6;
-    Ok(Target::Chat(chat))
+    Ok(Box::new(chat))
 }
 
 /// A JSON endpoint reads only a body labelled JSON (`application/json`, `application/*+json`,

@@ -11,9 +11,31 @@ use serde_json::{json, Value};
 
 use crate::spine::{Ctx, Refusal, Reply};
 
+/// The OpenAI-shaped error object of a refusal: the body of an HTTP error, and the data of a
+/// cut stream's last event.
+pub fn error_json(r: &Refusal, decision_id: &str) -> Value {
+    let mut err = json!({
+        "type": "warden_error",
+        "code": r.code.as_str(),
+        "message": r.message,
+        "decision_id": decision_id,
+        "policy_id": r.policy_id,
+    });
+    if let (Some(id), Some(obj)) = (&r.approval_id, err.as_object_mut()) {
+        obj.insert("approval_id".into(), Value::String(id.clone()));
+    }
+    json!({ "error": err })
+}
+
+/// The last event of a streamed OpenAI answer cut with a refusal: an SSE `data:` event
+/// carrying [`error_json`].
+pub fn sse_error(r: &Refusal, decision_id: &str) -> Bytes {
+    Bytes::from(format!("data: {}\n\n", error_json(r, decision_id)))
+}
+
 /// The JSON error response for a refusal (`{"error": {…}}`, the code's HTTP status).
 pub fn to_response(r: &Refusal, decision_id: &str) -> Reply {
-    let body = serde_json::to_vec(&r.error_json(decision_id)).unwrap_or_default();
+    let body = serde_json::to_vec(&error_json(r, decision_id)).unwrap_or_default();
     let mut resp = http::Response::new(
         Full::new(Bytes::from(body))
             .map_err(|never| match never {})

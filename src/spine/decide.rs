@@ -5,7 +5,7 @@
 
 use super::meter::{Ledger, Pending};
 use super::state::Runtime;
-use super::{next, BoxFut, Call, Next, Refusal, Step, Target};
+use super::{next, BoxFut, Call, Next, Refusal, Step};
 use std::sync::Arc;
 
 use crate::codes::Code;
@@ -198,7 +198,7 @@ pub fn alert(call: &Call, d: &Decision) {
 impl Step for Decide {
     fn call(&self, mut call: Call, rest: Next) -> BoxFut {
         Box::pin(async move {
-            if matches!(call.target, Some(Target::Models)) {
+            if call.target.as_ref().is_some_and(|t| t.local()) {
                 // A local answer computed from the policies themselves; nothing upstream.
                 return next(rest, call).await;
             }
@@ -210,10 +210,7 @@ impl Step for Decide {
                 .run
                 .clone()
                 .ok_or_else(|| Refusal::internal("no run"))?;
-            let want = match &call.target {
-                Some(Target::Chat(chat)) => Some(chat.want()),
-                _ => None,
-            };
+            let want = call.target.as_ref().and_then(|t| t.want());
             let fp = fingerprint(&req);
             let mut approval = None;
             let a = with_ledger(&call, |l| {
@@ -257,9 +254,8 @@ impl Step for Decide {
             }
             // The run is running from its first allowed call on (`RunState::started`).
             run.mark_started();
-            if let (Some(Target::Chat(chat)), Some(plan)) = (&mut call.target, a.plan) {
-                chat.clamp = plan.max_tokens;
-                chat.reserved_output = plan.reserve.output_tokens as u64;
+            if let (Some(target), Some(plan)) = (call.target.as_mut(), a.plan) {
+                target.plan(&plan);
             }
             call.decision = Some(d);
             call.guard = Some(Arc::new(DecideGuard));

@@ -2,6 +2,7 @@
 //! facts for `decide` (`docs/policy.md`), over the same strings. Replies are scanned by the
 //! connectors as they stream.
 //!
+//! Each target says what it sends (`Target::facts`), so a new channel brings its own reading.
 //! On the LLM channel every string and key of a chat request's body is read, and each
 //! message's text parts together (`ChatCall::pii_kinds`).
 //!
@@ -10,8 +11,7 @@
 //! never clean. A `CONNECT` tunnel's content is never seen at all: its fact is unavailable,
 //! so a PII policy's `failure_mode` decides whether a tunnel may open.
 
-use super::{next, BoxFut, Call, Next, Step, Target};
-use crate::decide::{PiiFact, SecretFact};
+use super::{next, BoxFut, Call, Next, Step};
 
 #[derive(Clone)]
 pub struct Detect;
@@ -19,18 +19,7 @@ pub struct Detect;
 impl Step for Detect {
     fn call(&self, mut call: Call, rest: Next) -> BoxFut {
         Box::pin(async move {
-            let found = match &call.target {
-                Some(Target::Chat(chat)) => Some((
-                    PiiFact::of_mask(chat.pii_kinds()),
-                    SecretFact::of_mask(chat.secret_kinds()),
-                )),
-                Some(Target::Http(hc)) => Some((
-                    crate::connectors::http::request_fact(&call, hc),
-                    crate::connectors::http::request_secret_fact(&call, hc),
-                )),
-                Some(Target::Tunnel(_)) => Some((PiiFact::Unavailable, SecretFact::Unavailable)),
-                Some(Target::Models) | None => None,
-            };
+            let found = call.target.as_ref().and_then(|t| t.facts(&call));
             if let (Some((pii, secrets)), Some(req)) = (found, call.request.as_mut()) {
                 req.facts.pii = Some(pii);
                 req.facts.secrets = Some(secrets);

@@ -36,7 +36,8 @@ use http_body_util::combinators::BoxBody;
 use tower::util::BoxCloneService;
 use tower::{Layer, Service, ServiceExt};
 
-use crate::decide::{Decision, Request};
+use crate::decide::reserve::{Plan, Want};
+use crate::decide::{Decision, PiiFact, Request, SecretFact};
 use crate::evidence::record::Content;
 use crate::policy::model::Channel;
 use crate::policy::Snapshot;
@@ -74,27 +75,35 @@ pub struct Ctx {
     pub at_ms: u64,
 }
 
-/// What the target of a call is, once parsed.
-#[derive(Debug, Clone)]
-pub enum Target {
-    /// An OpenAI-style chat completion.
-    Chat(crate::connectors::llm::ChatCall),
-    /// The list of models this agent may use.
-    Models,
-    /// `/http/{connector}/{path…}`, or an absolute-form proxy request.
-    Http(crate::connectors::http::HttpCall),
-    /// `CONNECT host:port` (egress proxy mode).
-    Tunnel(crate::connectors::egress::Tunnel),
+/// What a call is aimed at once parsed: a connector's own type (a chat completion, the models
+/// list, an HTTP call, a tunnel…), seen by the spine only through this trait. A new channel
+/// brings its target type with its connector; the spine does not change.
+pub trait Target: Send + Sync + std::fmt::Debug + 'static {
+    /// The channel whose connector answers this target (the registry's key).
+    fn channel(&self) -> Channel;
+    /// Answered locally from the policies themselves, with nothing sent upstream (the models
+    /// list): the decide layer lets it through; its connector computes what the agent may see.
+    fn local(&self) -> bool {
+        false
+    }
+    /// The PII and secrets facts of everything the call would send upstream, for `decide`
+    /// (`None`: nothing is sent). A target whose content cannot be read answers `Unavailable`,
+    /// never clean.
+    fn facts(&self, call: &CallState) -> Option<(PiiFact, SecretFact)>;
+    /// What the call asks to reserve beyond its facts (a chat completion's output tokens).
+    fn want(&self) -> Option<Want> {
+        None
+    }
+    /// The reservation of the allowed call (a chat completion clamps its `max_tokens`).
+    fn plan(&mut self, _plan: &Plan) {}
+    /// The target as its connector's own type (`downcast`).
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send>;
 }
 
-impl Target {
-    /// The channel whose connector answers this target.
-    pub fn channel(&self) -> Channel {
-        match self {
-            Target::Chat(_) | Target::Models => Channel::Llm,
-            Target::Http(_) | Target::Tunnel(_) => Channel::Http,
-        }
-    }
+/// Recover a connector's own target type; any other is an `internal_error` (the registry only
+/// hands a connector targets of its channel).
+pub fn downcast<T: 'static>(target: Box<dyn Target>) -> Result<T, Box<dyn std::any::Any + Send>> {
+    target.into_any().downcast::<T>().map(|b| *b)
 }
 
 /// What the evidence layer needs, filled in by the layers as the call proceeds.
@@ -153,12 +162,15 @@ impl std::ops::DerefMut for Call {
 pub struct CallState {
     /// Shared with the evidence sealer and the front end (cloned by reference count).
     pub ctx: Arc<Ctx>,
+    /// The request head as it arrived. Every entry point is HTTP-borne (HTTP/1, HTTP/2, and
+    /// gRPC and MCP over them), so this is the `http` crate's plain head type, not a server's:
+    /// the spine reads only its declared length; parsers and connectors read the rest.
     pub parts: http::request::Parts,
     /// The request body as it arrives (the body-limit layer reads it into `body`): any body, so
     /// a front end that is not HTTP/1 or HTTP/2 can feed the spine too.
     pub incoming: Option<InBody>,
     pub body: Bytes,
-    pub target: Option<Target>,
+    pub target: Option<Box<dyn Target>>,
     pub run: Option<Arc<RunState>>,
     pub new_run: bool,
     pub snapshot: Option<Arc<Snapshot>>,
@@ -177,8 +189,15 @@ pub struct CallState {
 /// body is read: it picks the call's target (refusing a route it does not know) and fills the
 /// channel, connector, model and amounts of `request`, whose identity fields are already set.
 pub trait Parser: Send + Sync + 'static {
-    fn parse(&self, call: &Call, snap: &Snapshot, request: &mut Request)
-        -> Result<Target, Refusal>;
+    fn parse(
+        &self,
+        call: &Call,
+        snap: &Snapshot,
+        request: &mut Request,
+    ) -> Result<Box<dyn Target>, Refusal>;
+    /// The last event of a streamed answer cut with `refusal`, in the front end's wire format
+    /// (an OpenAI SSE error event): the connector streams it, the front end shapes it.
+    fn stream_refusal(&self, refusal: &Refusal, decision_id: &str) -> Bytes;
 }
 
 impl CallState {

@@ -43,21 +43,6 @@ impl Refusal {
     pub fn internal(message: impl Into<String>) -> Self {
         Refusal::new(Code::InternalError, message)
     }
-
-    /// The OpenAI-shaped error object (also the data of a cut stream's last event).
-    pub fn error_json(&self, decision_id: &str) -> serde_json::Value {
-        let mut err = serde_json::json!({
-            "type": "warden_error",
-            "code": self.code.as_str(),
-            "message": self.message,
-            "decision_id": decision_id,
-            "policy_id": self.policy_id,
-        });
-        if let (Some(id), Some(obj)) = (&self.approval_id, err.as_object_mut()) {
-            obj.insert("approval_id".into(), serde_json::Value::String(id.clone()));
-        }
-        serde_json::json!({ "error": err })
-    }
 }
 
 impl std::fmt::Display for Refusal {

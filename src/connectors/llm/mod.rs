@@ -45,7 +45,7 @@ use crate::spine::{Call, Refusal, Reply};
 
 use plain::*;
 pub use tokens::{count_tokens, prompt_metered};
-pub use wire::{parse_chat, ChatCall, MAX_CHOICES};
+pub use wire::{parse_chat, ChatCall, Models, MAX_CHOICES};
 
 /// The tenant's LLM connector serving `model`, lowest id first.
 fn serving<'a>(snap: &'a Snapshot, tenant: &str, model: &str) -> Option<&'a Arc<ConnectorInfo>> {

@@ -58,12 +58,12 @@ pub async fn start(
                     });
                     t.refused = Some(refusal.clone());
                 });
-                sse_error(&refusal, &call.ctx.decision_id)
+                refusal_event(&call, &refusal)
             }
         };
         let last = match sealer.seal().await {
             Ok(()) => last,
-            Err(r) => sse_error(&r, &call.ctx.decision_id),
+            Err(r) => refusal_event(&call, &r),
         };
         if !last.is_empty() {
             let _ = tx.send(last).await;
@@ -89,8 +89,14 @@ pub enum End {
     Cut(Refusal, u64),
 }
 
-fn sse_error(r: &Refusal, decision_id: &str) -> Bytes {
-    Bytes::from(format!("data: {}\n\n", r.error_json(decision_id)))
+/// The stream's last event for a refusal, in the wire format of the front end that took the
+/// call. (Every parsed call has its front end's parser; without one the stream just ends,
+/// without `[DONE]`.)
+fn refusal_event(call: &Call, r: &Refusal) -> Bytes {
+    call.parser
+        .as_ref()
+        .map(|p| p.stream_refusal(r, &call.ctx.decision_id))
+        .unwrap_or_default()
 }
 
 fn event(v: &Value) -> Bytes {

@@ -2,6 +2,9 @@
 //! a [`ChatCall`].
 
 use super::*;
+use crate::decide::reserve::Plan;
+use crate::policy::model::Channel;
+use crate::spine::CallState;
 
 /// A parsed chat completion request.
 #[derive(Debug, Clone)]
@@ -34,6 +37,47 @@ pub struct ChatCall {
     pub clamp: Option<u64>,
     /// Output tokens reserved for the call (all choices); a stream past it draws more.
     pub reserved_output: u64,
+}
+
+/// The list of models this agent may use (`GET /v1/models`): answered from the policies.
+#[derive(Debug, Clone, Copy)]
+pub struct Models;
+
+impl crate::spine::Target for Models {
+    fn channel(&self) -> Channel {
+        Channel::Llm
+    }
+    fn local(&self) -> bool {
+        true
+    }
+    fn facts(&self, _call: &CallState) -> Option<(PiiFact, SecretFact)> {
+        None
+    }
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
+        self
+    }
+}
+
+impl crate::spine::Target for ChatCall {
+    fn channel(&self) -> Channel {
+        Channel::Llm
+    }
+    fn facts(&self, _call: &CallState) -> Option<(PiiFact, SecretFact)> {
+        Some((
+            PiiFact::of_mask(self.pii_kinds()),
+            SecretFact::of_mask(self.secret_kinds()),
+        ))
+    }
+    fn want(&self) -> Option<Want> {
+        Some(ChatCall::want(self))
+    }
+    fn plan(&mut self, plan: &Plan) {
+        self.clamp = plan.max_tokens;
+        self.reserved_output = plan.reserve.output_tokens as u64;
+    }
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
+        self
+    }
 }
 
 impl ChatCall {
