@@ -24,8 +24,9 @@
 //! `WARDEN_LOAD_QUICK=closed` (or `=open`, `=ttft`) runs one phase only, a quick look while
 //! tuning; `=memory` measures only the resident memory of each sidecar after 100,000 one-shot
 //! calls (no run id); `=instructions` runs each sidecar under valgrind's callgrind and counts
-//! the instructions it executes per call over `INSTR_CALLS` one-shot calls after a warm-up —
-//! a figure the shared machine's noise does not move, for A/B of two builds.
+//! the instructions one call costs (the difference of two runs, `INSTR_WARM` calls and
+//! `INSTR_WARM + INSTR_CALLS`) — a figure the shared machine's noise does not move, for an
+//! A/B of two builds.
 //! `WARDEN_LOAD_BIN=PATH` runs that `warden` binary as the sidecar (to compare builds).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -456,10 +457,15 @@ fn start_sidecar(bin: Option<&Path>, mock: &str, durability: &str, callgrind: bo
         };
     };
     let mut cmd = if callgrind {
-        // Instrumentation off until the measured calls (`callgrind_control -i on`).
-        let mut c = Command::new("valgrind");
+        // Debian's `valgrind` is a shell script that runs `valgrind.bin` as its child; run the
+        // real one, so the child's pid is the one `callgrind_control` looks for.
+        let real = Path::new("/usr/bin/valgrind.bin");
+        let mut c = Command::new(if real.exists() {
+            real.as_os_str()
+        } else {
+            std::ffi::OsStr::new("valgrind")
+        });
         c.arg("--tool=callgrind")
-            .arg("--instr-atstart=no")
             .arg(format!(
                 "--callgrind-out-file={}",
                 dir.join("callgrind.out").display()
@@ -530,64 +536,63 @@ fn newest(dir: &Path) -> Option<SystemTime> {
     best
 }
 
-/// `callgrind_control FLAG VALUE PID` on a sidecar run under callgrind.
-fn callgrind_control(sc: &Sidecar, flag: &str, value: &str) {
-    let pid = sc.pid().expect("a sidecar process").to_string();
-    let ok = Command::new("callgrind_control")
-        .args([flag, value, &pid])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "callgrind_control {flag} {value} {pid} failed");
-}
-
-/// Dump the sidecar's counters and read their total (the `totals:` line of the dump; the
-/// instructions collected while instrumentation was on).
-fn callgrind_dump_total(sc: &Sidecar) -> Option<u64> {
-    let pid = sc.pid()?.to_string();
-    let dir = match sc {
-        Sidecar::Process { dir, .. } | Sidecar::InProcess { dir, .. } => dir.clone(),
-    };
-    let before: Vec<PathBuf> = dump_files(&dir);
-    let ok = Command::new("callgrind_control")
-        .args(["-d", &pid])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        return None;
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        let new = dump_files(&dir).into_iter().find(|p| !before.contains(p));
-        if let Some(text) = new.and_then(|p| std::fs::read_to_string(p).ok()) {
-            let total = text.lines().find_map(|l| {
-                l.strip_prefix("totals:")
-                    .or_else(|| l.strip_prefix("summary:"))
-                    .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            });
-            if total.is_some() {
-                return total;
-            }
+/// Instructions one sidecar (`durability`) executes from start to exit after `calls` one-shot
+/// calls: run under callgrind, stopped with SIGINT (it exits cleanly and callgrind writes its
+/// totals).
+fn instructions_of(
+    bin: &Path,
+    mock: &str,
+    durability: &str,
+    calls: usize,
+    rt: &tokio::runtime::Runtime,
+    body: &Bytes,
+) -> u64 {
+    let mut sc = start_sidecar(Some(bin), mock, durability, true);
+    let addr = sc.agent();
+    let s = rt.block_on(async {
+        let mut conns = Vec::new();
+        for _ in 0..4 {
+            conns.push(connect(addr).await);
         }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    None
+        closed_loop(&mut conns, addr, body, Until::Calls(calls)).await
+    });
+    assert_eq!(s.errors, 0, "{durability}: calls failed under callgrind");
+    let Sidecar::Process { child, dir, .. } = &mut sc else {
+        unreachable!("callgrind runs a process")
+    };
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(dir.join("callgrind.out")).expect("callgrind's output");
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("totals:")
+                .or_else(|| l.strip_prefix("summary:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .expect("a totals line")
 }
 
-fn dump_files(dir: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.path())
-                .filter(|p| {
-                    p.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.starts_with("callgrind.out"))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+/// `WARDEN_LOAD_QUICK=instructions`: per durability, the instructions of `INSTR_WARM` calls and
+/// of `INSTR_WARM + INSTR_CALLS` calls, start and exit included; their difference over
+/// `INSTR_CALLS` is the cost of one call, whatever else the machine is doing.
+fn instructions_mode(bin: &Path, mock: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let body = plain_body();
+    for durability in ["sync", "os"] {
+        let warm = instructions_of(bin, mock, durability, INSTR_WARM, &rt, &body);
+        let all = instructions_of(bin, mock, durability, INSTR_WARM + INSTR_CALLS, &rt, &body);
+        println!(
+            "instructions sidecar {durability:<5} {INSTR_CALLS} one-shot calls: {} Ir \
+             ({warm} Ir for start, {INSTR_WARM} calls and exit), {:.0} Ir a call",
+            all.saturating_sub(warm),
+            all.saturating_sub(warm) as f64 / INSTR_CALLS as f64
+        );
+    }
 }
 
 fn unix_ms() -> u64 {
@@ -649,14 +654,16 @@ fn main() {
         .block_on(warden::dev::mocks::spawn_llm("127.0.0.1:0"))
         .unwrap();
     let quick = std::env::var("WARDEN_LOAD_QUICK").unwrap_or_default();
-    let callgrind = quick == "instructions";
-    if callgrind && bin.is_none() {
-        println!("WARDEN_LOAD_QUICK=instructions needs the release binary");
+    if quick == "instructions" {
+        match bin.as_deref() {
+            Some(bin) => instructions_mode(bin, &mock.base_url()),
+            None => println!("WARDEN_LOAD_QUICK=instructions needs the release binary"),
+        }
         return;
     }
     let sidecars = [
-        start_sidecar(bin.as_deref(), &mock.base_url(), "sync", callgrind),
-        start_sidecar(bin.as_deref(), &mock.base_url(), "os", callgrind),
+        start_sidecar(bin.as_deref(), &mock.base_url(), "sync", false),
+        start_sidecar(bin.as_deref(), &mock.base_url(), "os", false),
     ];
     let nginx = start_nginx(mock.addr);
     let mut targets = vec![
@@ -722,38 +729,6 @@ fn main() {
     });
 
     // `WARDEN_LOAD_QUICK=closed` runs the closed loop only, `=open` the open loop only.
-    if callgrind {
-        for (i, t) in targets.iter().enumerate() {
-            let Some(sc) = t.sidecar.map(|s| &sidecars[s]) else {
-                continue;
-            };
-            let warm = rt.block_on(closed_loop(
-                &mut conns[i],
-                t.addr,
-                &body,
-                Until::Calls(INSTR_WARM),
-            ));
-            assert_eq!(warm.errors, 0, "{}: warm-up calls failed", t.name);
-            callgrind_control(sc, "-i", "on");
-            let s = rt.block_on(closed_loop(
-                &mut conns[i],
-                t.addr,
-                &body,
-                Until::Calls(INSTR_CALLS),
-            ));
-            callgrind_control(sc, "-i", "off");
-            let calls = s.lat.len() as u64 + s.errors;
-            let ir = callgrind_dump_total(sc);
-            println!(
-                "instructions {:<13} {calls} one-shot calls ({} errors): {} Ir, {:.0} Ir a call",
-                t.name,
-                s.errors,
-                ir.map_or("?".into(), |v| v.to_string()),
-                ir.map_or(f64::NAN, |v| v as f64 / calls as f64)
-            );
-        }
-        return;
-    }
     // `=memory`: resident memory after exactly ONE_SHOT one-shot calls (no run id) per sidecar.
     if quick == "memory" {
         for (i, t) in targets.iter().enumerate() {
