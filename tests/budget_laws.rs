@@ -126,6 +126,7 @@ fn run(max: u64, clamp: u32, window: &str, calls: &[Sim], order: &[usize]) -> (u
                     n: c.n,
                     max_tokens: None,
                     output_usd_per_token: 0.0,
+                    rows: None,
                 };
                 let a = ledger.admit(&request(), Some(&want), &mut || false);
                 match (a.passed, a.held, a.plan) {

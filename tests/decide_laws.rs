@@ -544,6 +544,7 @@ fn request() -> impl Strategy<Value = Request> {
                         output_tokens: f64::from(o),
                         cost_usd: 0.0,
                         bytes: f64::from(b),
+                        rows: 0.0,
                     },
                 },
             )

@@ -137,6 +137,13 @@ pub struct Delta {
     pub output_tokens: f64,
     pub cost_usd: f64,
     pub bytes: f64,
+    /// Rows of a SQL result (absent in records written before the SQL channel).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub rows: f64,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 impl Delta {
@@ -150,6 +157,7 @@ impl Delta {
             Metric::Requests => 1.0,
             Metric::Queries => f64::from(u8::from(channel == Channel::Sql)),
             Metric::Bytes => self.bytes,
+            Metric::Rows => self.rows,
         }
     }
 }

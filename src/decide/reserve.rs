@@ -9,8 +9,9 @@
 use super::{Decision, Delta, Mode, Request};
 use crate::policy::model::Metric;
 
-/// What a chat completion asks for, beyond the facts `decide` reads.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// What a call asks to reserve beyond the facts `decide` reads: a chat completion's output
+/// tokens, a SQL template's rows.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Want {
     /// Choices asked for (`n`, at least 1).
     pub n: u64,
@@ -18,6 +19,8 @@ pub struct Want {
     pub max_tokens: Option<u64>,
     /// Price of one output token, in USD (0 when the model is free or unpriced).
     pub output_usd_per_token: f64,
+    /// A SQL result's row cap (the template's `max_rows`); `None` off the SQL channel.
+    pub rows: Option<u64>,
 }
 
 /// The reservation of an allowed call.
@@ -25,6 +28,9 @@ pub struct Want {
 pub struct Plan {
     /// `max_tokens` to send upstream, per choice (none: leave the request as it is).
     pub max_tokens: Option<u64>,
+    /// The most rows a SQL result may return: the template's cap, or less where a blocking
+    /// `rows` limit leaves less room.
+    pub max_rows: Option<u64>,
     /// Amounts reserved now and settled when the call's record is sealed.
     pub reserve: Delta,
     /// False when not even one output token per choice fits a blocking limit.
@@ -68,10 +74,32 @@ pub fn plan(d: &Decision, req: &Request, want: Option<&Want>) -> Plan {
     let Some(want) = want else {
         return Plan {
             max_tokens: None,
+            max_rows: None,
             reserve,
             fits: true,
         };
     };
+    if let Some(cap) = want.rows {
+        // Rows: the cap, or the room a blocking limit leaves (enforcing only), held whole.
+        let room = d
+            .headroom_for(Metric::Rows)
+            .filter(|_| d.mode == Mode::Enforcing)
+            .map(|r| {
+                if r <= 0.0 {
+                    0
+                } else {
+                    r.floor().min(u64::MAX as f64) as u64
+                }
+            });
+        let rows = room.map_or(cap, |r| cap.min(r));
+        reserve.rows += rows as f64;
+        return Plan {
+            max_tokens: None,
+            max_rows: Some(rows),
+            reserve,
+            fits: rows > 0,
+        };
+    }
     let mut cap: Option<u64> = None;
     let mut take = |v: u64| cap = Some(cap.map_or(v, |c| c.min(v)));
     if let Some(m) = want.max_tokens {
@@ -98,6 +126,7 @@ pub fn plan(d: &Decision, req: &Request, want: Option<&Want>) -> Plan {
     }
     Plan {
         max_tokens: cap,
+        max_rows: None,
         reserve,
         fits,
     }
@@ -107,6 +136,11 @@ pub fn plan(d: &Decision, req: &Request, want: Option<&Want>) -> Plan {
 /// choice, so the limit that left no room breaches and refuses with its own reason.
 pub fn at_least_one_token(req: &Request, want: &Want) -> Request {
     let mut r = req.clone();
+    if want.rows.is_some() {
+        // The SQL channel: one row.
+        r.delta.rows += 1.0;
+        return r;
+    }
     let n = want.n.max(1) as f64;
     r.delta.output_tokens += n;
     r.delta.cost_usd += n * want.output_usd_per_token;
@@ -162,6 +196,7 @@ spec:
             n,
             max_tokens: m,
             output_usd_per_token: 0.0,
+            rows: None,
         };
         let d = decide(&snap, &req(), &used(0.0), Mode::Enforcing, 0, "d");
         assert_eq!(
@@ -217,10 +252,62 @@ spec:
             n: 1,
             max_tokens: None,
             output_usd_per_token: 2.0 / 1e6,
+            rows: None,
         };
         let d = decide(&snap, &req(), &used(0.0), Mode::Enforcing, 0, "d");
         let p = plan(&d, &req(), Some(&want));
         assert_eq!(p.max_tokens, Some(500));
         assert!(p.reserve.cost_usd <= 0.001);
+    }
+
+    #[test]
+    fn rows_are_capped_by_the_template_and_the_headroom() {
+        let bundle = include_str!("../../examples/contract/bundle.yaml").replace(
+            "    - { metric: queries, window: 1m, max: 60, on_breach: stop }",
+            "    - { metric: queries, window: 1m, max: 60, on_breach: stop }\n    - { metric: rows, window: run, max: 250, on_breach: stop }",
+        );
+        let snap = crate::policy::compile_str("b.yaml", &bundle).unwrap();
+        let req: Request = serde_json::from_value(serde_json::json!({
+            "tenant": "acme", "project": "support", "agent": "support-bot", "channel": "sql",
+            "connector": "crm-db", "template": "customer_by_id"
+        }))
+        .unwrap();
+        let want = Want {
+            rows: Some(100),
+            ..Want::default()
+        };
+        // Limits in canonical order: queries (index 0), then rows (index 1).
+        let used = |rows: f64| {
+            Usage(
+                [("p200-crm-read".to_string(), vec![0.0, rows])]
+                    .into_iter()
+                    .collect(),
+            )
+        };
+        let d = decide(&snap, &req, &used(0.0), Mode::Enforcing, 0, "d");
+        let p = plan(&d, &req, Some(&want));
+        assert_eq!(
+            (p.max_rows, p.reserve.rows, p.fits),
+            (Some(100), 100.0, true)
+        );
+        let d = decide(&snap, &req, &used(200.0), Mode::Enforcing, 0, "d");
+        let p = plan(&d, &req, Some(&want));
+        assert_eq!((p.max_rows, p.reserve.rows, p.fits), (Some(50), 50.0, true));
+        // No row left: nothing fits, and asking for one row refuses with the limit's reason.
+        let d = decide(&snap, &req, &used(250.0), Mode::Enforcing, 0, "d");
+        let p = plan(&d, &req, Some(&want));
+        assert!(!p.fits);
+        let again = decide(
+            &snap,
+            &at_least_one_token(&req, &want),
+            &used(250.0),
+            Mode::Enforcing,
+            0,
+            "d",
+        );
+        assert_eq!(again.code, Some(crate::codes::Code::BudgetExceeded));
+        // Degraded: the headroom does not cap; the template does.
+        let d = decide(&snap, &req, &used(250.0), Mode::Degraded, 0, "d");
+        assert_eq!(plan(&d, &req, Some(&want)).max_rows, Some(100));
     }
 }

@@ -17,7 +17,7 @@
 use prost::Message;
 use serde::Serialize;
 
-use super::record::{Basis, Content, Cut, Kind, Outcome, Record};
+use super::record::{Basis, Content, Cut, Kind, Outcome, Record, SqlFacts};
 use crate::codes::Code;
 use crate::decide::{Delta, Facts, GroundingFact, PiiFact, Reason, Request, SecretFact, Usage};
 use crate::decide::{Mode, ReasonCode};
@@ -100,6 +100,8 @@ struct PDelta {
     cost_usd: f64,
     #[prost(double, tag = "4")]
     bytes: f64,
+    #[prost(double, tag = "5")]
+    rows: f64,
 }
 
 /// A detector's fact: `state` 1 unavailable, 2 found, 3 partial; the kinds found as their
@@ -309,6 +311,20 @@ struct PRecord {
     /// The audit details as JSON.
     #[prost(bytes = "vec", optional, tag = "44")]
     audit: Option<Vec<u8>>,
+    #[prost(message, optional, tag = "45")]
+    sql: Option<PSql>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct PSql {
+    #[prost(uint64, tag = "1")]
+    rows: u64,
+    #[prost(bool, tag = "2")]
+    truncated: bool,
+    #[prost(uint64, tag = "3")]
+    db_us: u64,
+    #[prost(uint64, tag = "4")]
+    timeout_ms: u64,
 }
 
 /// Why a body could not be read.
@@ -510,6 +526,12 @@ fn to_proto(r: &Record) -> Result<PRecord, Unrepresentable> {
             response: c.response.clone(),
         }),
         audit: r.audit.as_ref().map(json).transpose()?,
+        sql: r.sql.map(|s| PSql {
+            rows: s.rows,
+            truncated: s.truncated,
+            db_us: s.db_us,
+            timeout_ms: s.timeout_ms,
+        }),
     })
 }
 
@@ -533,6 +555,7 @@ fn request_of(q: &Request, r: &Record) -> Result<PRequest, Unrepresentable> {
             output_tokens: q.delta.output_tokens,
             cost_usd: q.delta.cost_usd,
             bytes: q.delta.bytes,
+            rows: q.delta.rows,
         }),
         ..PRequest::default()
     };
@@ -653,6 +676,12 @@ fn from_proto(p: PRecord) -> Result<Record, DecodeError> {
         response: c.response,
     });
     r.audit = p.audit.as_deref().map(serde_json::from_slice).transpose()?;
+    r.sql = p.sql.map(|s| SqlFacts {
+        rows: s.rows,
+        truncated: s.truncated,
+        db_us: s.db_us,
+        timeout_ms: s.timeout_ms,
+    });
     r.request = p.request.map(|q| request_from(q, &r)).transpose()?;
     Ok(r)
 }
@@ -702,6 +731,7 @@ fn request_from(q: PRequest, r: &Record) -> Result<Request, DecodeError> {
             output_tokens: d.output_tokens,
             cost_usd: d.cost_usd,
             bytes: d.bytes,
+            rows: d.rows,
         },
     })
 }

@@ -138,6 +138,25 @@ pub struct Record {
     pub content: Option<Content>,
     /// For audit records: who, why, before and after.
     pub audit: Option<serde_json::Value>,
+    /// A SQL template call's result (absent on other channels).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sql: Option<SqlFacts>,
+}
+
+/// What a SQL template call returned. The query hash and document ids are the record's
+/// `query_hash` and `doc_ids`; the bound values and the rows are `content`, as far as the
+/// deciding policies' `inspection` allows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct SqlFacts {
+    /// Rows returned to the agent.
+    pub rows: u64,
+    /// More rows were there than the call could return (the template's `max_rows`, or what a
+    /// `rows` limit left); they were not fetched past one.
+    pub truncated: bool,
+    /// Time in the database: from the statement sent to its last row read, in microseconds.
+    pub db_us: u64,
+    /// The statement time-out in force, in milliseconds.
+    pub timeout_ms: u64,
 }
 
 impl Default for Record {
@@ -193,6 +212,7 @@ impl Record {
             usage: None,
             content: None,
             audit: None,
+            sql: None,
         }
     }
 }

@@ -84,6 +84,23 @@ pub struct TemplateInfo {
     pub id: Arc<str>,
     pub spec: SqlTemplateSpec,
     pub plan: SqlPlan,
+    /// The parameters in `$n` order, with their declarations and compiled patterns.
+    pub params: Vec<ParamCheck>,
+}
+
+/// One parameter of a template, ready for checking a value.
+#[derive(Debug, Clone)]
+pub struct ParamCheck {
+    pub name: String,
+    pub spec: ParamSpec,
+    /// `text`: the compiled, anchored `pattern`.
+    pub pattern: Option<regex::Regex>,
+}
+
+impl PartialEq for ParamCheck {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.spec == other.spec
+    }
 }
 
 /// Everything one tenant owns, indexed.
@@ -94,7 +111,8 @@ pub struct TenantIndex {
     /// Shared, so a call carries its resolved connector without a copy.
     pub connectors: HashMap<Box<str>, Arc<ConnectorInfo>>,
     pub planes: HashMap<Box<str>, PlaneSpec>,
-    pub templates: HashMap<Box<str>, TemplateInfo>,
+    /// Shared, so a call carries its template without a copy.
+    pub templates: HashMap<Box<str>, Arc<TemplateInfo>>,
     pub tools: HashMap<Box<str>, McpToolSpec>,
 }
 
@@ -156,8 +174,16 @@ impl Snapshot {
         self.tenants.get(tenant)?.connectors.get(id)
     }
 
-    pub fn template(&self, tenant: &str, id: &str) -> Option<&TemplateInfo> {
+    pub fn template(&self, tenant: &str, id: &str) -> Option<&Arc<TemplateInfo>> {
         self.tenants.get(tenant)?.templates.get(id)
+    }
+
+    /// Whether another tenant than `tenant` owns a template `id` (a cross-tenant attempt,
+    /// INV-003, rather than an unknown name).
+    pub fn template_owned_elsewhere(&self, tenant: &str, id: &str) -> bool {
+        self.tenants
+            .iter()
+            .any(|(t, ti)| &**t != tenant && ti.templates.contains_key(id))
     }
 
     /// The tenant that owns a connector id, if any other tenant than `tenant` does — for
@@ -238,17 +264,34 @@ pub fn compile(docs: Vec<Loaded>, mut checked: Checked) -> Snapshot {
             Doc::SqlTemplate(s) => {
                 let key = (s.metadata.tenant.clone(), s.metadata.id.clone());
                 if let Some(plan) = plans.remove(&key) {
+                    let params = plan
+                        .params
+                        .iter()
+                        .map(|name| {
+                            let spec = s.spec.params.get(name).cloned().unwrap_or_default();
+                            let pattern = spec
+                                .pattern
+                                .as_deref()
+                                .and_then(|p| super::sql::compile_pattern(p).ok());
+                            ParamCheck {
+                                name: name.clone(),
+                                spec,
+                                pattern,
+                            }
+                        })
+                        .collect();
                     tenants
                         .entry(s.metadata.tenant.as_str().into())
                         .or_default()
                         .templates
                         .insert(
                             s.metadata.id.as_str().into(),
-                            TemplateInfo {
+                            Arc::new(TemplateInfo {
                                 id: s.metadata.id.as_str().into(),
                                 spec: s.spec.clone(),
                                 plan,
-                            },
+                                params,
+                            }),
                         );
                 }
             }

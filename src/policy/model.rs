@@ -278,10 +278,12 @@ pub enum Metric {
     Requests,
     Queries,
     Bytes,
+    /// Rows of SQL results.
+    Rows,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 7] = [
+    pub const ALL: [Metric; 8] = [
         Metric::InputTokens,
         Metric::OutputTokens,
         Metric::TotalTokens,
@@ -289,6 +291,7 @@ impl Metric {
         Metric::Requests,
         Metric::Queries,
         Metric::Bytes,
+        Metric::Rows,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -300,6 +303,7 @@ impl Metric {
             Metric::Requests => "requests",
             Metric::Queries => "queries",
             Metric::Bytes => "bytes",
+            Metric::Rows => "rows",
         }
     }
 
@@ -670,7 +674,7 @@ pub struct SqlTemplateSpec {
     pub connector: String,
     pub statement: String,
     #[serde(default)]
-    pub params: BTreeMap<String, ParamType>,
+    pub params: BTreeMap<String, ParamSpec>,
     #[serde(default = "default_rows")]
     pub max_rows: u32,
     #[serde(default = "default_sql_timeout")]
@@ -687,16 +691,205 @@ fn default_sql_timeout() -> u32 {
     2_000
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
+/// The scalar type of a template parameter (`docs/policy.md`, "Parameter types").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub enum ParamType {
+    /// 32-bit signed (PostgreSQL `integer`).
     Int,
+    /// 64-bit signed (`bigint`).
+    Bigint,
+    /// 64-bit IEEE float (`double precision`).
     Float,
-    Text,
+    /// An exact decimal, sent as a JSON string (`numeric`).
+    Numeric,
     Bool,
+    #[default]
+    Text,
     Uuid,
+    /// `YYYY-MM-DD`.
     Date,
+    /// An RFC 3339 date-time without offset (`timestamp`).
     Timestamp,
+    /// An RFC 3339 date-time with offset (`timestamptz`).
+    Timestamptz,
+    /// One of the declared `values` (bound as text).
+    Enum,
+    /// Any JSON value (`jsonb`).
+    Json,
+}
+
+impl ParamType {
+    pub const ALL: [ParamType; 12] = [
+        ParamType::Int,
+        ParamType::Bigint,
+        ParamType::Float,
+        ParamType::Numeric,
+        ParamType::Bool,
+        ParamType::Text,
+        ParamType::Uuid,
+        ParamType::Date,
+        ParamType::Timestamp,
+        ParamType::Timestamptz,
+        ParamType::Enum,
+        ParamType::Json,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParamType::Int => "int",
+            ParamType::Bigint => "bigint",
+            ParamType::Float => "float",
+            ParamType::Numeric => "numeric",
+            ParamType::Bool => "bool",
+            ParamType::Text => "text",
+            ParamType::Uuid => "uuid",
+            ParamType::Date => "date",
+            ParamType::Timestamp => "timestamp",
+            ParamType::Timestamptz => "timestamptz",
+            ParamType::Enum => "enum",
+            ParamType::Json => "json",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ParamType> {
+        ParamType::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+/// A template parameter's declaration: a type name (`int`, `text[]` for an array) or a map
+/// with the type and its rules. Written back in the short form when it has no rules, so a
+/// bundle's snapshot hash does not depend on which form was used.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ParamSpec {
+    /// The scalar type; of each item for an array.
+    pub kind: ParamType,
+    /// An array of `kind` (`int[]`).
+    pub array: bool,
+    /// `null` is accepted (bound as SQL NULL). Arrays never hold nulls.
+    pub nullable: bool,
+    /// `text`: the most characters (Unicode scalar values) a value may have.
+    pub max_len: Option<u32>,
+    /// `text`: a regular expression (Rust `regex` syntax) the whole value must match.
+    pub pattern: Option<String>,
+    /// `enum`: the allowed values.
+    pub values: Vec<String>,
+    /// Arrays: the most items.
+    pub max_items: Option<u32>,
+}
+
+impl ParamSpec {
+    /// The declaration's type name, `[]` after it for an array.
+    pub fn type_name(&self) -> String {
+        let base = self.kind.as_str();
+        if self.array {
+            format!("{base}[]")
+        } else {
+            base.to_string()
+        }
+    }
+
+    fn short(&self) -> bool {
+        !self.nullable
+            && self.max_len.is_none()
+            && self.pattern.is_none()
+            && self.values.is_empty()
+            && self.max_items.is_none()
+    }
+
+    fn of_type_name(name: &str) -> Result<ParamSpec, String> {
+        let (base, array) = match name.strip_suffix("[]") {
+            Some(b) => (b, true),
+            None => (name, false),
+        };
+        let kind = ParamType::parse(base).ok_or_else(|| {
+            let all: Vec<&str> = ParamType::ALL.iter().map(|t| t.as_str()).collect();
+            format!(
+                "unknown parameter type `{name}` (expected one of {}, or one of them followed by [])",
+                all.join(", ")
+            )
+        })?;
+        Ok(ParamSpec {
+            kind,
+            array,
+            ..ParamSpec::default()
+        })
+    }
+}
+
+impl Serialize for ParamSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        if self.short() {
+            return s.serialize_str(&self.type_name());
+        }
+        let mut m = s.serialize_map(None)?;
+        // Keys in sorted order: the canonical form orders keys.
+        if let Some(n) = self.max_items {
+            m.serialize_entry("max_items", &n)?;
+        }
+        if let Some(n) = self.max_len {
+            m.serialize_entry("max_len", &n)?;
+        }
+        if self.nullable {
+            m.serialize_entry("nullable", &true)?;
+        }
+        if let Some(p) = &self.pattern {
+            m.serialize_entry("pattern", p)?;
+        }
+        m.serialize_entry("type", &self.type_name())?;
+        if !self.values.is_empty() {
+            let mut v = self.values.clone();
+            v.sort();
+            v.dedup();
+            m.serialize_entry("values", &v)?;
+        }
+        m.end()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ParamMap {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    nullable: bool,
+    #[serde(default)]
+    max_len: Option<u32>,
+    #[serde(default)]
+    pattern: Option<String>,
+    #[serde(default)]
+    values: Vec<String>,
+    #[serde(default)]
+    max_items: Option<u32>,
+}
+
+impl<'de> Deserialize<'de> for ParamSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ParamSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a parameter type (`int`, `text[]`) or a map with `type` and its rules")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ParamSpec, E> {
+                ParamSpec::of_type_name(v).map_err(E::custom)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, a: A) -> Result<ParamSpec, A::Error> {
+                let m = ParamMap::deserialize(serde::de::value::MapAccessDeserializer::new(a))?;
+                let base = ParamSpec::of_type_name(&m.kind).map_err(serde::de::Error::custom)?;
+                Ok(ParamSpec {
+                    nullable: m.nullable,
+                    max_len: m.max_len,
+                    pattern: m.pattern,
+                    values: m.values,
+                    max_items: m.max_items,
+                    ..base
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 // === McpTool ===

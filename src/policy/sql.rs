@@ -50,6 +50,14 @@ const FORBIDDEN_FUNCTIONS: &[&str] = &[
     "pg_notify",
 ];
 
+/// A `text` parameter's `pattern`, anchored so the whole value must match. The `regex` crate
+/// runs in linear time (no backtracking), and its compiled size is capped.
+pub fn compile_pattern(pattern: &str) -> Result<regex::Regex, regex::Error> {
+    regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
+        .size_limit(1 << 20)
+        .build()
+}
+
 /// Check a template statement against its declared parameter names.
 pub fn check(statement: &str, declared: &BTreeSet<&str>) -> Result<SqlPlan, Vec<String>> {
     let dialect = PostgreSqlDialect {};

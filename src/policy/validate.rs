@@ -499,6 +499,11 @@ fn template(
             ));
         }
     }
+    for (name, spec) in &t.params {
+        for m in param_rules(spec) {
+            errors.push(d.error(&p(&["spec", "params", name]), format!("`{name}`: {m}")));
+        }
+    }
     let declared: BTreeSet<&str> = t.params.keys().map(String::as_str).collect();
     match sql::check(&t.statement, &declared) {
         Ok(plan) => Some(plan),
@@ -509,6 +514,46 @@ fn template(
             None
         }
     }
+}
+
+/// What is wrong with a parameter declaration: a rule on a type it does not apply to, an
+/// `enum` without values, a pattern that does not compile.
+fn param_rules(spec: &ParamSpec) -> Vec<String> {
+    let mut out = Vec::new();
+    let text = spec.kind == ParamType::Text;
+    if spec.max_len.is_some() && !text {
+        out.push("max_len applies to text parameters only".to_string());
+    }
+    if spec.max_len == Some(0) {
+        out.push("max_len must be at least 1".to_string());
+    }
+    if let Some(pat) = &spec.pattern {
+        if !text {
+            out.push("pattern applies to text parameters only".to_string());
+        } else if let Err(e) = super::sql::compile_pattern(pat) {
+            out.push(format!("pattern does not compile: {e}"));
+        }
+    }
+    if spec.kind == ParamType::Enum {
+        if spec.values.is_empty() {
+            out.push("an enum needs `values`, the allowed values".to_string());
+        }
+        let mut seen = BTreeSet::new();
+        for v in &spec.values {
+            if !seen.insert(v) {
+                out.push(format!("enum value `{v}` is listed twice"));
+            }
+        }
+    } else if !spec.values.is_empty() {
+        out.push("values apply to enum parameters only".to_string());
+    }
+    if spec.max_items.is_some() && !spec.array {
+        out.push("max_items applies to arrays only (`type: int[]`)".to_string());
+    }
+    if spec.max_items == Some(0) {
+        out.push("max_items must be at least 1".to_string());
+    }
+    out
 }
 
 fn policy(d: &Loaded, s: &PolicySpec, index: &Index<'_>, errors: &mut Vec<BundleError>) {
@@ -773,7 +818,7 @@ fn policy(d: &Loaded, s: &PolicySpec, index: &Index<'_>, errors: &mut Vec<Bundle
             Metric::InputTokens | Metric::OutputTokens | Metric::TotalTokens | Metric::CostUsd => {
                 channel == Channel::Llm
             }
-            Metric::Queries => channel == Channel::Sql,
+            Metric::Queries | Metric::Rows => channel == Channel::Sql,
             Metric::Requests | Metric::Bytes => true,
         };
         if !allowed {

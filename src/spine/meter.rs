@@ -100,8 +100,12 @@ impl Ledger<'_> {
                     passed = false;
                     (decision, usage, request) = (d, u, asked);
                 } else {
-                    // Only rounding can get here: send one token a choice.
-                    p.max_tokens = Some(1);
+                    // Only rounding can get here: send one token a choice (one row).
+                    if w.rows.is_some() {
+                        p.max_rows = Some(1);
+                    } else {
+                        p.max_tokens = Some(1);
+                    }
                     p.reserve = asked.delta;
                 }
             }
@@ -209,6 +213,7 @@ impl Pending {
             cost_usd: t.rec.cost_usd,
             bytes: (t.rec.bytes_in + t.rec.bytes_out) as f64,
             queries: f64::from(u8::from(self.held.channel == Channel::Sql)),
+            rows: t.rec.sql.map_or(0.0, |s| s.rows as f64),
         };
         let scopes = Scopes {
             step: &self.step,

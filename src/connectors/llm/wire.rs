@@ -87,6 +87,7 @@ impl ChatCall {
             n: self.n,
             max_tokens: self.max_tokens,
             output_usd_per_token: self.prices.output_usd_per_mtok / 1e6,
+            rows: None,
         }
     }
 

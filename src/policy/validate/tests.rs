@@ -287,3 +287,94 @@ fn secrets_detector_is_validated_with_locations() {
         ))
     );
 }
+
+fn template(params: &str, statement: &str) -> String {
+    format!(
+        "apiVersion: warden/v1\nkind: SqlTemplate\nmetadata: {{ id: t900, tenant: acme }}\nspec:\n  connector: crm-db\n  statement: \"{statement}\"\n  params: {params}\n"
+    )
+}
+
+#[test]
+fn parameter_declarations_short_and_long() {
+    let text = format!(
+        "{CONTRACT}---\n{}",
+        template(
+            "{ a: int, b: bigint, c: float, d: numeric, e: bool, f: { type: text, max_len: 8, pattern: \"[a-z]+\" }, g: uuid, h: date, i: timestamp, j: timestamptz, k: { type: enum, values: [x, y] }, l: json, m: { type: \"int[]\", max_items: 3 }, n: { type: text, nullable: true } }",
+            "SELECT 1 WHERE :a = 1 AND :b = 1 AND :c = 1 AND :d = 1 AND :e AND :f = '' AND :g IS NULL AND :h IS NULL AND :i IS NULL AND :j IS NULL AND :k = '' AND :l IS NULL AND :m IS NULL AND :n IS NULL"
+        )
+    );
+    let snap = compile_str("b.yaml", &text).unwrap();
+    let t = snap.template("acme", "t900").unwrap();
+    let by = |n: &str| t.params.iter().find(|p| p.name == n).unwrap();
+    assert_eq!(by("m").spec.type_name(), "int[]");
+    assert_eq!(by("m").spec.max_items, Some(3));
+    assert!(by("f").pattern.as_ref().unwrap().is_match("abc"));
+    assert!(
+        !by("f").pattern.as_ref().unwrap().is_match("abc1"),
+        "anchored"
+    );
+    assert!(by("n").spec.nullable);
+    // The short form and the long form without rules hash alike.
+    let long = CONTRACT.replace("params: { id: int }", "params: { id: { type: int } }");
+    assert_ne!(long, CONTRACT);
+    assert_eq!(
+        compile_str("b.yaml", &long).unwrap().hash(),
+        compile_str("b.yaml", CONTRACT).unwrap().hash()
+    );
+}
+
+#[test]
+fn parameter_rules_apply_to_their_types() {
+    for (params, needle) in [
+        ("{ id: integer }", "unknown parameter type `integer`"),
+        (
+            "{ id: { type: int, max_len: 3 } }",
+            "max_len applies to text parameters only",
+        ),
+        (
+            "{ id: { type: int, pattern: \"x\" } }",
+            "pattern applies to text parameters only",
+        ),
+        (
+            "{ id: { type: text, pattern: \"(\" } }",
+            "pattern does not compile",
+        ),
+        ("{ id: { type: enum } }", "an enum needs `values`"),
+        (
+            "{ id: { type: enum, values: [a, a] } }",
+            "enum value `a` is listed twice",
+        ),
+        (
+            "{ id: { type: text, values: [a] } }",
+            "values apply to enum parameters only",
+        ),
+        (
+            "{ id: { type: int, max_items: 2 } }",
+            "max_items applies to arrays only",
+        ),
+        (
+            "{ id: { type: \"int[]\", max_items: 0 } }",
+            "max_items must be at least 1",
+        ),
+        (
+            "{ id: { type: text, max_len: 0 } }",
+            "max_len must be at least 1",
+        ),
+        ("{ id: { type: text, size: 3 } }", "size"),
+    ] {
+        one_error(&template(params, "SELECT :id"), needle);
+    }
+}
+
+#[test]
+fn the_rows_metric_is_for_sql_only() {
+    one_error(
+        &policy("  scope: { all_runs: true }\n  match: { channel: llm }\n  effect: allow\n  limits:\n    - { metric: rows, window: run, max: 10 }\n"),
+        "metric rows does not apply to channel llm",
+    );
+    let ok = format!(
+        "{CONTRACT}---\n{}",
+        policy("  scope: { all_runs: true }\n  match: { channel: sql, templates: [customer_by_id] }\n  effect: allow\n  limits:\n    - { metric: rows, window: 1h, max: 1000, on_breach: stop }\n")
+    );
+    compile_str("b.yaml", &ok).unwrap();
+}

@@ -20,6 +20,7 @@ pub struct Amounts {
     pub cost_usd: f64,
     pub bytes: f64,
     pub queries: f64,
+    pub rows: f64,
 }
 
 impl Amounts {
@@ -32,6 +33,7 @@ impl Amounts {
             Metric::Requests => 1.0,
             Metric::Queries => self.queries,
             Metric::Bytes => self.bytes,
+            Metric::Rows => self.rows,
         }
     }
 }
@@ -288,6 +290,7 @@ impl Scopes<'_> {
             output_tokens: held.reserved.output_tokens.max(to.output_tokens),
             cost_usd: held.reserved.cost_usd.max(to.cost_usd),
             bytes: held.reserved.bytes.max(to.bytes),
+            rows: held.reserved.rows.max(to.rows),
         };
         for m in &held.meters {
             let more = next.get(m.metric, held.channel) - held.reserved.get(m.metric, held.channel);
