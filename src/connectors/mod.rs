@@ -6,6 +6,7 @@ pub mod creds;
 pub mod egress;
 pub mod http;
 pub mod llm;
+pub mod sql;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -95,6 +96,15 @@ impl Connector for Http {
     }
 }
 
+impl Connector for sql::Sql {
+    fn call(&self, call: Call, target: Box<dyn Target>) -> BoxFut {
+        match downcast::<sql::SqlCall>(target) {
+            Ok(sc) => Box::pin(sql::answer(self.settings, self.pools.clone(), call, sc)),
+            Err(_) => Box::pin(async { Err(not_mine("sql")) }),
+        }
+    }
+}
+
 /// The connectors, keyed by channel. A channel without one refuses (`internal_error`): the
 /// parse layer only builds targets of channels that exist.
 pub struct Registry {
@@ -108,6 +118,7 @@ impl Registry {
         };
         r.register(Channel::Llm, Arc::new(Llm(settings)));
         r.register(Channel::Http, Arc::new(Http(settings)));
+        r.register(Channel::Sql, Arc::new(sql::Sql::new(settings)));
         r
     }
 

@@ -77,6 +77,8 @@ impl crate::spine::Parser for Routes {
             ("POST", "/v1/chat/completions") => super::openai::chat(call, snap, request),
             ("GET", "/v1/models") => Ok(Box::new(crate::connectors::llm::Models)),
             (_, p) if p.starts_with("/http/") => super::http::call(call, snap, request),
+            ("POST", p) if p.starts_with("/sql/") => super::sql::call(call, snap, request),
+            (_, p) if p.starts_with("/sql/") => Err(Refusal::wrong_method(method, path, "POST")),
             (_, "/v1/chat/completions") => Err(Refusal::wrong_method(method, path, "POST")),
             (_, "/v1/models") => Err(Refusal::wrong_method(method, path, "GET")),
             _ => Err(Refusal::new(

@@ -4,7 +4,7 @@
 //!
 //! - `agent`: the agent port's HTTP/1 and HTTP/2 service (OpenAI-compatible `/v1/…`,
 //!   `/http/{connector}/…`, and the egress proxy's CONNECT and absolute-form requests);
-//! - `openai`, `http`, `egress`: the routes of the agent port, each reading its wire format
+//! - `openai`, `http`, `egress`, `sql`: the routes of the agent port, each reading its wire format
 //!   into a spine target (`agent::Routes` picks one by method and path);
 //! - `render`: a refusal in each front end's wire format (HTTP JSON error, JSON-RPC error,
 //!   gRPC status), from the one code table.
@@ -14,3 +14,4 @@ pub mod egress;
 pub mod http;
 pub mod openai;
 pub mod render;
+pub mod sql;

@@ -121,13 +121,13 @@ fn build(rt: &Runtime, ctx: &Ctx, t: &mut Trace) -> Record {
         r.reasons = std::mem::take(&mut d.reasons);
     }
     if let Some(refused) = &t.refused {
-        r.code = Some(refused.code);
+        r.code = Some(refused.recorded_as.unwrap_or(refused.code));
         if r.policy.is_none() {
             r.policy = refused.policy_id.clone();
         }
     }
     r.outcome = Some(r.outcome.unwrap_or(match (&t.refused, &t.decision) {
-        (Some(f), _) => Outcome::of_refusal(f.code, false),
+        (Some(f), _) => Outcome::of_refusal(f.recorded_as.unwrap_or(f.code), false),
         (None, Some(d)) if d.downgraded_from.is_some() && d.mode == crate::decide::Mode::Bypass => {
             Outcome::Bypassed
         }

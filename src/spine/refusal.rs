@@ -12,6 +12,10 @@ pub struct Refusal {
     pub approval_id: Option<String>,
     /// For `method_not_supported`: the methods the endpoint answers (the `Allow` header).
     pub allow: Option<&'static str>,
+    /// The code the evidence record carries when it is not the one the agent sees: a
+    /// cross-tenant attempt looks unknown on the wire (the agent cannot tell the name exists)
+    /// and is recorded as `cross_tenant` (INV-003).
+    pub recorded_as: Option<Code>,
 }
 
 impl Refusal {
@@ -22,6 +26,7 @@ impl Refusal {
             policy_id: None,
             approval_id: None,
             allow: None,
+            recorded_as: None,
         }
     }
 
