@@ -16,7 +16,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRo
 use sqlx::types::BigDecimal;
 use sqlx::{AssertSqlSafe, Column, Row, TypeInfo, ValueRef};
 
-use super::params::{Bound, Scalar};
+use super::numeric;
+use super::params::{fmt_date, fmt_timestamp, fmt_timestamptz, Bound, Scalar};
 use crate::codes::Code;
 use crate::policy::model::ParamType;
 use crate::spine::Refusal;
@@ -177,11 +178,17 @@ impl Run<'_> {
             }
             sqlx::Error::PoolTimedOut => Refusal::new(
                 Code::UpstreamError,
-                format!("the database of connector `{c}` is unreachable (no connection within {ACQUIRE_MS} ms)"),
+                format!(
+                    "connector `{c}` got no database connection within {ACQUIRE_MS} ms (the \
+                     database is unreachable, or all {POOL_SIZE} of its pool are busy)"
+                ),
             ),
             sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => Refusal::new(
                 Code::UpstreamError,
-                format!("a value from connector `{c}` could not be read: {}", self.scrub(e.to_string())),
+                format!(
+                    "a value from connector `{c}` could not be read: {}",
+                    self.scrub(e.to_string())
+                ),
             ),
             _ => Refusal::new(
                 Code::UpstreamError,
@@ -424,36 +431,33 @@ fn pg_row(row: &PgRow, r: &Run<'_>) -> Result<Vec<Json>, Refusal> {
             "OID" => get!(sqlx::postgres::types::Oid, |o| Json::from(o.0)),
             "FLOAT4" => get!(f32, |f| float(f64::from(f))),
             "FLOAT8" => get!(f64, float),
-            "NUMERIC" => get!(BigDecimal, |d| Json::String(d.to_string())),
+            "NUMERIC" => pg_numeric(row, i, r, false)?,
             "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" | "CITEXT" => {
                 get!(String, Json::String)
             }
-            "UUID" => get!(uuid::Uuid, |u| Json::String(u.hyphenated().to_string())),
-            "DATE" => get!(NaiveDate, |d| Json::String(
-                d.format("%Y-%m-%d").to_string()
-            )),
+            "UUID" => get!(uuid::Uuid, uuid_text),
+            "DATE" => get!(NaiveDate, |d| Json::String(fmt_date(&d))),
             "TIME" => get!(NaiveTime, |t| Json::String(
                 t.format("%H:%M:%S%.f").to_string()
             )),
-            "TIMESTAMP" => get!(NaiveDateTime, |t| Json::String(
-                t.format("%Y-%m-%dT%H:%M:%S%.f").to_string()
-            )),
-            "TIMESTAMPTZ" => get!(DateTime<Utc>, |t| Json::String(
-                t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
-            )),
+            "TIMESTAMP" => get!(NaiveDateTime, |t| Json::String(fmt_timestamp(&t))),
+            "TIMESTAMPTZ" => get!(DateTime<Utc>, |t| Json::String(fmt_timestamptz(&t))),
             "JSON" | "JSONB" => get!(Json, |v| v),
-            "BYTEA" => get!(Vec<u8>, |b| Json::String(
-                base64::engine::general_purpose::STANDARD.encode(b)
-            )),
+            "BYTEA" => get!(Vec<u8>, bytes),
             "BOOL[]" => arr!(bool, Json::Bool),
             "INT2[]" => arr!(i16, Json::from),
             "INT4[]" => arr!(i32, Json::from),
             "INT8[]" => arr!(i64, Json::from),
             "FLOAT4[]" => arr!(f32, |f| float(f64::from(f))),
             "FLOAT8[]" => arr!(f64, float),
-            "NUMERIC[]" => arr!(BigDecimal, |d| Json::String(d.to_string())),
+            "NUMERIC[]" => pg_numeric(row, i, r, true)?,
             "TEXT[]" | "VARCHAR[]" | "BPCHAR[]" | "NAME[]" => arr!(String, Json::String),
-            "UUID[]" => arr!(uuid::Uuid, |u| Json::String(u.hyphenated().to_string())),
+            "UUID[]" => arr!(uuid::Uuid, uuid_text),
+            "DATE[]" => arr!(NaiveDate, |d| Json::String(fmt_date(&d))),
+            "TIMESTAMP[]" => arr!(NaiveDateTime, |t| Json::String(fmt_timestamp(&t))),
+            "TIMESTAMPTZ[]" => arr!(DateTime<Utc>, |t| Json::String(fmt_timestamptz(&t))),
+            "JSON[]" | "JSONB[]" => arr!(Json, |v| v),
+            "BYTEA[]" => arr!(Vec<u8>, bytes),
             "VOID" => Json::Null,
             _ => {
                 // A NULL of any type reads as null.
@@ -468,6 +472,38 @@ fn pg_row(row: &PgRow, r: &Run<'_>) -> Result<Vec<Json>, Refusal> {
         cells.push(cell);
     }
     Ok(cells)
+}
+
+/// A `numeric` (or a `numeric[]`) as the exact text PostgreSQL prints: never in exponent form
+/// (`0.0000001`, not `1E-7`), its scale kept (`1.10` stays `1.10`), `NaN` and the infinities
+/// as those words.
+fn pg_numeric(row: &PgRow, i: usize, r: &Run<'_>, many: bool) -> Result<Json, Refusal> {
+    let raw = row.try_get_raw(i).map_err(|e| r.refusal(e))?;
+    if raw.is_null() {
+        return Ok(Json::Null);
+    }
+    let name = row.columns()[i].name();
+    let bad = || unreadable(r, name, if many { "numeric[]" } else { "numeric" });
+    let bytes = raw.as_bytes().map_err(|_| bad())?;
+    let one = |b: &[u8]| numeric::text(b).map(Json::String).ok_or_else(bad);
+    if !many {
+        return one(bytes);
+    }
+    let items = numeric::array(bytes).ok_or_else(bad)?;
+    items
+        .into_iter()
+        .map(|x| x.map_or(Ok(Json::Null), one))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Json::Array)
+}
+
+fn uuid_text(u: uuid::Uuid) -> Json {
+    Json::String(u.hyphenated().to_string())
+}
+
+/// Bytes as standard base64 with padding.
+fn bytes(b: Vec<u8>) -> Json {
+    Json::String(base64::engine::general_purpose::STANDARD.encode(b))
 }
 
 fn float(f: f64) -> Json {
@@ -544,7 +580,7 @@ fn bind_sqlite<'q>(q: SqliteQuery<'q>, v: &Bound) -> SqliteQuery<'q> {
         Bound::One(Scalar::Bigint(n)) => q.bind(*n),
         Bound::One(Scalar::Float(f)) => q.bind(*f),
         Bound::One(Scalar::Bool(b)) => q.bind(*b),
-        Bound::One(Scalar::Numeric(d)) => q.bind(d.to_string()),
+        Bound::One(Scalar::Numeric(d)) => q.bind(d.to_plain_string()),
         Bound::One(Scalar::Json(j)) => q.bind(j.to_string()),
         Bound::One(s) => match s.to_json() {
             Json::String(t) => q.bind(t),
@@ -564,15 +600,19 @@ fn sqlite_row(row: &SqliteRow, r: &Run<'_>) -> Result<Vec<Json>, Refusal> {
             continue;
         }
         let class = raw.type_info().name().to_string();
+        // A column declared BOOLEAN holds integers; it reads as true and false.
+        let declared_bool = row.columns()[i].type_info().name() == "BOOLEAN";
         let cell = match class.as_str() {
             "INTEGER" | "BOOLEAN" => {
-                Json::from(row.try_get::<i64, _>(i).map_err(|e| r.refusal(e))?)
+                let n = row.try_get::<i64, _>(i).map_err(|e| r.refusal(e))?;
+                if declared_bool {
+                    Json::Bool(n != 0)
+                } else {
+                    Json::from(n)
+                }
             }
             "REAL" => float(row.try_get::<f64, _>(i).map_err(|e| r.refusal(e))?),
-            "BLOB" => Json::String(
-                base64::engine::general_purpose::STANDARD
-                    .encode(row.try_get::<Vec<u8>, _>(i).map_err(|e| r.refusal(e))?),
-            ),
+            "BLOB" => bytes(row.try_get::<Vec<u8>, _>(i).map_err(|e| r.refusal(e))?),
             _ => Json::String(row.try_get::<String, _>(i).map_err(|e| r.refusal(e))?),
         };
         cells.push(cell);

@@ -14,6 +14,7 @@
 //! reference resolved by the sidecar and never shown, logged or recorded.
 
 pub mod db;
+pub mod numeric;
 pub mod params;
 
 use std::sync::Arc;
@@ -329,7 +330,12 @@ fn secret_parts(url: &str) -> Vec<String> {
     if let Some(rest) = url.split_once("://").map(|(_, r)| r) {
         if let Some((auth, _)) = rest.split_once('@') {
             if let Some((_, pw)) = auth.split_once(':') {
+                // As written in the URL, and as the driver decodes it (`%40` is `@`).
                 out.push(pw.to_string());
+                let decoded = percent_encoding::percent_decode_str(pw).decode_utf8_lossy();
+                if decoded != pw {
+                    out.push(decoded.into_owned());
+                }
             }
         }
     }
@@ -344,6 +350,7 @@ mod tests {
     fn the_password_and_the_url_are_secret() {
         let s = secret_parts("postgres://app:s3cr%40t@db:5432/crm");
         assert_eq!(s[1], "s3cr%40t");
+        assert_eq!(s[2], "s3cr@t");
         assert_eq!(secret_parts("sqlite:crm.db").len(), 1);
     }
 

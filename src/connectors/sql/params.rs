@@ -231,10 +231,16 @@ fn scalar(p: &ParamCheck, v: &Json, item: Option<usize>) -> Result<Scalar, Param
             if !is_decimal(s) {
                 return Err(bad(format!("`{s}` is not a decimal number")));
             }
-            Scalar::Numeric(
-                s.parse::<BigDecimal>()
-                    .map_err(|_| bad(format!("`{s}` is not a decimal number")))?,
-            )
+            let d = s
+                .parse::<BigDecimal>()
+                .map_err(|_| bad(format!("`{s}` is not a decimal number")))?;
+            // An exponent must not turn a short text into a long number (`1e9999`).
+            if d.to_plain_string().len() > MAX_NUMERIC_LEN {
+                return Err(bad(format!(
+                    "`{s}` has more than {MAX_NUMERIC_LEN} digits written out"
+                )));
+            }
+            Scalar::Numeric(d)
         }
         ParamType::Bool => Scalar::Bool(v.as_bool().ok_or_else(wrong)?),
         ParamType::Text => {
@@ -359,24 +365,38 @@ fn is_decimal(s: &str) -> bool {
 
 impl Scalar {
     /// The value as canonical JSON: the form hashed into the query hash and shown in content,
-    /// so two spellings of one value (`+02:00` and `Z`) hash alike.
+    /// so two spellings of one instant (`+02:00` and `Z`) hash alike. A numeric keeps the digits
+    /// and scale sent, in plain form (`"1e3"` is `"1000"`, `"1.50"` stays `"1.50"`).
     pub fn to_json(&self) -> Json {
         match self {
             Scalar::Int(n) => Json::from(*n),
             Scalar::Bigint(n) => Json::from(*n),
             Scalar::Float(f) => Json::from(*f),
-            Scalar::Numeric(d) => Json::String(d.normalized().to_string()),
+            Scalar::Numeric(d) => Json::String(d.to_plain_string()),
             Scalar::Bool(b) => Json::Bool(*b),
             Scalar::Text(s) => Json::String(s.clone()),
             Scalar::Uuid(u) => Json::String(u.hyphenated().to_string()),
-            Scalar::Date(d) => Json::String(d.format("%Y-%m-%d").to_string()),
-            Scalar::Timestamp(t) => Json::String(t.format("%Y-%m-%dT%H:%M:%S%.f").to_string()),
-            Scalar::Timestamptz(t) => {
-                Json::String(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
-            }
+            Scalar::Date(d) => Json::String(fmt_date(d)),
+            Scalar::Timestamp(t) => Json::String(fmt_timestamp(t)),
+            Scalar::Timestamptz(t) => Json::String(fmt_timestamptz(t)),
             Scalar::Json(v) => v.clone(),
         }
     }
+}
+
+/// A date as `YYYY-MM-DD`: how parameters are read and results written.
+pub fn fmt_date(d: &NaiveDate) -> String {
+    d.format("%Y-%m-%d").to_string()
+}
+
+/// A timestamp without zone as `YYYY-MM-DDTHH:MM:SS[.fraction]`.
+pub fn fmt_timestamp(t: &NaiveDateTime) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.f").to_string()
+}
+
+/// A timestamp with zone as RFC 3339 in UTC (`…Z`), the fraction as long as it needs.
+pub fn fmt_timestamptz(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
 
 impl Bound {

@@ -35,11 +35,12 @@ fn each_type_takes_its_own_values() {
     ok("\"bigint\"", "1099511627776", Json::from(1099511627776i64));
     ok("\"float\"", "1.5", Json::from(1.5));
     ok("\"float\"", "2", Json::from(2.0));
-    ok("\"numeric\"", "\"12.50\"", Json::from("12.5"));
+    ok("\"numeric\"", "\"12.50\"", Json::from("12.50"));
+    ok("\"numeric\"", "\"1e3\"", Json::from("1000"));
     ok(
         "\"numeric\"",
         "\"-0.000000000000000000000000000001\"",
-        Json::from("-1E-30"),
+        Json::from("-0.000000000000000000000000000001"),
     );
     ok("\"bool\"", "true", Json::from(true));
     ok(
@@ -97,6 +98,8 @@ fn nothing_is_coerced_and_ranges_hold() {
     refused("\"numeric\"", "\"NaN\"", "not a decimal");
     refused("\"numeric\"", "\"Infinity\"", "not a decimal");
     refused("\"numeric\"", "\"1e99999\"", "not a decimal");
+    refused("\"numeric\"", "\"1e9999\"", "digits written out");
+    refused("\"numeric\"", "\"1e-2000\"", "digits written out");
     refused("\"numeric\"", "\"1,5\"", "not a decimal");
     refused("\"bool\"", "1", "expected bool");
     refused("\"bool\"", "\"true\"", "expected bool");
