@@ -201,17 +201,28 @@ const DEV_FREE_PORTS: [&str; 8] = [
 ];
 
 #[test]
-fn dev_smoke_makes_the_two_calls_of_the_quick_start() {
+fn dev_smoke_makes_the_three_calls_of_the_quick_start() {
     let dir = std::env::temp_dir().join(format!("warden-dev-{}", std::process::id()));
     let mut args = vec!["dev", "--smoke", "--dir", dir.to_str().unwrap()];
     args.extend(DEV_FREE_PORTS);
-    let out = warden(&args);
+    let out = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(&args)
+        .env_remove("CRM_DATABASE_URL")
+        .output()
+        .unwrap();
     let s = text(&out.stdout);
     assert!(out.status.success(), "{s}\n{}", text(&out.stderr));
     assert!(s.contains("admin token"), "{s}");
     assert!(s.contains("snapshot         sha256:"), "{s}");
     assert!(s.contains("\n200 {"), "{s}");
     assert!(s.contains("\n403 {") && s.contains("pii_detected"), "{s}");
+    // The SQL template on the CRM dev seeded, and the curl that runs it.
+    assert!(s.contains("crm.db (seeded: 4 customers)"), "{s}");
+    assert!(
+        s.contains("/sql/customer_by_id -H 'content-type: application/json' -d '{\"id\":1}'"),
+        "{s}"
+    );
+    assert!(s.contains(r#""rows":[[1,"Ada Lovelace","gold"]]"#), "{s}");
     // The banner prints the bound ports, never the `:0` it was asked for.
     assert!(!s.contains("127.0.0.1:0"), "{s}");
     let token = std::fs::read_to_string(dir.join("admin-token")).unwrap();
@@ -222,10 +233,34 @@ fn dev_smoke_makes_the_two_calls_of_the_quick_start() {
     let out = warden(&["evidence", "verify", dir.join("evidence").to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
-        text(&out.stdout).starts_with("ok: 2 records"),
+        text(&out.stdout).starts_with("ok: 3 records"),
         "{}",
         text(&out.stdout)
     );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// With `CRM_DATABASE_URL` set, dev seeds nothing and the template reads that database.
+#[test]
+fn dev_reads_the_crm_database_it_is_given() {
+    let dir = std::env::temp_dir().join(format!("warden-dev-crm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let theirs = dir.join("their-crm.db");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = rt.block_on(warden::dev::crm::seed(&theirs)).unwrap();
+    drop(rt);
+    let mut args = vec!["dev", "--smoke", "--dir", dir.to_str().unwrap()];
+    args.extend(DEV_FREE_PORTS);
+    let out = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(&args)
+        .env("CRM_DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    let s = text(&out.stdout);
+    assert!(out.status.success(), "{s}\n{}", text(&out.stderr));
+    assert!(s.contains("CRM_DATABASE_URL (yours)"), "{s}");
+    assert!(!dir.join("crm.db").exists(), "dev seeded a CRM of its own");
+    assert!(s.contains(r#""rows":[[1,"Ada Lovelace","gold"]]"#), "{s}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

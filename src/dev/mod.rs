@@ -1,17 +1,19 @@
 //! `warden dev`: a first try in one command (README), and the mock upstreams it runs.
 //!
 //! Starts, in one process: the deterministic [`mocks`] (an OpenAI-compatible LLM, a weather
-//! API) and one sidecar (identity acme/support/support-bot) serving the contract bundle from the
+//! API), a seeded SQLite CRM ([`crm`], unless `CRM_DATABASE_URL` names a database) and one
+//! sidecar (identity acme/support/support-bot) serving the contract bundle from the
 //! dev directory, with the bundle's upstream URLs pointed at the mocks' real addresses. Every
 //! address can be chosen (`:0` picks a free port), so `dev` runs beside the tests or a second
 //! `dev`. It generates an admin token, writes it to `<dir>/admin-token`, and prints the bound
-//! endpoints and two curls: one allowed, one refused. `--smoke` makes those two calls itself and
-//! exits (the tests use it to keep the quick start working).
+//! endpoints and three curls: a chat allowed, one refused, a SQL template. `--smoke` makes
+//! those three calls itself and exits (the tests use it to keep the quick start working).
 //!
 //! This room ships in the binary, but nothing on the request path imports it.
 //! Not here yet (later work): the policy service on SQLite and an MCP mock; the sidecar reads
 //! the bundle file directly meanwhile.
 
+pub mod crm;
 pub mod mocks;
 
 use std::net::SocketAddr;
@@ -69,11 +71,12 @@ fn bind_error(what: &'static str, addr: &str, e: &std::io::Error) -> DevError {
 const ALLOWED: &str =
     r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello [[reply:8]]"}]}"#;
 const REFUSED: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Write to jane.doe@example.com"}]}"#;
+const CHAT: &str = "/v1/chat/completions";
+const SQL: &str = "/sql/customer_by_id";
+const SQL_BODY: &str = r#"{"id":1}"#;
 
-fn curl(agent: SocketAddr, body: &str) -> String {
-    format!(
-        "curl -s http://{agent}/v1/chat/completions -H 'content-type: application/json' -d '{body}'"
-    )
+fn curl(agent: SocketAddr, path: &str, body: &str) -> String {
+    format!("curl -s http://{agent}{path} -H 'content-type: application/json' -d '{body}'")
 }
 
 /// The contract bundle with its LLM and weather upstreams at `llm` and `weather`.
@@ -121,6 +124,14 @@ pub fn run(opts: DevOptions) -> Result<ExitCode, DevError> {
         .build()
         .map_err(setup)?;
     rt.block_on(async move {
+        let crm = if std::env::var_os("CRM_DATABASE_URL").is_none() {
+            let dir = std::path::absolute(&opts.dir).map_err(setup)?;
+            let url = crm::seed(&dir.join("crm.db")).await.map_err(setup)?;
+            std::env::set_var("CRM_DATABASE_URL", &url);
+            format!("{url} (seeded: {} customers)", crm::CUSTOMERS.len())
+        } else {
+            "CRM_DATABASE_URL (yours)".to_string()
+        };
         let llm = mocks::spawn_llm(&opts.mock_llm)
             .await
             .map_err(|e| bind_error("mock LLM", &opts.mock_llm, &e))?;
@@ -150,7 +161,7 @@ pub fn run(opts: DevOptions) -> Result<ExitCode, DevError> {
             ),
             e => setup(e),
         })?;
-        banner(&opts, &running, &llm, &weather, &token, &token_path);
+        banner(&opts, &running, &llm, &weather, &crm, &token, &token_path);
         if opts.smoke {
             let ok = smoke(running.agent_addr).await;
             drop(running);
@@ -172,6 +183,7 @@ fn banner(
     running: &sidecar::Running,
     llm: &mocks::MockHandle,
     weather: &mocks::MockHandle,
+    crm: &str,
     token: &str,
     token_path: &Path,
 ) {
@@ -183,13 +195,14 @@ fn banner(
         .unwrap_or_else(|| "none (not ready)".into());
     let (agent, admin) = (running.agent_addr, running.admin_addr);
     println!("Warden dev is running.\n");
-    println!("  agent endpoint   http://{agent}  (OpenAI-compatible /v1, /http/…)");
+    println!("  agent endpoint   http://{agent}  (OpenAI-compatible /v1, /http/…, /sql/…)");
     println!("  admin endpoint   http://{admin}  (/healthz /readyz /metrics /ops/mode /runs/ID)");
     println!(
         "  mock LLM         {}   mock weather {}",
         llm.base_url(),
         weather.base_url()
     );
+    println!("  CRM database     {crm}");
     println!("  snapshot         {snapshot}");
     println!(
         "  admin token      {token}  (also in {})",
@@ -198,26 +211,31 @@ fn banner(
     println!("  evidence         {}", opts.dir.join("evidence").display());
     println!(
         "\nAllowed (p100-llm lets support-bot use gpt-4o-mini):\n  {}",
-        curl(agent, ALLOWED)
+        curl(agent, CHAT, ALLOWED)
     );
     println!(
         "\nRefused (PII in the prompt, pii_detected):\n  {}",
-        curl(agent, REFUSED)
+        curl(agent, CHAT, REFUSED)
+    );
+    println!(
+        "\nA SQL template (p200-crm-read lets support-bot run customer_by_id):\n  {}",
+        curl(agent, SQL, SQL_BODY)
     );
     println!(
         "\nKill switch:\n  curl -s http://{admin}/ops/mode -H 'authorization: Bearer {token}' -d '{{\"mode\":\"halted\",\"reason\":\"try it\"}}'"
     );
 }
 
-/// Make the two calls the banner shows; true if the first passed and the second was refused.
+/// Make the three calls the banner shows; true if the chat and the template passed and the
+/// refused chat was refused.
 async fn smoke(agent: SocketAddr) -> bool {
     use http_body_util::{BodyExt, Full};
     let client: hyper_util::client::legacy::Client<_, Full<bytes::Bytes>> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .build_http();
     let mut statuses = Vec::new();
-    for body in [ALLOWED, REFUSED] {
-        let req = http::Request::post(format!("http://{agent}/v1/chat/completions"))
+    for (path, body) in [(CHAT, ALLOWED), (CHAT, REFUSED), (SQL, SQL_BODY)] {
+        let req = http::Request::post(format!("http://{agent}{path}"))
             .header("content-type", "application/json")
             .body(Full::new(bytes::Bytes::from(body)));
         let Ok(req) = req else { return false };
@@ -231,10 +249,10 @@ async fn smoke(agent: SocketAddr) -> bool {
             .await
             .map(|c| String::from_utf8_lossy(&c.to_bytes()).into_owned())
             .unwrap_or_default();
-        println!("\n$ {}\n{status} {text}", curl(agent, body));
+        println!("\n$ {}\n{status} {text}", curl(agent, path, body));
         statuses.push(status);
     }
-    statuses == [200, 403]
+    statuses == [200, 403, 200]
 }
 
 #[cfg(test)]

@@ -47,8 +47,13 @@ pub fn json_body(headers: &http::HeaderMap, body: &[u8]) -> Result<(), Refusal> 
     Err(Refusal::new(
         Code::UnsupportedMediaType,
         match label {
-            Some(l) => format!("this endpoint reads JSON; the body is labelled `{l}`"),
-            None => "this endpoint reads JSON; the body has no Content-Type".into(),
+            Some(l) => format!(
+                "this endpoint reads JSON; the body is labelled `{l}` (send \
+                 `Content-Type: application/json`)"
+            ),
+            None => "this endpoint reads JSON; the body has no Content-Type (send \
+                     `Content-Type: application/json`)"
+                .into(),
         },
     ))
 }
