@@ -467,7 +467,7 @@ async fn a_write_fails_in_the_read_only_transaction() {
         .await
         .unwrap();
     let pools = db::Pools::default();
-    let pool = pools.get("acme", "crm-db", &url).unwrap();
+    let pool = pools.get("acme", "crm-db", &url, 8).unwrap();
     for statement in [
         "WITH w AS (INSERT INTO t VALUES (1) RETURNING x) SELECT x FROM w",
         "SELECT x FROM t FOR UPDATE",
@@ -673,7 +673,7 @@ async fn pools_are_isolated_between_tenants() {
         let (pools, url) = (pools.clone(), url.clone());
         async move {
             let (tenant, s) = statement.split_once('|').unwrap();
-            let pool = pools.get(tenant, "crm-db", &url).unwrap();
+            let pool = pools.get(tenant, "crm-db", &url, 8).unwrap();
             let r = db::Run {
                 connector: "crm-db",
                 statement: s,
@@ -686,7 +686,7 @@ async fn pools_are_isolated_between_tenants() {
             db::run(&pool, &r).await
         }
     };
-    let busy: Vec<_> = (0..db::POOL_SIZE)
+    let busy: Vec<_> = (0..8)
         .map(|_| tokio::spawn(run("acme|SELECT pg_sleep(2) AS slept", 5_000)))
         .collect();
     // Let the eight sleeps take every acme connection.
@@ -715,4 +715,7 @@ async fn pools_are_isolated_between_tenants() {
         run("acme|SELECT 1 AS one", 5_000).await.is_ok(),
         "acme's pool is back"
     );
+    // A connector's pool size is its own; a new size is a new pool.
+    assert_eq!(pools.get("acme", "crm-db", &url, 8).unwrap().size(), 8);
+    assert_eq!(pools.get("acme", "crm-db", &url, 16).unwrap().size(), 16);
 }

@@ -656,6 +656,21 @@ pub struct HttpRule {
 pub struct SqlConnector {
     /// A credential reference: the URL holds the password.
     pub url: String,
+    /// Connections the sidecar's pool for this connector may open (default
+    /// [`DEFAULT_SQL_POOL`]). Left out of the canonical form when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_size: Option<u32>,
+}
+
+/// The pool size of a SQL connector that names none.
+pub const DEFAULT_SQL_POOL: u32 = 8;
+/// The largest pool a SQL connector may ask for.
+pub const MAX_SQL_POOL: u32 = 256;
+
+impl SqlConnector {
+    pub fn pool_size(&self) -> u32 {
+        self.pool_size.unwrap_or(DEFAULT_SQL_POOL)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]

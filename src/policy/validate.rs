@@ -408,6 +408,17 @@ fn connector(d: &Loaded, c: &ConnectorSpec, index: &Index<'_>, errors: &mut Vec<
     }
     if let Some(sql) = &c.sql {
         credential(d, &p(&["spec", "sql", "url"]), &sql.url, errors);
+        if let Some(n) = sql.pool_size {
+            if n == 0 || n > super::model::MAX_SQL_POOL {
+                errors.push(d.error(
+                    &p(&["spec", "sql", "pool_size"]),
+                    format!(
+                        "pool_size must be between 1 and {}",
+                        super::model::MAX_SQL_POOL
+                    ),
+                ));
+            }
+        }
     }
     if let Some(mcp) = &c.mcp {
         url(d, &p(&["spec", "mcp", "url"]), &mcp.url, errors);

@@ -22,8 +22,6 @@ use crate::codes::Code;
 use crate::policy::model::ParamType;
 use crate::spine::Refusal;
 
-/// Connections one connector's pool may open.
-pub const POOL_SIZE: u32 = 8;
 /// The longest a call waits for a connection (less when its time-out is shorter): a database
 /// that cannot be reached answers `upstream_error` in this time, not the statement time-out.
 pub const ACQUIRE_MS: u64 = 1_000;
@@ -47,11 +45,15 @@ type PoolKey = (Box<str>, Box<str>);
 
 impl Pools {
     /// The pool of `connector` of `tenant` at `url` (resolved from its credential reference),
-    /// created lazily: no connection is opened until a call needs one.
-    pub fn get(&self, tenant: &str, connector: &str, url: &str) -> Result<Db, Refusal> {
+    /// at most `size` connections, created lazily: no connection is opened until a call needs
+    /// one. A pool replaced (its URL or size changed) closes once its calls are done.
+    pub fn get(&self, tenant: &str, connector: &str, url: &str, size: u32) -> Result<Db, Refusal> {
         use sha2::Digest;
         let key = (Box::<str>::from(tenant), Box::<str>::from(connector));
-        let fp: [u8; 32] = sha2::Sha256::digest(url.as_bytes()).into();
+        let mut h = sha2::Sha256::new();
+        h.update(size.to_be_bytes());
+        h.update(url.as_bytes());
+        let fp: [u8; 32] = h.finalize().into();
         let mut map = match self.by_connector.lock() {
             Ok(m) => m,
             Err(p) => p.into_inner(),
@@ -61,8 +63,10 @@ impl Pools {
                 return Ok(db.clone());
             }
         }
-        let db = open(connector, url)?;
-        map.insert(key, (fp, db.clone()));
+        let db = open(connector, url, size)?;
+        if let Some((_, old)) = map.insert(key, (fp, db.clone())) {
+            old.close_later();
+        }
         Ok(db)
     }
 }
@@ -76,14 +80,36 @@ fn bad_url(connector: &str) -> Refusal {
     )
 }
 
-fn open(connector: &str, url: &str) -> Result<Db, Refusal> {
+impl Db {
+    /// The most connections this pool opens.
+    pub fn size(&self) -> u32 {
+        match self {
+            Db::Pg(p) => p.options().get_max_connections(),
+            Db::Sqlite(p) => p.options().get_max_connections(),
+        }
+    }
+
+    /// Close the pool in the background: calls holding a connection finish first.
+    fn close_later(self) {
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                match self {
+                    Db::Pg(p) => p.close().await,
+                    Db::Sqlite(p) => p.close().await,
+                }
+            });
+        }
+    }
+}
+
+fn open(connector: &str, url: &str, size: u32) -> Result<Db, Refusal> {
     let acquire = Duration::from_millis(ACQUIRE_MS);
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         // Errors of the URL parser can quote the URL: never pass them on.
         let opts = PgConnectOptions::from_str(url).map_err(|_| bad_url(connector))?;
         let opts = opts.application_name("warden");
         let pool = PgPoolOptions::new()
-            .max_connections(POOL_SIZE)
+            .max_connections(size)
             .min_connections(0)
             .acquire_timeout(acquire)
             .idle_timeout(Duration::from_secs(300))
@@ -97,7 +123,7 @@ fn open(connector: &str, url: &str) -> Result<Db, Refusal> {
             .create_if_missing(false)
             .pragma("query_only", "ON");
         let pool = SqlitePoolOptions::new()
-            .max_connections(POOL_SIZE)
+            .max_connections(size)
             .min_connections(0)
             .acquire_timeout(acquire)
             .connect_lazy_with(opts);
@@ -180,7 +206,7 @@ impl Run<'_> {
                 Code::UpstreamError,
                 format!(
                     "connector `{c}` got no database connection within {ACQUIRE_MS} ms (the \
-                     database is unreachable, or all {POOL_SIZE} of its pool are busy)"
+                     database is unreachable, or every connection of its pool is busy)"
                 ),
             ),
             sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => Refusal::new(

@@ -168,12 +168,12 @@ pub async fn answer(
             t.content.get_or_insert_with(Content::default).prompt = Some(sc.values_json.clone());
         }
     });
-    let reference = sc
+    let (reference, pool_size) = sc
         .info
         .spec
         .sql
         .as_ref()
-        .map(|s| s.url.clone())
+        .map(|s| (s.url.clone(), s.pool_size()))
         .ok_or_else(|| Refusal::internal("SQL connector without sql block"))?;
     // The error names the reference, never its value.
     let url = call.rt.credentials.get(&reference).map_err(|e| {
@@ -183,7 +183,7 @@ pub async fn answer(
             format!("connector `{connector}` has no usable database URL"),
         )
     })?;
-    let db = pools.get(&call.ctx.tenant, &connector, &url)?;
+    let db = pools.get(&call.ctx.tenant, &connector, &url, pool_size)?;
     let secrets = secret_parts(&url);
     let run = db::Run {
         connector: &connector,

@@ -378,3 +378,29 @@ fn the_rows_metric_is_for_sql_only() {
     );
     compile_str("b.yaml", &ok).unwrap();
 }
+
+#[test]
+fn a_sql_pool_size_is_bounded() {
+    for n in ["0", "257"] {
+        let e = one_error(
+            &format!("apiVersion: warden/v1\nkind: Connector\nmetadata: {{ id: db2, tenant: acme }}\nspec:\n  type: sql\n  plane: p\n  sql: {{ url: env:DB2, pool_size: {n} }}\n"),
+            "pool_size must be between 1 and 256",
+        );
+        assert_eq!(e.path, "spec.sql.pool_size");
+    }
+    let ok = format!("{CONTRACT}---\napiVersion: warden/v1\nkind: Connector\nmetadata: {{ id: db2, tenant: acme }}\nspec:\n  type: sql\n  plane: p\n  sql: {{ url: env:DB2, pool_size: 32 }}\n");
+    let snap = compile_str("b.yaml", &ok).unwrap();
+    let c = snap.connector("acme", "db2").unwrap();
+    assert_eq!(c.spec.sql.as_ref().unwrap().pool_size(), 32);
+    // Unset, it is left out of the canonical form: the contract's hash does not move.
+    let contract = compile_str("b.yaml", CONTRACT).unwrap();
+    let sql = contract
+        .connector("acme", "crm-db")
+        .unwrap()
+        .spec
+        .sql
+        .clone()
+        .unwrap();
+    assert_eq!((sql.pool_size, sql.pool_size()), (None, 8));
+    assert!(!serde_json::to_string(&sql).unwrap().contains("pool_size"));
+}
