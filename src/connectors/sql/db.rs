@@ -108,11 +108,23 @@ fn open(connector: &str, url: &str, size: u32) -> Result<Db, Refusal> {
         // Errors of the URL parser can quote the URL: never pass them on.
         let opts = PgConnectOptions::from_str(url).map_err(|_| bad_url(connector))?;
         let opts = opts.application_name("warden");
+        // sqlx pings every connection as it is released (which also flushes the ROLLBACK a
+        // dropped transaction queues), so one released a moment ago is known alive: ping on
+        // acquire only those idle longer than a second (a database restarted meanwhile).
         let pool = PgPoolOptions::new()
             .max_connections(size)
             .min_connections(0)
             .acquire_timeout(acquire)
             .idle_timeout(Duration::from_secs(300))
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > Duration::from_secs(1) {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_lazy_with(opts);
         return Ok(Db::Pg(pool));
     }
@@ -261,17 +273,17 @@ async fn run_pg(pool: &PgPool, r: &Run<'_>) -> Result<Outcome, Refusal> {
         .await
         .map_err(|_| r.refusal(sqlx::Error::PoolTimedOut))?
         .map_err(|e| r.refusal(e))?;
+    // One round trip: both statements in one simple query.
+    let begin = format!(
+        "BEGIN READ ONLY; SET LOCAL statement_timeout = {}",
+        r.timeout_ms
+    );
     let mut tx = sqlx::Transaction::begin(
         sqlx::pool::MaybePoolConnection::PoolConnection(conn),
-        Some("BEGIN READ ONLY".into_sql_str()),
+        Some(sqlx::SqlSafeStr::into_sql_str(AssertSqlSafe(begin))),
     )
     .await
     .map_err(|e| r.refusal(e))?;
-    let set = format!("SET LOCAL statement_timeout = {}", r.timeout_ms);
-    sqlx::query(AssertSqlSafe(set))
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| r.refusal(e))?;
     let mut q = sqlx::query(AssertSqlSafe(r.capped()));
     for v in r.values {
         q = bind_pg(q, v);
@@ -307,19 +319,10 @@ async fn run_pg(pool: &PgPool, r: &Run<'_>) -> Result<Outcome, Refusal> {
         }
     }
     out.db_us = started.elapsed().as_micros() as u64;
-    // Read-only: nothing to keep.
-    let _ = tx.rollback().await;
+    // Read-only: nothing to keep. Dropping the transaction queues its ROLLBACK, which the
+    // connection's release flushes (and waits for) off the call's path.
+    drop(tx);
     Ok(out)
-}
-
-trait IntoSql {
-    fn into_sql_str(self) -> sqlx::SqlStr;
-}
-
-impl IntoSql for &'static str {
-    fn into_sql_str(self) -> sqlx::SqlStr {
-        sqlx::SqlSafeStr::into_sql_str(self)
-    }
 }
 
 fn too_large(r: &Run<'_>) -> Refusal {
