@@ -158,3 +158,50 @@ async fn https_connectors_are_verified_against_the_configured_roots() {
     // The HTTP connector channel honours the same trust roots as the LLM channel.
     tls::every_case(tls::Channel::Http).await;
 }
+
+/// A `bytes` limit counts the answer too, and judges it before it is passed on: the answer that
+/// would cross the limit is withheld (the upstream was called), and `on_breach: stop` ends the
+/// run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bytes_limit_withholds_the_answer_that_crosses_it() {
+    let env = start_with(
+        "http-bytes",
+        |b| {
+            b.replace(
+                "  match: { channel: http, connectors: [weather] }\n  effect: allow\n",
+                "  match: { channel: http, connectors: [weather] }\n  effect: allow\n  limits:\n    - { metric: bytes, window: run, max: 1000, on_breach: stop }\n",
+            )
+        },
+        |c| c,
+    )
+    .await;
+    let call = || async {
+        send(
+            http::Request::get(env.agent_url("/http/weather/v1/forecast/paris"))
+                .header("x-warden-run-id", "bytes-run")
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+    };
+    let first = call().await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    let n = first.body.len();
+    assert!((100..1000).contains(&n), "the answer is {n} bytes");
+    // Allowed while the run's answers fit; the one that would cross 1,000 is withheld.
+    let fit = (1000 / n) as u64;
+    for _ in 1..fit {
+        assert_eq!(call().await.status, 200);
+    }
+    let over = call().await;
+    env.assert_refused(&over, 429, "budget_exceeded").await;
+    assert!(!over.text().contains("paris"), "{}", over.text());
+    assert_eq!(
+        env.weather.request_count(),
+        fit + 1,
+        "it was asked, not passed on"
+    );
+    let after = call().await;
+    env.assert_refused(&after, 403, "run_stopped").await;
+    assert_eq!(env.weather.request_count(), fit + 1);
+}

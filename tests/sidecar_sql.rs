@@ -92,6 +92,24 @@ spec:
 ---
 apiVersion: warden/v1
 kind: SqlTemplate
+metadata: { id: bytes_metered, tenant: acme }
+spec:
+  connector: crm-db
+  statement: "SELECT id, name, tier FROM customers ORDER BY id"
+---
+apiVersion: warden/v1
+kind: Policy
+metadata: { id: p240-bytes, tenant: acme }
+spec:
+  status: active
+  scope: { agents: [support-bot] }
+  match: { channel: sql, templates: [bytes_metered] }
+  effect: allow
+  limits:
+    - { metric: bytes, window: run, max: 1000, on_breach: stop }
+---
+apiVersion: warden/v1
+kind: SqlTemplate
 metadata: { id: customer_emails, tenant: acme }
 spec:
   connector: crm-db
@@ -650,8 +668,40 @@ async fn cross_tenant_refused(env: &Env) {
     assert_eq!(json_of(&r)["rows"], json!([[1, "Ada", "gold"]]));
 }
 
+/// A `bytes` limit counts the answer, judged before it is passed on: the result that would
+/// cross it is withheld, and `on_breach: stop` ends the run.
+async fn bytes_limit_withholds(env: &Env) {
+    let run = format!("bytes-run-{}", uuid::Uuid::new_v4().simple());
+    let call = || {
+        let run = run.clone();
+        async move {
+            send(
+                http::Request::post(env.agent_url("/sql/bytes_metered"))
+                    .header("content-type", "application/json")
+                    .header("x-warden-run-id", run)
+                    .body(Full::new(Bytes::from_static(b"{}")))
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    let first = call().await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    let n = first.body.len() + 2;
+    assert!((100..500).contains(&n), "a call is {n} bytes");
+    for _ in 1..1000 / n {
+        assert_eq!(call().await.status, 200);
+    }
+    let over = call().await;
+    let rec = env.assert_refused(&over, 429, "budget_exceeded").await;
+    assert!(!over.text().contains("Grace"), "{}", over.text());
+    assert_eq!(rec.template.as_deref(), Some("bytes_metered"));
+    env.assert_refused(&call().await, 403, "run_stopped").await;
+}
+
 async fn the_rest_works(env: &Env, pg: bool) {
     types_round_trip(env, pg).await;
+    bytes_limit_withholds(env).await;
     rows_limit_cuts(env).await;
     pii_in_rows_refused(env).await;
     cross_tenant_refused(env).await;
@@ -718,4 +768,34 @@ async fn pools_are_isolated_between_tenants() {
     // A connector's pool size is its own; a new size is a new pool.
     assert_eq!(pools.get("acme", "crm-db", &url, 8).unwrap().size(), 8);
     assert_eq!(pools.get("acme", "crm-db", &url, 16).unwrap().size(), 16);
+}
+
+/// The contract's `p200-crm-read`: 60 `customer_by_id` queries a minute, for every run of the
+/// agent together — the 61st is `rate_limited`, with or without a run id of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_are_limited_per_minute() {
+    let dir = common::tmpdir("sqlite-crm-rate");
+    let url = warden::dev::crm::seed(&dir.join("crm.db")).await.unwrap();
+    let env = start("sql-rate", "WARDEN_IT_CRM_RATE", &url).await;
+    for i in 0..60 {
+        let r = sql(
+            &env,
+            "customer_by_id",
+            &json!({ "id": 1 + i % 4 }).to_string(),
+        )
+        .await;
+        assert_eq!(r.status, 200, "call {i}: {}", r.text());
+    }
+    let r = sql(&env, "customer_by_id", r#"{"id": 1}"#).await;
+    let rec = env.assert_refused(&r, 429, "rate_limited").await;
+    assert_eq!(rec.policy.as_deref(), Some("p200-crm-read"));
+    let r = send(
+        http::Request::post(env.agent_url("/sql/customer_by_id"))
+            .header("content-type", "application/json")
+            .header("x-warden-run-id", "a-fresh-run")
+            .body(Full::new(Bytes::from_static(br#"{"id": 2}"#)))
+            .unwrap(),
+    )
+    .await;
+    env.assert_refused(&r, 429, "rate_limited").await;
 }

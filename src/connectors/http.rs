@@ -602,6 +602,9 @@ pub async fn forward(
         reply_fact(&parts.headers, &bytes),
         reply_secret_fact(&parts.headers, &bytes),
     )?;
+    // A `bytes` limit: the whole answer is known, so it is judged before it is passed on.
+    let bounded = call.decision.as_ref().is_some_and(super::bytes_bounded);
+    super::judge_answer_bytes(&call, bounded, n)?;
     let listed = connection_listed(&parts.headers);
     let mut reply = http::Response::new(body_of(Full::new(bytes)));
     *reply.status_mut() = parts.status;

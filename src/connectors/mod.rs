@@ -49,6 +49,34 @@ pub trait Guard: Send + Sync + 'static {
     fn enforce(&self, call: &Call, d: &Decision) -> Refusal;
 }
 
+/// Whether a blocking `bytes` limit bounds the call `decision` let through.
+pub fn bytes_bounded(decision: &Decision) -> bool {
+    decision
+        .headroom_for(crate::policy::model::Metric::Bytes)
+        .is_some()
+}
+
+/// A whole answer of `n` bytes about to go to the agent, judged against the `bytes` limits
+/// before it does: when a blocking `bytes` limit bounds the call (`bounded`, from
+/// [`bytes_bounded`]), the call is decided again with its request and answer bytes, and a
+/// breach withholds the answer (its `on_breach` applied to the run). The amount decided is the
+/// amount settled.
+pub fn judge_answer_bytes(call: &Call, bounded: bool, n: u64) -> Result<(), Refusal> {
+    if n == 0 || !bounded {
+        return Ok(());
+    }
+    let mut req = call
+        .request
+        .clone()
+        .ok_or_else(|| Refusal::internal("no request facts"))?;
+    req.delta.bytes += n as f64;
+    let guard = call.guard()?;
+    match guard.recheck(call, req)? {
+        Some(d) => Err(guard.enforce(call, &d)),
+        None => Ok(()),
+    }
+}
+
 /// A connector: takes an allowed call and the target it was parsed into, and answers it.
 pub trait Connector: Send + Sync + 'static {
     fn call(&self, call: Call, target: Box<dyn Target>) -> BoxFut;

@@ -232,15 +232,7 @@ pub async fn answer(
                 .iter()
                 .any(|r| matches!(r.code.as_str(), "pii_detected" | "secret_detected"));
             if found || !limited {
-                call.trace(|t| {
-                    t.rec.outcome = Some(Outcome::Cut);
-                    t.rec.cut = Some(Cut {
-                        after_tokens: 0,
-                        code: refusal.code,
-                        detail: "result withheld: it breached a policy".into(),
-                    });
-                });
-                return Err(refusal);
+                return Err(withhold(&call, refusal));
             }
             // The rows limit: the rows up to it are the answer, marked cut.
             cut = Some((refusal, d));
@@ -276,6 +268,12 @@ pub async fn answer(
         );
     }
     let bytes = serde_json::to_vec(&body).map_err(|e| Refusal::internal(e.to_string()))?;
+    // A `bytes` limit the answer would cross withholds it, like PII.
+    if let Err(refusal) =
+        super::judge_answer_bytes(&call, super::bytes_bounded(&decision), bytes.len() as u64)
+    {
+        return Err(withhold(&call, refusal));
+    }
     let rows_text = serde_json::to_string(&body["rows"]).unwrap_or_default();
     call.trace(|t| {
         t.rec.bytes_out = bytes.len() as u64;
@@ -306,6 +304,20 @@ pub async fn answer(
         http::HeaderValue::from_static("application/json"),
     );
     Ok(reply)
+}
+
+/// A whole result withheld by `refusal` (PII, a secret, a `bytes` limit): recorded as cut
+/// before any row.
+fn withhold(call: &Call, refusal: Refusal) -> Refusal {
+    call.trace(|t| {
+        t.rec.outcome = Some(Outcome::Cut);
+        t.rec.cut = Some(Cut {
+            after_tokens: 0,
+            code: refusal.code,
+            detail: "result withheld: it breached a policy".into(),
+        });
+    });
+    refusal
 }
 
 /// The values of the `doc_id_column` column, as text, at most [`MAX_DOC_IDS`].
