@@ -92,6 +92,41 @@ spec:
 ---
 apiVersion: warden/v1
 kind: SqlTemplate
+metadata: { id: said, tenant: acme }
+spec:
+  connector: crm-db
+  statement: "SELECT :t AS t"
+  params: { t: text }
+---
+apiVersion: warden/v1
+kind: SqlTemplate
+metadata: { id: said_inspected, tenant: acme }
+spec:
+  connector: crm-db
+  statement: "SELECT :t AS t"
+  params: { t: text }
+---
+apiVersion: warden/v1
+kind: Policy
+metadata: { id: p250-inspected, tenant: acme }
+spec:
+  status: active
+  scope: { agents: [support-bot] }
+  match: { channel: sql, templates: [said] }
+  effect: allow
+---
+apiVersion: warden/v1
+kind: Policy
+metadata: { id: p251-inspected, tenant: acme }
+spec:
+  status: active
+  scope: { agents: [support-bot] }
+  match: { channel: sql, templates: [said_inspected] }
+  effect: allow
+  inspection: { prompts: true, responses: true }
+---
+apiVersion: warden/v1
+kind: SqlTemplate
 metadata: { id: bytes_metered, tenant: acme }
 spec:
   connector: crm-db
@@ -455,13 +490,23 @@ async fn postgres_templates_end_to_end() {
         "{}",
         r.text()
     );
+    // The backend reports itself idle a moment after it sends the error: poll briefly. A
+    // statement not cancelled would count to 2e9 for many seconds.
     let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
-    let running: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%generate_series%' AND pid <> pg_backend_pid()",
-    )
-    .fetch_one(&mut c)
-    .await
-    .unwrap();
+    let mut running = -1i64;
+    for _ in 0..20 {
+        running = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
+             AND query LIKE '%generate_series%' AND pid <> pg_backend_pid()",
+        )
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+        if running == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(running, 0, "the timed-out statement still runs");
     // The table is still there, and holds what it held.
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM customers")
@@ -741,8 +786,58 @@ async fn bytes_limit_withholds(env: &Env) {
     env.assert_refused(&call().await, 403, "run_stopped").await;
 }
 
+/// The values and rows are in evidence only where every firing policy's `inspection` allows,
+/// PII in them replaced by placeholders; otherwise only the query hash.
+async fn values_only_where_inspection_allows(env: &Env) {
+    let mark = format!("mark-{}", uuid::Uuid::new_v4().simple());
+    let said = |template: &'static str, t: String| async move {
+        let r = sql(env, template, &json!({ "t": t }).to_string()).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        json_of(&r)
+    };
+    // `said`'s policy keeps nothing; `said_inspected`'s keeps prompts and responses.
+    said("said", format!("{mark}-hidden")).await;
+    let v = said("said_inspected", format!("{mark} for jane.doe@example.com")).await;
+    assert_eq!(
+        v["rows"][0][0],
+        json!(format!("{mark} for jane.doe@example.com"))
+    );
+    let recs = env.evidence();
+    let hidden = recs
+        .iter()
+        .find(|r| r.template.as_deref() == Some("said"))
+        .unwrap();
+    assert!(hidden.content.is_none(), "{hidden:?}");
+    assert!(hidden.query_hash.is_some());
+    let kept = recs
+        .iter()
+        .find(|r| r.template.as_deref() == Some("said_inspected"))
+        .unwrap();
+    let c = kept.content.as_ref().expect("inspection keeps the content");
+    for text in [c.prompt.as_deref().unwrap(), c.response.as_deref().unwrap()] {
+        assert!(text.contains(&mark), "{text}");
+        assert!(
+            text.contains("[pii:email:") && !text.contains("jane.doe"),
+            "{text}"
+        );
+    }
+    let spool: Vec<u8> = std::fs::read_dir(env.dir.join("evidence"))
+        .unwrap()
+        .flatten()
+        .flat_map(|f| std::fs::read(f.path()).unwrap())
+        .collect();
+    let hidden_mark = format!("{mark}-hidden");
+    assert!(
+        !spool
+            .windows(hidden_mark.len())
+            .any(|w| w == hidden_mark.as_bytes()),
+        "a value no policy let evidence keep is in the spool"
+    );
+}
+
 async fn the_rest_works(env: &Env, pg: bool) {
     types_round_trip(env, pg).await;
+    values_only_where_inspection_allows(env).await;
     bytes_limit_withholds(env).await;
     rows_limit_cuts(env).await;
     pii_in_rows_refused(env).await;
