@@ -46,6 +46,14 @@ spec:
 ---
 apiVersion: warden/v1
 kind: SqlTemplate
+metadata: { id: slow_long, tenant: acme }
+spec:
+  connector: crm-db
+  statement: "SELECT count(*) AS n FROM generate_series(1, 2000000000) AS g"
+  timeout_ms: 20000
+---
+apiVersion: warden/v1
+kind: SqlTemplate
 metadata: { id: echo, tenant: acme }
 spec:
   connector: crm-db
@@ -164,7 +172,7 @@ metadata: { id: p210-crm-more, tenant: acme }
 spec:
   status: active
   scope: { agents: [support-bot] }
-  match: { channel: sql, templates: [customers_by_name, all_customers, slow, echo, kinds_row] }
+  match: { channel: sql, templates: [customers_by_name, all_customers, slow, slow_long, echo, kinds_row] }
   effect: allow
 ---
 apiVersion: warden/v1
@@ -516,8 +524,19 @@ async fn postgres_templates_end_to_end() {
     assert_eq!(n, 3);
     c.close().await.unwrap();
 
-    // The database goes away: 502 with no password; back, and the pool recovers.
-    pg.stop();
+    // The database goes away in the middle of a statement: 502 with no password; calls while
+    // it is away are 502 too; back, and the pool recovers.
+    let (r, ()) = tokio::join!(sql(&env, "slow_long", "{}"), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::task::block_in_place(|| pg.stop());
+    });
+    assert_eq!(
+        (r.status, code_of(&r).as_str()),
+        (502, "upstream_error"),
+        "{}",
+        r.text()
+    );
+    assert!(!r.text().contains("pw-must-not-leak"), "{}", r.text());
     let r = sql(&env, "customer_by_id", r#"{"id": 1}"#).await;
     assert_eq!(
         (r.status, code_of(&r).as_str()),
