@@ -189,7 +189,7 @@ fn eval_refuses_bad_requests_clearly() {
 }
 
 /// `warden dev` on free ports, so it runs beside another `dev` (or the same test twice).
-const DEV_FREE_PORTS: [&str; 8] = [
+const DEV_FREE_PORTS: [&str; 10] = [
     "--agent",
     "127.0.0.1:0",
     "--admin",
@@ -197,6 +197,8 @@ const DEV_FREE_PORTS: [&str; 8] = [
     "--mock-llm",
     "127.0.0.1:0",
     "--mock-weather",
+    "127.0.0.1:0",
+    "--mock-mcp",
     "127.0.0.1:0",
 ];
 

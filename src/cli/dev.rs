@@ -24,6 +24,9 @@ pub struct DevArgs {
     /// The mock weather API's address.
     #[arg(long, default_value = "127.0.0.1:18081")]
     pub mock_weather: String,
+    /// The mock MCP server's address (tickets, at `/mcp`).
+    #[arg(long, default_value = "127.0.0.1:18082")]
+    pub mock_mcp: String,
     /// Make the allowed and the refused call, print the answers, and exit.
     #[arg(long)]
     pub smoke: bool,
@@ -37,6 +40,7 @@ pub fn run(args: DevArgs) -> Result<ExitCode, CliError> {
         admin: args.admin,
         mock_llm: args.mock_llm,
         mock_weather: args.mock_weather,
+        mock_mcp: args.mock_mcp,
         smoke: args.smoke,
     })
     .map_err(|e| CliError::Usage(e.to_string()))

@@ -10,8 +10,8 @@
 //! those three calls itself and exits (the tests use it to keep the quick start working).
 //!
 //! This room ships in the binary, but nothing on the request path imports it.
-//! Not here yet (later work): the policy service on SQLite and an MCP mock; the sidecar reads
-//! the bundle file directly meanwhile.
+//! Not here yet (later work): the policy service on SQLite (the sidecar reads the bundle file
+//! directly meanwhile) and the sidecar's `/mcp` endpoint (the MCP mock runs already).
 
 pub mod crm;
 pub mod mocks;
@@ -28,6 +28,7 @@ pub const CONTRACT_BUNDLE: &str = include_str!("../../examples/contract/bundle.y
 /// The upstream addresses the contract bundle names, which `dev` replaces by the mocks' own.
 const BUNDLE_LLM: &str = "127.0.0.1:18080";
 const BUNDLE_WEATHER: &str = "127.0.0.1:18081";
+const BUNDLE_MCP: &str = "127.0.0.1:18082";
 
 /// Where `warden dev` listens and keeps its files.
 #[derive(Debug, Clone)]
@@ -37,6 +38,7 @@ pub struct DevOptions {
     pub admin: String,
     pub mock_llm: String,
     pub mock_weather: String,
+    pub mock_mcp: String,
     pub smoke: bool,
 }
 
@@ -47,7 +49,7 @@ pub enum DevError {
     Setup(String),
     #[error(
         "warden dev: cannot listen on {addr} ({what}): {reason}; pick other addresses with \
-         --agent, --admin, --mock-llm and --mock-weather (port 0 picks a free one)"
+         --agent, --admin, --mock-llm, --mock-weather and --mock-mcp (port 0 picks a free one)"
     )]
     Bind {
         what: &'static str,
@@ -79,11 +81,12 @@ fn curl(agent: SocketAddr, path: &str, body: &str) -> String {
     format!("curl -s http://{agent}{path} -H 'content-type: application/json' -d '{body}'")
 }
 
-/// The contract bundle with its LLM and weather upstreams at `llm` and `weather`.
-pub fn bundle_for(llm: SocketAddr, weather: SocketAddr) -> String {
+/// The contract bundle with its LLM, weather and MCP upstreams at `llm`, `weather` and `mcp`.
+pub fn bundle_for(llm: SocketAddr, weather: SocketAddr, mcp: SocketAddr) -> String {
     CONTRACT_BUNDLE
         .replace(BUNDLE_LLM, &llm.to_string())
         .replace(BUNDLE_WEATHER, &weather.to_string())
+        .replace(BUNDLE_MCP, &mcp.to_string())
 }
 
 /// The sidecar configuration `dev` writes (YAML; quoted so any address form survives).
@@ -138,9 +141,12 @@ pub fn run(opts: DevOptions) -> Result<ExitCode, DevError> {
         let weather = mocks::spawn_weather(&opts.mock_weather)
             .await
             .map_err(|e| bind_error("mock weather", &opts.mock_weather, &e))?;
+        let mcp = mocks::spawn_mcp(&opts.mock_mcp)
+            .await
+            .map_err(|e| bind_error("mock MCP", &opts.mock_mcp, &e))?;
         write(
             &opts.dir.join("bundle.yaml"),
-            &bundle_for(llm.addr, weather.addr),
+            &bundle_for(llm.addr, weather.addr, mcp.addr),
         )?;
         let cfg_path = opts.dir.join("sidecar.yaml");
         write(&cfg_path, &config_text(&opts))?;
@@ -161,7 +167,14 @@ pub fn run(opts: DevOptions) -> Result<ExitCode, DevError> {
             ),
             e => setup(e),
         })?;
-        banner(&opts, &running, &llm, &weather, &crm, &token, &token_path);
+        banner(
+            &opts,
+            &running,
+            &[&llm, &weather, &mcp],
+            &crm,
+            &token,
+            &token_path,
+        );
         if opts.smoke {
             let ok = smoke(running.agent_addr).await;
             drop(running);
@@ -181,8 +194,7 @@ pub fn run(opts: DevOptions) -> Result<ExitCode, DevError> {
 fn banner(
     opts: &DevOptions,
     running: &sidecar::Running,
-    llm: &mocks::MockHandle,
-    weather: &mocks::MockHandle,
+    mocks: &[&mocks::MockHandle; 3],
     crm: &str,
     token: &str,
     token_path: &Path,
@@ -197,10 +209,12 @@ fn banner(
     println!("Warden dev is running.\n");
     println!("  agent endpoint   http://{agent}  (OpenAI-compatible /v1, /http/…, /sql/…)");
     println!("  admin endpoint   http://{admin}  (/healthz /readyz /metrics /ops/mode /runs/ID)");
+    let [llm, weather, mcp] = mocks;
     println!(
-        "  mock LLM         {}   mock weather {}",
+        "  mock LLM         {}   mock weather {}   mock MCP {}/mcp",
         llm.base_url(),
-        weather.base_url()
+        weather.base_url(),
+        mcp.base_url()
     );
     println!("  CRM database     {crm}");
     println!("  snapshot         {snapshot}");
@@ -263,10 +277,16 @@ mod dev_tests {
     fn the_bundle_points_at_the_mocks_it_is_given() {
         let llm: SocketAddr = "127.0.0.1:40001".parse().unwrap();
         let weather: SocketAddr = "127.0.0.1:40002".parse().unwrap();
-        let text = bundle_for(llm, weather);
+        let mcp: SocketAddr = "127.0.0.1:40003".parse().unwrap();
+        let text = bundle_for(llm, weather, mcp);
         assert!(text.contains("http://127.0.0.1:40001/v1"));
         assert!(text.contains("http://127.0.0.1:40002"));
-        assert!(!text.contains(BUNDLE_LLM) && !text.contains(BUNDLE_WEATHER));
-        assert!(CONTRACT_BUNDLE.contains(BUNDLE_LLM) && CONTRACT_BUNDLE.contains(BUNDLE_WEATHER));
+        assert!(text.contains("http://127.0.0.1:40003/mcp"));
+        for fixed in [BUNDLE_LLM, BUNDLE_WEATHER, BUNDLE_MCP] {
+            assert!(
+                !text.contains(fixed) && CONTRACT_BUNDLE.contains(fixed),
+                "{fixed}"
+            );
+        }
     }
 }

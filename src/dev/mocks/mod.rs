@@ -6,7 +6,9 @@
 //!   steered by markers in the last user message (`[[reply:N]]`, `[[leak]]`, `[[leak:FIELD]]`,
 //!   `[[tool:NAME]]`, `[[nousage]]`, `[[slow:MS]]`, `[[fail:CODE]]`, and the request's `n`);
 //! - [`weather`] — `GET /v1/forecast/{city}`, a small fixed forecast that echoes whether an
-//!   `authorization` header arrived (never its value).
+//!   `authorization` header arrived (never its value);
+//! - [`mcp`] — the MCP "tickets" server at `/mcp` (`search_tickets`, `get_ticket`,
+//!   `delete_ticket`), stateless 2026-07-28 and the session revisions 2025-11-25 / 2025-06-18.
 //!
 //! Both record what reached them (the last request and a count) in a [`Recorder`], so tests
 //! can check the credential the sidecar injected, the clamped `max_tokens`, or that a refused
@@ -16,6 +18,7 @@
 //! the handle stops the mock and every connection it holds.
 
 pub mod llm;
+pub mod mcp;
 pub mod weather;
 
 #[cfg(test)]
@@ -155,6 +158,20 @@ pub async fn spawn_llm(addr: &str) -> io::Result<MockHandle> {
     let addr = listener.local_addr()?;
     let recorder = Recorder::new();
     let task = tokio::spawn(llm::serve_recorded(listener, Arc::clone(&recorder)));
+    Ok(MockHandle {
+        addr,
+        recorder,
+        task,
+    })
+}
+
+/// Binds `addr` (e.g. `"127.0.0.1:18082"` or `"127.0.0.1:0"`) and runs the MCP tickets mock on
+/// it (`/mcp`).
+pub async fn spawn_mcp(addr: &str) -> io::Result<MockHandle> {
+    let listener = TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let recorder = Recorder::new();
+    let task = tokio::spawn(mcp::serve_recorded(listener, Arc::clone(&recorder)));
     Ok(MockHandle {
         addr,
         recorder,
