@@ -6,6 +6,7 @@ pub mod creds;
 pub mod egress;
 pub mod http;
 pub mod llm;
+pub mod mcp;
 pub mod sql;
 
 use std::pin::Pin;

@@ -89,6 +89,42 @@ const TICKETS: [(u64, &str, &str); 8] = [
 /// Tools per `tools/list` page.
 const PAGE: usize = 2;
 
+/// Which revisions a tickets mock speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Speaks {
+    /// 2026-07-28 and the session revisions (the default).
+    Both,
+    /// Only the session era, at most this revision (a server from before 2026).
+    Legacy(&'static str),
+    /// Only 2026-07-28 (`initialize` is an unknown method).
+    Modern,
+}
+
+/// A running mock's state, for tests: which revisions it speaks, and its open sessions.
+pub struct Control {
+    pub speaks: Speaks,
+    sessions: Sessions,
+}
+
+impl Control {
+    pub fn new(speaks: Speaks) -> Arc<Control> {
+        Arc::new(Control {
+            speaks,
+            sessions: Sessions::default(),
+        })
+    }
+
+    /// Forget every session, as a restarted server would.
+    pub fn forget_sessions(&self) {
+        self.sessions.set().clear();
+    }
+
+    /// How many sessions are open.
+    pub fn open_sessions(&self) -> usize {
+        self.sessions.set().len()
+    }
+}
+
 /// The sessions the mock has opened and not ended.
 #[derive(Default)]
 struct Sessions {
@@ -113,10 +149,13 @@ impl Sessions {
 }
 
 /// Runs the tickets mock on `listener` forever, recording every POST into `recorder`.
-pub async fn serve_recorded(listener: TcpListener, recorder: Arc<Recorder>) -> io::Result<()> {
-    let sessions = Arc::new(Sessions::default());
+pub async fn serve_recorded(
+    listener: TcpListener,
+    recorder: Arc<Recorder>,
+    control: Arc<Control>,
+) -> io::Result<()> {
     accept_loop(listener, move |req| {
-        handle(Arc::clone(&recorder), Arc::clone(&sessions), req)
+        handle(Arc::clone(&recorder), Arc::clone(&control), req)
     })
     .await
 }
@@ -281,9 +320,10 @@ fn header_text(headers: &http::HeaderMap, name: &str) -> Option<String> {
 
 async fn handle(
     recorder: Arc<Recorder>,
-    sessions: Arc<Sessions>,
+    control: Arc<Control>,
     req: Request<Incoming>,
 ) -> Response<MockBody> {
+    let sessions = &control.sessions;
     let (parts, body) = req.into_parts();
     if parts.uri.path() != "/mcp" {
         return plain(StatusCode::NOT_FOUND, "not found");
@@ -345,7 +385,17 @@ async fn handle(
         || header_version
             .as_deref()
             .is_some_and(|v| !LEGACY.contains(&v) && method != "initialize");
-    if modern {
+    let legacy: &[&str] = match control.speaks {
+        Speaks::Both => &LEGACY,
+        Speaks::Legacy(newest) => match LEGACY.iter().position(|v| *v == newest) {
+            Some(i) => &LEGACY[i..],
+            None => &LEGACY,
+        },
+        Speaks::Modern => &[],
+    };
+    // A server of the session era only reads a stateless request as a session request
+    // without its session.
+    if modern && !matches!(control.speaks, Speaks::Legacy(_)) {
         return stateless(
             &parts.headers,
             header_version,
@@ -356,6 +406,16 @@ async fn handle(
         )
         .await;
     }
+    if control.speaks == Speaks::Modern {
+        // A stateless-only server: the session era's `initialize` is an unknown method.
+        return json_response(
+            StatusCode::NOT_FOUND,
+            &rpc_error(
+                &id.unwrap_or(Value::Null),
+                json!({ "code": -32601, "message": format!("Method not found: {method}") }),
+            ),
+        );
+    }
     if method == "initialize" {
         let Some(id) = id else {
             return error_response(StatusCode::BAD_REQUEST, -32600, "initialize needs an id");
@@ -364,11 +424,11 @@ async fn handle(
             .get("protocolVersion")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        let version = LEGACY
+        let version = legacy
             .iter()
             .find(|v| **v == asked)
             .copied()
-            .unwrap_or(LEGACY[0]);
+            .unwrap_or(legacy[0]);
         let sid = sessions.open();
         let mut r = json_response(
             StatusCode::OK,
@@ -395,7 +455,7 @@ async fn handle(
     }
     if header_version
         .as_deref()
-        .is_some_and(|v| !LEGACY.contains(&v))
+        .is_some_and(|v| !legacy.contains(&v))
     {
         return error_response(
             StatusCode::BAD_REQUEST,

@@ -168,15 +168,31 @@ pub async fn spawn_llm(addr: &str) -> io::Result<MockHandle> {
 /// Binds `addr` (e.g. `"127.0.0.1:18082"` or `"127.0.0.1:0"`) and runs the MCP tickets mock on
 /// it (`/mcp`).
 pub async fn spawn_mcp(addr: &str) -> io::Result<MockHandle> {
+    Ok(spawn_mcp_speaking(addr, mcp::Speaks::Both).await?.0)
+}
+
+/// [`spawn_mcp`] speaking only `speaks`, with its [`mcp::Control`] (sessions) for tests.
+pub async fn spawn_mcp_speaking(
+    addr: &str,
+    speaks: mcp::Speaks,
+) -> io::Result<(MockHandle, Arc<mcp::Control>)> {
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let recorder = Recorder::new();
-    let task = tokio::spawn(mcp::serve_recorded(listener, Arc::clone(&recorder)));
-    Ok(MockHandle {
-        addr,
-        recorder,
-        task,
-    })
+    let control = mcp::Control::new(speaks);
+    let task = tokio::spawn(mcp::serve_recorded(
+        listener,
+        Arc::clone(&recorder),
+        Arc::clone(&control),
+    ));
+    Ok((
+        MockHandle {
+            addr,
+            recorder,
+            task,
+        },
+        control,
+    ))
 }
 
 /// Binds `addr` (e.g. `"127.0.0.1:18081"` or `"127.0.0.1:0"`) and runs the weather mock on it.
