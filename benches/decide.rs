@@ -78,6 +78,7 @@ fn request() -> Request {
             pii: Some(PiiFact::Found(vec![])),
             grounding: None,
             secrets: None,
+            arguments: None,
         },
         delta: Delta {
             input_tokens: 120.0,

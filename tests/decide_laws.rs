@@ -538,6 +538,7 @@ fn request() -> impl Strategy<Value = Request> {
                         pii,
                         grounding: None,
                         secrets,
+                        arguments: None,
                     },
                     delta: Delta {
                         input_tokens: f64::from(i),

@@ -76,6 +76,57 @@ pub struct Facts {
     /// Credentials found (`detect::secrets`); left out of a record when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets: Option<SecretFact>,
+    /// MCP tool-argument rules the call's arguments break ([`arguments_fact`]); left out of a
+    /// record when absent. The values themselves are never in the fact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<ArgumentsFact>,
+}
+
+/// The argument rules a tool call breaks, by policy: computed from the call's arguments by
+/// [`arguments_fact`] before deciding, so the decision reads facts only and replays from its
+/// record.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArgumentsFact {
+    pub broken: Vec<ArgumentBreak>,
+}
+
+/// One rule broken: the policy whose `arguments` hold it, the path, what it asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArgumentBreak {
+    pub policy: String,
+    pub path: String,
+    pub rule: String,
+}
+
+/// The argument rules `args` (a tool call's `arguments`) breaks, of every policy that could
+/// fire on `req` — its tenant's and the platform's, on its channel, in scope, matching its
+/// connector and tool. Pure: the same snapshot, request and arguments give the same fact.
+pub fn arguments_fact(snap: &Snapshot, req: &Request, args: &serde_json::Value) -> ArgumentsFact {
+    let conn = req
+        .connector
+        .as_deref()
+        .and_then(|c| snap.connector(&req.tenant, c));
+    let plane = conn.map(|c| &*c.plane);
+    let plane_default_allow = conn.is_none_or(|c| c.plane_default_allow);
+    let (own, platform) = snap.candidates(&req.tenant, req.channel);
+    let mut broken = Vec::new();
+    for &idx in own.iter().chain(platform) {
+        let p = snap.policy(idx);
+        if p.arguments.is_empty()
+            || !in_scope(p, req)
+            || !matches(p, req, plane, plane_default_allow)
+        {
+            continue;
+        }
+        for b in crate::policy::args::check(&p.arguments, args) {
+            broken.push(ArgumentBreak {
+                policy: p.id.to_string(),
+                path: b.path,
+                rule: b.rule,
+            });
+        }
+    }
+    ArgumentsFact { broken }
 }
 
 /// The secrets detector's fact, read like [`PiiFact`].
@@ -246,6 +297,7 @@ pub enum Fact {
     Pii,
     Grounding,
     Secrets,
+    Arguments,
 }
 
 impl ReasonCode {
@@ -262,13 +314,14 @@ impl ReasonCode {
             ReasonCode::FactUnavailable(Fact::Pii) => "fact_unavailable:pii",
             ReasonCode::FactUnavailable(Fact::Grounding) => "fact_unavailable:grounding",
             ReasonCode::FactUnavailable(Fact::Secrets) => "fact_unavailable:secrets",
+            ReasonCode::FactUnavailable(Fact::Arguments) => "fact_unavailable:arguments",
             ReasonCode::GovernanceHalted => "governance_halted",
             ReasonCode::GovernanceDegraded => "governance_degraded",
         }
     }
 
     /// Every reason code.
-    pub const ALL: [ReasonCode; 13] = [
+    pub const ALL: [ReasonCode; 14] = [
         ReasonCode::Allowed,
         ReasonCode::NoAllowPolicy,
         ReasonCode::PolicyDenied,
@@ -280,6 +333,7 @@ impl ReasonCode {
         ReasonCode::FactUnavailable(Fact::Pii),
         ReasonCode::FactUnavailable(Fact::Grounding),
         ReasonCode::FactUnavailable(Fact::Secrets),
+        ReasonCode::FactUnavailable(Fact::Arguments),
         ReasonCode::GovernanceHalted,
         ReasonCode::GovernanceDegraded,
     ];
@@ -705,6 +759,25 @@ fn evaluate(
         ) {
             let (a, detail) = missing_fact(p.failure_mode, action);
             push(d, a, ReasonCode::FactUnavailable(Fact::Secrets), detail);
+        }
+    }
+
+    if !p.arguments.is_empty() {
+        match &req.facts.arguments {
+            Some(f) => {
+                for b in f.broken.iter().filter(|b| *b.policy == *p.id) {
+                    push(
+                        d,
+                        Action::Stop,
+                        ReasonCode::PolicyDenied,
+                        format!("argument `{}` {}", b.path, b.rule),
+                    );
+                }
+            }
+            None => {
+                let (a, detail) = missing_fact(p.failure_mode, Action::Stop);
+                push(d, a, ReasonCode::FactUnavailable(Fact::Arguments), detail);
+            }
         }
     }
 

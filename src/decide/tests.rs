@@ -535,3 +535,75 @@ fn names_on_the_wire_are_the_serde_names() {
     assert_eq!(ReasonCode::parse("nope"), None);
     assert!(serde_json::from_value::<ReasonCode>(serde_json::json!("nope")).is_err());
 }
+
+fn tool_call(tool: &str) -> Request {
+    let mut r = req(Channel::Mcp);
+    r.connector = Some("tickets".into());
+    r.tool = Some(tool.into());
+    r.facts.pii = Some(PiiFact::Found(vec![]));
+    r
+}
+
+const ARG_POLICIES: &str = "apiVersion: warden/v1\nkind: Policy\nmetadata: { id: p410-args, tenant: acme }\nspec:\n  status: active\n  scope: { agents: [support-bot] }\n  match: { channel: mcp, connectors: [tickets], tools: [search_tickets] }\n  effect: allow\n  arguments:\n    query: { required: true, max_len: 50 }\n    limit: { min: 1, max: 20 }\n---\napiVersion: warden/v1\nkind: Policy\nmetadata: { id: p411-shadow-args, tenant: acme }\nspec:\n  status: active\n  shadow: true\n  scope: { agents: [support-bot] }\n  match: { channel: mcp, connectors: [tickets], tools: [search_tickets] }\n  effect: allow\n  arguments:\n    limit: { max: 5 }\n";
+
+#[test]
+fn argument_rules_refuse_what_they_do_not_allow() {
+    let s = snap(ARG_POLICIES);
+    let decide_on = |tool: &str, args: serde_json::Value| {
+        let mut r = tool_call(tool);
+        r.facts.arguments = Some(arguments_fact(&s, &r, &args));
+        run(&s, &r)
+    };
+    // Within every rule: allowed (by both allows), the shadow rule only reports.
+    let d = decide_on(
+        "search_tickets",
+        serde_json::json!({ "query": "refund", "limit": 10 }),
+    );
+    assert_eq!(d.action, Action::Continue, "{d:?}");
+    assert!(d
+        .shadow
+        .iter()
+        .any(|r| r.code == ReasonCode::PolicyDenied && r.detail.contains("limit")));
+    // Past a rule: refused by the policy that holds it — though p400 alone would allow it.
+    let d = decide_on(
+        "search_tickets",
+        serde_json::json!({ "query": "refund", "limit": 21 }),
+    );
+    assert_eq!((d.action, d.code), (Action::Stop, Some(Code::PolicyDenied)));
+    assert_eq!(d.policy.as_deref(), Some("p410-args"));
+    assert_eq!(d.reasons[0].detail, "argument `limit` 21 is above max 20");
+    let d = decide_on("search_tickets", serde_json::json!({ "limit": 2 }));
+    assert_eq!(d.reasons[0].detail, "argument `query` is required");
+    // Another tool of the same connector: the rules are not its.
+    let d = decide_on("get_ticket", serde_json::json!({ "id": 7 }));
+    assert_eq!(d.action, Action::Continue, "{d:?}");
+    // The arguments' fact missing: fail closed, unless the policy fails open.
+    let d = run(&s, &tool_call("search_tickets"));
+    assert_eq!(d.code, Some(Code::FactUnavailable));
+    assert_eq!(
+        d.reasons[0].code,
+        ReasonCode::FactUnavailable(Fact::Arguments)
+    );
+    let open = snap(&ARG_POLICIES.replace(
+        "  effect: allow\n  arguments:\n    query",
+        "  effect: allow\n  failure_mode: fail_open\n  arguments:\n    query",
+    ));
+    let d = run(&open, &tool_call("search_tickets"));
+    assert_eq!(d.action, Action::Warn, "{d:?}");
+}
+
+#[test]
+fn the_argument_fact_replays_from_its_record() {
+    let s = snap(ARG_POLICIES);
+    let mut r = tool_call("search_tickets");
+    r.facts.arguments = Some(arguments_fact(&s, &r, &serde_json::json!({ "query": 3 })));
+    let back: Request = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+    assert_eq!(back, r);
+    assert_eq!(run(&s, &back), run(&s, &r));
+    // The fact holds what broke, never the value.
+    let text = serde_json::to_string(&r.facts).unwrap();
+    assert!(
+        text.contains("must be a string") && !text.contains("\"query\":3"),
+        "{text}"
+    );
+}

@@ -19,7 +19,10 @@ use serde::Serialize;
 
 use super::record::{Basis, Content, Cut, Kind, Outcome, Record, SqlFacts};
 use crate::codes::Code;
-use crate::decide::{Delta, Facts, GroundingFact, PiiFact, Reason, Request, SecretFact, Usage};
+use crate::decide::{
+    ArgumentBreak, ArgumentsFact, Delta, Facts, GroundingFact, PiiFact, Reason, Request,
+    SecretFact, Usage,
+};
 use crate::decide::{Mode, ReasonCode};
 use crate::policy::model::{Action, Channel};
 use crate::policy::model::{PiiKind, SecretKind};
@@ -218,6 +221,20 @@ struct PRequest {
     grounding_score: f64,
     #[prost(message, optional, tag = "14")]
     delta: Option<PDelta>,
+    #[prost(bool, tag = "18")]
+    has_arguments: bool,
+    #[prost(message, repeated, tag = "19")]
+    arguments: Vec<PArgumentBreak>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct PArgumentBreak {
+    #[prost(string, tag = "1")]
+    policy: String,
+    #[prost(string, tag = "2")]
+    path: String,
+    #[prost(string, tag = "3")]
+    rule: String,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -550,6 +567,18 @@ fn request_of(q: &Request, r: &Record) -> Result<PRequest, Unrepresentable> {
             Some(GroundingFact::Score(x)) => x,
             _ => 0.0,
         },
+        has_arguments: q.facts.arguments.is_some(),
+        arguments: q
+            .facts
+            .arguments
+            .iter()
+            .flat_map(|f| &f.broken)
+            .map(|b| PArgumentBreak {
+                policy: b.policy.clone(),
+                path: b.path.clone(),
+                rule: b.rule.clone(),
+            })
+            .collect(),
         delta: (q.delta != Delta::default()).then_some(PDelta {
             input_tokens: q.delta.input_tokens,
             output_tokens: q.delta.output_tokens,
@@ -725,6 +754,17 @@ fn request_from(q: PRequest, r: &Record) -> Result<Request, DecodeError> {
                 2 => Some(GroundingFact::Score(q.grounding_score)),
                 n => return Err(DecodeError::Field(format!("grounding {n}"))),
             },
+            arguments: q.has_arguments.then(|| ArgumentsFact {
+                broken: q
+                    .arguments
+                    .into_iter()
+                    .map(|b| ArgumentBreak {
+                        policy: b.policy,
+                        path: b.path,
+                        rule: b.rule,
+                    })
+                    .collect(),
+            }),
         },
         delta: Delta {
             input_tokens: d.input_tokens,

@@ -66,6 +66,8 @@ pub struct CompiledPolicy {
     pub bind_at: BindAt,
     pub failure_mode: FailureMode,
     pub inspection: Inspection,
+    /// MCP tool-argument rules (channel `mcp` only), in path order.
+    pub arguments: Box<[super::args::CompiledArg]>,
 }
 
 /// A connector as the sidecar resolves it.
@@ -399,5 +401,10 @@ fn compile_policy(meta: &Metadata, s: &PolicySpec) -> CompiledPolicy {
         bind_at: s.bind_at,
         failure_mode: s.failure_mode,
         inspection: s.inspection,
+        arguments: s
+            .arguments
+            .iter()
+            .filter_map(|(path, rule)| super::args::compile(path, rule))
+            .collect(),
     }
 }

@@ -9,6 +9,7 @@
 //! Every stage collects all the errors it can find; each carries `file:line:column` and the
 //! field path.
 
+pub mod args;
 pub mod canonical;
 pub mod compile;
 pub mod de;

@@ -143,6 +143,37 @@ pub struct PolicySpec {
     pub failure_mode: FailureMode,
     #[serde(default)]
     pub inspection: Inspection,
+    /// MCP tool arguments this allow holds to, by path (`query`, `filter.owner`,
+    /// `items.*.sku`). Left out of the canonical form when empty.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub arguments: BTreeMap<String, ArgRule>,
+}
+
+/// What one argument of an MCP tool call must satisfy (`docs/policy.md`, "arguments").
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArgRule {
+    /// The argument must be there.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub required: bool,
+    /// The argument must not be there.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forbidden: bool,
+    /// A number, at least this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// A number, at most this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// One of these values (strings, numbers, booleans), compared exactly.
+    #[serde(default, rename = "enum", skip_serializing_if = "Option::is_none")]
+    pub one_of: Option<Vec<serde_json::Value>>,
+    /// A string the whole of which matches this regular expression (Rust `regex` syntax).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    /// A string of at most this many characters, or an array of at most this many items.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_len: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -918,4 +949,9 @@ pub struct McpToolSpec {
     pub upstream_name: Option<String>,
     #[serde(default)]
     pub destructive: bool,
+    /// The tool's input as a JSON Schema object, when the bundle declares it: policies'
+    /// `arguments` are checked against it at `policy check` time. Left out of the canonical
+    /// form when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_schema: Option<serde_json::Value>,
 }

@@ -48,6 +48,15 @@ struct Index<'a> {
 }
 
 impl Index<'_> {
+    /// The declared `input_schema` of tool `id` of `tenant`, if its McpTool has one.
+    fn tool_schema(&self, tenant: &str, id: &str) -> Option<&serde_json::Value> {
+        let i = *self.tools.get(tenant)?.get(id)?;
+        match &self.docs[i].doc {
+            Doc::McpTool(t) => t.spec.input_schema.as_ref(),
+            _ => None,
+        }
+    }
+
     fn connector(&self, tenant: &str, id: &str) -> Option<&ConnectorSpec> {
         let i = *self.connectors.get(tenant)?.get(id)?;
         match &self.docs[i].doc {
@@ -153,6 +162,15 @@ pub fn validate(docs: &[Loaded], errors: &mut Vec<BundleError>) -> Checked {
                 }
             }
             Doc::McpTool(t) => {
+                if let Some(schema) = &t.spec.input_schema {
+                    let object = schema.get("type").and_then(|t| t.as_str()) == Some("object");
+                    if !schema.is_object() || !object {
+                        errors.push(d.error(
+                            &p(&["spec", "input_schema"]),
+                            "input_schema must be a JSON Schema of `type: object` (a tool's arguments are an object)",
+                        ));
+                    }
+                }
                 let path = p(&["spec", "connector"]);
                 let found = reference(
                     d,
@@ -567,6 +585,158 @@ fn param_rules(spec: &ParamSpec) -> Vec<String> {
     out
 }
 
+/// A policy's MCP argument rules: channel `mcp` only; each path well formed; each rule asks
+/// something, sensibly (`min` ≤ `max`, a pattern that compiles, a non-empty `enum` of scalars,
+/// not both `required` and `forbidden`); and, where the policy names tools whose `McpTool`
+/// documents declare an `input_schema`, each path is one the schema has, of a type the rule
+/// can judge.
+fn arguments(
+    d: &Loaded,
+    s: &PolicySpec,
+    channel: Channel,
+    index: &Index<'_>,
+    errors: &mut Vec<BundleError>,
+) {
+    if s.arguments.is_empty() {
+        return;
+    }
+    if channel != Channel::Mcp {
+        errors.push(d.error(
+            &p(&["spec", "arguments"]),
+            "`arguments` only applies to channel mcp",
+        ));
+        return;
+    }
+    for (path, r) in &s.arguments {
+        let at = p(&["spec", "arguments", path]);
+        let mut bad = |m: String| errors.push(d.error(&at, m));
+        let segs = match super::args::parse_path(path) {
+            Ok(segs) => segs,
+            Err(e) => {
+                bad(e);
+                continue;
+            }
+        };
+        let asks = r.required
+            || r.forbidden
+            || r.min.is_some()
+            || r.max.is_some()
+            || r.one_of.is_some()
+            || r.pattern.is_some()
+            || r.max_len.is_some();
+        if !asks {
+            bad(format!("argument `{path}`: the rule asks nothing (required, forbidden, min, max, enum, pattern or max_len)"));
+        }
+        if r.forbidden
+            && (r.required
+                || r.min.is_some()
+                || r.max.is_some()
+                || r.one_of.is_some()
+                || r.pattern.is_some()
+                || r.max_len.is_some())
+        {
+            bad(format!(
+                "argument `{path}`: `forbidden` cannot be combined with other rules"
+            ));
+        }
+        for (name, v) in [("min", r.min), ("max", r.max)] {
+            if v.is_some_and(|v| !v.is_finite()) {
+                bad(format!("argument `{path}`: {name} must be a finite number"));
+            }
+        }
+        if let (Some(lo), Some(hi)) = (r.min, r.max) {
+            if lo > hi {
+                bad(format!("argument `{path}`: min {lo} is above max {hi}"));
+            }
+        }
+        if let Some(values) = &r.one_of {
+            if values.is_empty() {
+                bad(format!(
+                    "argument `{path}`: enum must list at least one value"
+                ));
+            }
+            if values
+                .iter()
+                .any(|v| v.is_object() || v.is_array() || v.is_null())
+            {
+                bad(format!(
+                    "argument `{path}`: enum values are strings, numbers or booleans"
+                ));
+            }
+        }
+        if let Some(pat) = &r.pattern {
+            if let Err(e) = super::sql::compile_pattern(pat) {
+                bad(format!("argument `{path}`: pattern does not compile: {e}"));
+            }
+        }
+        // Against the declared schema of every named tool that has one.
+        for tool in &s.matcher.tools {
+            let Some(schema) = index.tool_schema(d.tenant(), tool) else {
+                continue;
+            };
+            if let Err(e) = fits_schema(schema, &segs, r) {
+                bad(format!("argument `{path}` of tool `{tool}`: {e}"));
+            }
+        }
+    }
+}
+
+/// Whether the rule `r` at `segs` fits the JSON Schema `schema` declares: each key a property
+/// of an object (unless it allows any), each `*` the items of an array (or the values of an
+/// object), and the leaf's type one the rule can judge.
+fn fits_schema(
+    schema: &serde_json::Value,
+    segs: &[super::args::Seg],
+    r: &ArgRule,
+) -> Result<(), String> {
+    use super::args::Seg;
+    let mut at = schema;
+    for seg in segs {
+        let props = at.get("properties").and_then(|p| p.as_object());
+        let next = match seg {
+            Seg::Key(k) => match props.and_then(|p| p.get(k.as_ref())) {
+                Some(s) => s,
+                None if at.get("additionalProperties") == Some(&serde_json::Value::Bool(false))
+                    || props.is_some() =>
+                {
+                    return Err(format!("the tool's input_schema has no property `{k}`"));
+                }
+                None => return Ok(()),
+            },
+            Seg::Any => match at.get("items").or_else(|| at.get("additionalProperties")) {
+                Some(s) if s.is_object() => s,
+                _ => return Ok(()),
+            },
+        };
+        at = next;
+    }
+    let ty: Vec<&str> = match at.get("type") {
+        Some(serde_json::Value::String(t)) => vec![t.as_str()],
+        Some(serde_json::Value::Array(ts)) => ts.iter().filter_map(|t| t.as_str()).collect(),
+        _ => return Ok(()),
+    };
+    let any = |want: &[&str]| ty.iter().any(|t| want.contains(t));
+    if (r.min.is_some() || r.max.is_some()) && !any(&["number", "integer"]) {
+        return Err(format!(
+            "min/max judge numbers; the schema says {}",
+            ty.join("|")
+        ));
+    }
+    if r.pattern.is_some() && !any(&["string"]) {
+        return Err(format!(
+            "pattern judges strings; the schema says {}",
+            ty.join("|")
+        ));
+    }
+    if r.max_len.is_some() && !any(&["string", "array"]) {
+        return Err(format!(
+            "max_len judges strings and arrays; the schema says {}",
+            ty.join("|")
+        ));
+    }
+    Ok(())
+}
+
 fn policy(d: &Loaded, s: &PolicySpec, index: &Index<'_>, errors: &mut Vec<BundleError>) {
     let tenant = d.tenant();
     let platform = tenant == PLATFORM_TENANT;
@@ -777,6 +947,7 @@ fn policy(d: &Loaded, s: &PolicySpec, index: &Index<'_>, errors: &mut Vec<Bundle
             for (field, present) in [
                 ("limits", !s.limits.is_empty()),
                 ("max_tokens", s.max_tokens.is_some()),
+                ("arguments", !s.arguments.is_empty()),
                 (
                     "detectors",
                     s.detectors.pii.is_some()
@@ -793,6 +964,7 @@ fn policy(d: &Loaded, s: &PolicySpec, index: &Index<'_>, errors: &mut Vec<Bundle
             }
         }
     }
+    arguments(d, s, channel, index, errors);
     if let Some(mt) = s.max_tokens {
         if channel != Channel::Llm {
             errors.push(d.error(

@@ -109,6 +109,7 @@ impl Fixture {
                 pii: Some(PiiFact::Found(pii)),
                 grounding: None,
                 secrets: Some(SecretFact::Found(Vec::new())),
+                arguments: None,
             },
             delta: Default::default(),
         });

@@ -211,6 +211,20 @@ prop_compose! {
                     pii: Some(PiiFact::Found(pii.iter().map(|&i| PiiKind::ALL[i]).collect())),
                     grounding: (req_same & 4096 != 0).then_some(GroundingFact::Score(nums.4)),
                     secrets: (req_same & 2048 != 0).then(|| SecretFact::Partial(vec![SecretKind::ALL[pii.len()]])),
+                    // The argument fact: absent, present with none broken, or with breaks.
+                    arguments: match nums.2 % 3 {
+                        0 => None,
+                        1 => Some(crate::decide::ArgumentsFact::default()),
+                        _ => Some(crate::decide::ArgumentsFact {
+                            broken: (0..pii.len().max(1))
+                                .map(|i| crate::decide::ArgumentBreak {
+                                    policy: format!("p{i}"),
+                                    path: "filter.*.owner".into(),
+                                    rule: format!("{} is above max 50", nums.4),
+                                })
+                                .collect(),
+                        }),
+                    },
                 },
                 delta: Delta { input_tokens: nums.4.abs(), bytes: (nums.2 % 4096) as f64, ..Delta::default() },
             });

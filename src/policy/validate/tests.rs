@@ -404,3 +404,94 @@ fn a_sql_pool_size_is_bounded() {
     assert_eq!((sql.pool_size, sql.pool_size()), (None, 8));
     assert!(!serde_json::to_string(&sql).unwrap().contains("pool_size"));
 }
+
+fn mcp_policy(arguments: &str) -> String {
+    policy(&format!(
+        "  scope: {{ all_runs: true }}\n  match: {{ channel: mcp, connectors: [tickets], tools: [search_tickets] }}\n  effect: allow\n  arguments:\n{arguments}"
+    ))
+}
+
+#[test]
+fn argument_rules() {
+    for (args, needle) in [
+        (
+            "    \"a..b\": { required: true }\n",
+            "each segment is a key",
+        ),
+        ("    q: {}\n", "the rule asks nothing"),
+        (
+            "    q: { forbidden: true, max_len: 3 }\n",
+            "`forbidden` cannot be combined",
+        ),
+        ("    n: { min: 5, max: 1 }\n", "min 5 is above max 1"),
+        ("    q: { pattern: \"(\" }\n", "pattern does not compile"),
+        ("    q: { enum: [] }\n", "enum must list at least one value"),
+        (
+            "    q: { enum: [{ a: 1 }] }\n",
+            "enum values are strings, numbers or booleans",
+        ),
+    ] {
+        let e = one_error(&mcp_policy(args), needle);
+        assert!(e.path.starts_with("spec.arguments."), "{}", e.path);
+    }
+    one_error(
+        &policy("  scope: { all_runs: true }\n  match: { channel: http, connectors: [weather] }\n  effect: allow\n  arguments:\n    q: { required: true }\n"),
+        "`arguments` only applies to channel mcp",
+    );
+    one_error(
+        &policy("  scope: { all_runs: true }\n  match: { channel: mcp, connectors: [tickets] }\n  effect: deny\n  arguments:\n    q: { required: true }\n"),
+        "`arguments` has no effect on a deny policy",
+    );
+    // Unknown fields of a rule are refused like everywhere.
+    assert!(errors(&format!(
+        "{CONTRACT}---\n{}",
+        mcp_policy("    q: { maximum: 3 }\n")
+    ))
+    .iter()
+    .any(|e| e.message.contains("unknown field")));
+    // A good one compiles, and leaves the hash of a bundle without any alone.
+    let ok = format!(
+        "{CONTRACT}---\n{}",
+        mcp_policy("    query: { required: true, max_len: 50, pattern: \"[a-z ]+\" }\n    limit: { min: 1, max: 20 }\n    \"filter.*.owner\": { forbidden: true }\n    status: { enum: [open, closed, 3, true] }\n")
+    );
+    let snap = compile_str("b.yaml", &ok).unwrap();
+    assert_eq!(
+        snap.policies()
+            .iter()
+            .find(|p| &*p.id == "p900")
+            .unwrap()
+            .arguments
+            .len(),
+        4
+    );
+}
+
+#[test]
+fn argument_rules_are_checked_against_a_declared_input_schema() {
+    let tool = "apiVersion: warden/v1\nkind: McpTool\nmetadata: { id: search_tickets, tenant: acme }\nspec:\n  connector: tickets\n  input_schema:\n    type: object\n    properties:\n      query: { type: string }\n      limit: { type: integer }\n      tags: { type: array, items: { type: object, properties: { name: { type: string } } } }\n    additionalProperties: false\n---\napiVersion: warden/v1\nkind: McpTool\nmetadata: { id: get_ticket, tenant: acme }\nspec: { connector: tickets }\n---\n";
+    let with = |args: &str| format!("{tool}{}", mcp_policy(args));
+    one_error(
+        &with("    color: { required: true }\n"),
+        "has no property `color`",
+    );
+    one_error(
+        &with("    query: { max: 3 }\n"),
+        "min/max judge numbers; the schema says string",
+    );
+    one_error(
+        &with("    limit: { pattern: \"[0-9]+\" }\n"),
+        "pattern judges strings; the schema says integer",
+    );
+    one_error(
+        &with("    tags.*.size: { max: 3 }\n"),
+        "has no property `size`",
+    );
+    let ok = format!("{CONTRACT}---\n{}", with("    query: { max_len: 9 }\n    limit: { max: 9 }\n    tags: { max_len: 3 }\n    tags.*.name: { pattern: \"[a-z]+\" }\n"));
+    compile_str("b.yaml", &ok).unwrap();
+    // A schema that is not an object schema is refused where it is written.
+    let e = one_error(
+        "apiVersion: warden/v1\nkind: McpTool\nmetadata: { id: get_ticket, tenant: acme }\nspec:\n  connector: tickets\n  input_schema: { type: string }\n---\napiVersion: warden/v1\nkind: McpTool\nmetadata: { id: search_tickets, tenant: acme }\nspec: { connector: tickets }\n",
+        "input_schema must be a JSON Schema of `type: object`",
+    );
+    assert_eq!(e.path, "spec.input_schema");
+}
