@@ -80,6 +80,10 @@ codes! {
     NotPending          => "not_pending",         409, "FAILED_PRECONDITION", -32600;
     InvalidBundle       => "invalid_bundle",      422, "FAILED_PRECONDITION", -32602;
     AuditUnavailable    => "audit_unavailable",   503, "UNAVAILABLE",        -32603;
+    InvalidJson         => "invalid_json",        400, "INVALID_ARGUMENT",   -32700;
+    HeaderMismatch      => "header_mismatch",     400, "INVALID_ARGUMENT",   -32020;
+    UnsupportedProtocolVersion => "unsupported_protocol_version", 400, "INVALID_ARGUMENT", -32022;
+    ForbiddenOrigin     => "forbidden_origin",    403, "PERMISSION_DENIED",  -32600;
 }
 
 /// The numeric gRPC status codes (`google.rpc.Code`), by the names the table uses.

@@ -125,6 +125,29 @@ impl Connector for Http {
     }
 }
 
+impl Connector for mcp::Mcp {
+    fn call(&self, call: Call, target: Box<dyn Target>) -> BoxFut {
+        let target = match downcast::<mcp::McpCall>(target) {
+            Ok(tc) => {
+                let hub = self.0.clone();
+                return Box::pin(async move { mcp::tool_call(&hub, call, tc).await });
+            }
+            Err(other) => other,
+        };
+        let target = match target.downcast::<mcp::McpList>() {
+            Ok(l) => {
+                let hub = self.0.clone();
+                return Box::pin(async move { mcp::list(&hub, call, *l).await });
+            }
+            Err(other) => other,
+        };
+        match target.downcast::<mcp::McpLocal>() {
+            Ok(l) => Box::pin(async move { mcp::local(&call, *l) }),
+            Err(_) => Box::pin(async { Err(not_mine("mcp")) }),
+        }
+    }
+}
+
 impl Connector for sql::Sql {
     fn call(&self, call: Call, target: Box<dyn Target>) -> BoxFut {
         match downcast::<sql::SqlCall>(target) {
@@ -148,6 +171,7 @@ impl Registry {
         r.register(Channel::Llm, Arc::new(Llm(settings)));
         r.register(Channel::Http, Arc::new(Http(settings)));
         r.register(Channel::Sql, Arc::new(sql::Sql::new(settings)));
+        r.register(Channel::Mcp, Arc::new(mcp::Mcp::new(settings)));
         r
     }
 

@@ -78,6 +78,8 @@ impl crate::spine::Parser for Routes {
             ("GET", "/v1/models") => Ok(Box::new(crate::connectors::llm::Models)),
             (_, p) if p.starts_with("/http/") => super::http::call(call, snap, request),
             ("POST", p) if p.starts_with("/sql/") => super::sql::call(call, snap, request),
+            ("POST", "/mcp") => super::mcp::call(call, snap, request),
+            (_, "/mcp") => Err(Refusal::wrong_method(method, path, "POST")),
             (_, p) if p.starts_with("/sql/") => Err(Refusal::wrong_method(method, path, "POST")),
             (_, "/v1/chat/completions") => Err(Refusal::wrong_method(method, path, "POST")),
             (_, "/v1/models") => Err(Refusal::wrong_method(method, path, "GET")),
@@ -323,18 +325,19 @@ impl Service<http::Request<Incoming>> for Agent {
                 decision = %ctx.decision_id,
                 path = %parts.uri.path(),
             );
-            let trace = Trace {
+            let trace = Arc::new(Mutex::new(Trace {
                 refusal: problem,
                 place: permit.clone(),
                 ..Trace::default()
-            };
+            }));
+            let mcp = parts.uri.path() == "/mcp";
             let call = Call::new(CallState {
                 incoming: Some(http_body_util::BodyExt::boxed(
                     http_body_util::BodyExt::map_err(incoming, |e| -> crate::spine::BoxError {
                         Box::new(e)
                     }),
                 )),
-                trace: Arc::new(Mutex::new(trace)),
+                trace: trace.clone(),
                 parser: Some(routes()),
                 ..CallState::new(ctx.clone(), parts, rt)
             });
@@ -344,7 +347,12 @@ impl Service<http::Request<Incoming>> for Agent {
                 Ok(r) => r,
                 Err(r) => {
                     metrics_of.metrics.refusal(r.code);
-                    super::render::to_response(&r, &ctx.decision_id)
+                    if mcp {
+                        let id = trace.lock().ok().and_then(|t| t.reply_to.clone());
+                        super::mcp::render(&r, id, &ctx.decision_id)
+                    } else {
+                        super::render::to_response(&r, &ctx.decision_id)
+                    }
                 }
             };
             super::render::stamp(&mut reply, &ctx);

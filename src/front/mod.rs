@@ -12,6 +12,7 @@
 pub mod agent;
 pub mod egress;
 pub mod http;
+pub mod mcp;
 pub mod openai;
 pub mod render;
 pub mod sql;

@@ -710,6 +710,16 @@ pub struct McpConnector {
     pub url: String,
     #[serde(default)]
     pub inject_headers: BTreeMap<String, String>,
+    /// The most one exchange with the server may take (default 30 s). Left out of the
+    /// canonical form when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+impl McpConnector {
+    pub fn timeout_ms(&self) -> u64 {
+        self.timeout_ms.unwrap_or(30_000)
+    }
 }
 
 // === SqlTemplate ===

@@ -123,6 +123,9 @@ pub struct Trace {
     pub mode: Option<crate::decide::Mode>,
     /// A refusal found before the spine could act on it (a bad identity header).
     pub refusal: Option<Refusal>,
+    /// The id a request–response protocol's answer must carry (a JSON-RPC request's `id`), set
+    /// by its front end's route, so a refusal from any layer can be rendered as its answer.
+    pub reply_to: Option<serde_json::Value>,
     /// The refusal the call ended with, for the record.
     pub refused: Option<Refusal>,
     /// What the call holds against its limits, settled once its amounts are final (set by
