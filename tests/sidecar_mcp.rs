@@ -214,3 +214,238 @@ async fn transport_rules_and_bad_input() {
         .any(|r| r.code.map(|c| c.as_str()) == Some("forbidden_origin")));
     assert!(mock.request_count() >= 2);
 }
+
+/// A tools/call over raw HTTP in the session era (2025-11-25), its JSON-RPC answer.
+async fn tool(env: &Env, name: &str, args: Value) -> Value {
+    let body = json!({ "jsonrpc": "2.0", "id": 5, "method": "tools/call",
+        "params": { "name": name, "arguments": args } });
+    let r = post(
+        env,
+        &[("mcp-protocol-version", "2025-11-25")],
+        &body.to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+async fn list(env: &Env) -> Vec<String> {
+    let r = post(
+        env,
+        &[("mcp-protocol-version", "2025-11-25")],
+        r#"{"jsonrpc":"2.0","id":4,"method":"tools/list"}"#,
+    )
+    .await;
+    r.json()["result"]["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{}", r.text()))
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+const MORE: &str = r#"---
+apiVersion: warden/v1
+kind: Connector
+metadata: { id: tickets2, tenant: acme }
+spec:
+  type: mcp
+  plane: support-tools
+  mcp: { url: "TICKETS2_URL", timeout_ms: 400 }
+---
+apiVersion: warden/v1
+kind: Policy
+metadata: { id: p401-tickets2, tenant: acme }
+spec:
+  status: active
+  scope: { agents: [support-bot] }
+  match: { channel: mcp, connectors: [tickets2] }
+  effect: allow
+---
+apiVersion: warden/v1
+kind: Policy
+metadata: { id: p402-limits, tenant: acme }
+spec:
+  status: active
+  scope: { agents: [support-bot] }
+  match: { channel: mcp, connectors: [tickets], tools: [search_tickets] }
+  effect: allow
+  arguments:
+    limit: { max: 5 }
+    query: { max_len: 40 }
+---
+apiVersion: warden/v1
+kind: Connector
+metadata: { id: vault, tenant: globex }
+spec:
+  type: mcp
+  plane: globex-tools
+  mcp: { url: "http://127.0.0.1:9/mcp" }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregation_credentials_arguments_failures_and_evidence() {
+    std::env::set_var("WARDEN_IT_TICKETS_AUTH", "Bearer tickets-secret");
+    let one = mocks::spawn_mcp("127.0.0.1:0").await.unwrap();
+    let (two, _) =
+        mocks::spawn_mcp_speaking("127.0.0.1:0", mocks::mcp::Speaks::Legacy("2025-06-18"))
+            .await
+            .unwrap();
+    let (u1, u2) = (
+        format!("{}/mcp", one.base_url()),
+        format!("{}/mcp", two.base_url()),
+    );
+    let env = common::start_with(
+        "mcp-agg",
+        move |b| {
+            b.replace(
+                "mcp: { url: \"http://127.0.0.1:18082/mcp\" }",
+                &format!("mcp: {{ url: \"{u1}\", inject_headers: {{ authorization: \"env:WARDEN_IT_TICKETS_AUTH\" }} }}"),
+            ) + &MORE.replace("TICKETS2_URL", &u2)
+        },
+        |c| c,
+    )
+    .await;
+
+    // Two upstreams: each open list's names carry its connector; only allowed tools show.
+    let names = list(&env).await;
+    assert_eq!(
+        names,
+        [
+            "tickets__search_tickets",
+            "tickets__get_ticket",
+            "tickets2__search_tickets",
+            "tickets2__get_ticket",
+            "tickets2__delete_ticket"
+        ],
+        "{names:?}"
+    );
+    // The credential reaches the upstream, never the agent's own Authorization.
+    let r = send(
+        http::Request::post(env.agent_url("/mcp"))
+            .header("content-type", "application/json")
+            .header("authorization", "Bearer agent-key-must-not-pass")
+            .header("mcp-protocol-version", "2025-11-25")
+            .body(Full::new(Bytes::from(
+                json!({ "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                    "params": { "name": "tickets__get_ticket", "arguments": { "id": 2 } } })
+                .to_string(),
+            )))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        r.json()["result"]["structuredContent"]["id"],
+        2,
+        "{}",
+        r.text()
+    );
+    let seen = one.last_request().unwrap();
+    assert_eq!(seen.header("authorization"), Some("Bearer tickets-secret"));
+    assert!(!r.text().contains("tickets-secret"));
+    // Evidence of the call: tool, connector, revision, the resource it read, no content.
+    let recs = env.evidence();
+    let rec = recs
+        .iter()
+        .rev()
+        .find(|r| {
+            r.tool.as_deref() == Some("get_ticket") && r.connector.as_deref() == Some("tickets")
+        })
+        .unwrap();
+    let m = rec.mcp.clone().expect("mcp facts");
+    assert_eq!((m.revision.as_str(), m.is_error), ("2026-07-28", false));
+    assert!(m.upstream_us > 0);
+    assert_eq!(rec.doc_ids, ["tickets://2"]);
+    assert!(rec.prompt_hash.is_some() && rec.content.is_none());
+    // The second upstream speaks 2025-06-18 only, and a tool error is a result, with isError.
+    let v = tool(&env, "tickets2__get_ticket", json!({ "id": 999 })).await;
+    assert_eq!(v["result"]["isError"], true, "{v}");
+    let recs = env.evidence();
+    let m = recs.last().unwrap().mcp.clone().unwrap();
+    assert_eq!((m.revision.as_str(), m.is_error), ("2025-06-18", true));
+
+    // Argument rules: within them, allowed; past them, refused by the policy that holds them.
+    let v = tool(
+        &env,
+        "tickets__search_tickets",
+        json!({ "query": "refund", "limit": 3 }),
+    )
+    .await;
+    assert!(v.get("result").is_some(), "{v}");
+    let v = tool(
+        &env,
+        "tickets__search_tickets",
+        json!({ "query": "refund", "limit": 9 }),
+    )
+    .await;
+    assert_eq!(v["error"]["code"], -32003, "{v}");
+    assert_eq!(v["error"]["data"]["code"], "policy_denied");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("limit"),
+        "{v}"
+    );
+    let before = one.request_count();
+    let v = tool(
+        &env,
+        "tickets__search_tickets",
+        json!({ "query": "x".repeat(41) }),
+    )
+    .await;
+    assert_eq!(v["error"]["data"]["code"], "policy_denied", "{v}");
+    assert_eq!(
+        one.request_count(),
+        before,
+        "a refused call never reaches the upstream"
+    );
+
+    // PII in a streamed (SSE) result is judged before any of it reaches the agent.
+    let v = tool(
+        &env,
+        "tickets__search_tickets",
+        json!({ "query": "refund [[full]] [[sse]]" }),
+    )
+    .await;
+    assert_eq!(v["error"]["data"]["code"], "pii_detected", "{v}");
+    assert!(!v.to_string().contains("jane.doe"), "{v}");
+
+    // An upstream that hangs never holds the agent past the connector's time-out (400 ms);
+    // one that dies mid-call is an error, and the next call reaches it again.
+    let started = std::time::Instant::now();
+    let v = tool(
+        &env,
+        "tickets2__search_tickets",
+        json!({ "query": "x [[slow:3000]]" }),
+    )
+    .await;
+    assert_eq!(v["error"]["data"]["code"], "upstream_timeout", "{v}");
+    assert_eq!(v["error"]["code"], -32603);
+    assert!(started.elapsed() < std::time::Duration::from_millis(2_000));
+    let v = tool(
+        &env,
+        "tickets__search_tickets",
+        json!({ "query": "x [[die]]" }),
+    )
+    .await;
+    assert_eq!(v["error"]["data"]["code"], "upstream_error", "{v}");
+    let v = tool(&env, "tickets__get_ticket", json!({ "id": 3 })).await;
+    assert_eq!(v["result"]["structuredContent"]["id"], 3, "{v}");
+
+    // Another tenant's connector: as unknown as no tool, audited as cross-tenant.
+    let v = tool(&env, "vault__read_secret", json!({})).await;
+    assert_eq!(
+        (
+            v["error"]["code"].clone(),
+            v["error"]["data"]["code"].clone()
+        ),
+        (json!(-32602), json!("unknown_tool"))
+    );
+    let d = v["error"]["data"]["decision_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let rec = env.record_of(&d).await;
+    assert_eq!(rec.code.map(|c| c.as_str()), Some("cross_tenant"));
+    // A name that resolves nowhere is unknown, and recorded as such.
+    let v = tool(&env, "no_such_tool", json!({})).await;
+    assert_eq!(v["error"]["code"], -32602);
+}

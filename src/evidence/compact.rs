@@ -17,7 +17,7 @@
 use prost::Message;
 use serde::Serialize;
 
-use super::record::{Basis, Content, Cut, Kind, Outcome, Record, SqlFacts};
+use super::record::{Basis, Content, Cut, Kind, McpFacts, Outcome, Record, SqlFacts};
 use crate::codes::Code;
 use crate::decide::{
     ArgumentBreak, ArgumentsFact, Delta, Facts, GroundingFact, PiiFact, Reason, Request,
@@ -330,6 +330,18 @@ struct PRecord {
     audit: Option<Vec<u8>>,
     #[prost(message, optional, tag = "45")]
     sql: Option<PSql>,
+    #[prost(message, optional, tag = "46")]
+    mcp: Option<PMcp>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct PMcp {
+    #[prost(string, tag = "1")]
+    revision: String,
+    #[prost(bool, tag = "2")]
+    is_error: bool,
+    #[prost(uint64, tag = "3")]
+    upstream_us: u64,
 }
 
 #[derive(Clone, PartialEq, Message)]
@@ -549,6 +561,11 @@ fn to_proto(r: &Record) -> Result<PRecord, Unrepresentable> {
             db_us: s.db_us,
             timeout_ms: s.timeout_ms,
         }),
+        mcp: r.mcp.as_ref().map(|m| PMcp {
+            revision: m.revision.clone(),
+            is_error: m.is_error,
+            upstream_us: m.upstream_us,
+        }),
     })
 }
 
@@ -710,6 +727,11 @@ fn from_proto(p: PRecord) -> Result<Record, DecodeError> {
         truncated: s.truncated,
         db_us: s.db_us,
         timeout_ms: s.timeout_ms,
+    });
+    r.mcp = p.mcp.map(|m| McpFacts {
+        revision: m.revision,
+        is_error: m.is_error,
+        upstream_us: m.upstream_us,
     });
     r.request = p.request.map(|q| request_from(q, &r)).transpose()?;
     Ok(r)

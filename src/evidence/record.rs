@@ -141,7 +141,25 @@ pub struct Record {
     /// A SQL template call's result (absent on other channels).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sql: Option<SqlFacts>,
+    /// An MCP exchange's facts (absent on other channels).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<McpFacts>,
 }
+
+/// What an MCP exchange with an upstream was: the revision spoken, whether the tool said its
+/// call failed (`isError`), and the upstream's time. The tool and connector are the record's;
+/// the arguments' hash is `prompt_hash`, the result's `response_hash`; resources the result
+/// names are `doc_ids`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct McpFacts {
+    pub revision: String,
+    pub is_error: bool,
+    /// From the request sent to the answer read whole, in microseconds.
+    pub upstream_us: u64,
+}
+
+/// The most document ids one record keeps (a SQL result's rest are counted in `sql.rows`).
+pub const MAX_DOC_IDS: usize = 1_000;
 
 /// What a SQL template call returned. The query hash and document ids are the record's
 /// `query_hash` and `doc_ids`; the bound values and the rows are `content`, as far as the
@@ -213,6 +231,7 @@ impl Record {
             content: None,
             audit: None,
             sql: None,
+            mcp: None,
         }
     }
 }

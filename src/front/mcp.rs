@@ -196,7 +196,12 @@ pub fn call(
                 }
             };
             let Some(resolved) = mcp::resolve(snap, &call.ctx.tenant, name) else {
-                return Err(unknown_tool(name));
+                // Another tenant's tool is as unknown as no tool, and audited (INV-003).
+                let mut r = unknown_tool(name);
+                if snap.tool_owned_elsewhere(&call.ctx.tenant, name) {
+                    r.recorded_as = Some(Code::CrossTenant);
+                }
+                return Err(r);
             };
             request.connector = Some(resolved.connector.clone());
             request.tool = Some(resolved.tool.clone());

@@ -188,6 +188,19 @@ impl Snapshot {
             .any(|(t, ti)| &**t != tenant && ti.templates.contains_key(id))
     }
 
+    /// Whether a tenant other than `tenant` has an MCP tool `name`: one of its `McpTool` ids,
+    /// or `{connector}__…` naming one of its MCP connectors.
+    pub fn tool_owned_elsewhere(&self, tenant: &str, name: &str) -> bool {
+        let prefixed = name.split_once("__").map(|(c, _)| c);
+        self.tenants.iter().any(|(t, ti)| {
+            &**t != tenant
+                && (ti.tools.contains_key(name)
+                    || prefixed.is_some_and(|c| {
+                        ti.connectors.get(c).is_some_and(|k| k.spec.mcp.is_some())
+                    }))
+        })
+    }
+
     /// The tenant that owns a connector id, if any other tenant than `tenant` does — for
     /// telling a cross-tenant attempt (INV-003) from an unknown name.
     pub fn connector_owner_elsewhere(&self, tenant: &str, id: &str) -> Option<&str> {

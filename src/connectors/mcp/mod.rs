@@ -24,7 +24,7 @@ use serde_json::{json, Value as Json};
 use super::Settings;
 use crate::codes::Code;
 use crate::decide::{ArgumentsFact, PiiFact, SecretFact};
-use crate::evidence::record::{content_hash, Content, Cut, Outcome};
+use crate::evidence::record::{content_hash, Content, Cut, McpFacts, Outcome, MAX_DOC_IDS};
 use crate::policy::compile::ConnectorInfo;
 use crate::policy::model::Channel;
 use crate::policy::Snapshot;
@@ -471,10 +471,17 @@ pub async fn tool_call(mcp: &Hub, mut call: Call, target: McpCall) -> Result<Rep
             json!({ "name": r.upstream, "arguments": target.arguments }),
         )
         .await;
-    call.rt
-        .metrics
-        .upstream("mcp", started.elapsed().as_secs_f64());
+    let took = started.elapsed();
+    call.rt.metrics.upstream("mcp", took.as_secs_f64());
     let answer = answer.map_err(|e| refusal_of(&c.id, e))?;
+    let revision = answer.revision.clone();
+    call.trace(|t| {
+        t.rec.mcp = Some(McpFacts {
+            revision,
+            is_error: false,
+            upstream_us: took.as_micros() as u64,
+        })
+    });
     // A JSON-RPC error from the server is passed on as the server's (unknown tool and such).
     let result = match (answer.message.get("result"), answer.message.get("error")) {
         (Some(res), _) => res.clone(),
@@ -522,9 +529,15 @@ pub async fn tool_call(mcp: &Hub, mut call: Call, target: McpCall) -> Result<Rep
         }
     }
     let result_text = result.to_string();
+    let is_error = result.get("isError").and_then(Json::as_bool) == Some(true);
+    let docs = doc_ids(&result);
     let (reply, n) = rpc_reply(&target.rpc_id, result, target.modern);
     super::judge_answer_bytes(&call, super::bytes_bounded(&decision), n as u64)?;
     call.trace(|t| {
+        if let Some(m) = t.rec.mcp.as_mut() {
+            m.is_error = is_error;
+        }
+        t.rec.doc_ids = docs;
         t.rec.bytes_out = n as u64;
         t.rec.response_hash = Some(content_hash(result_text.as_bytes()));
         if decision.inspection.responses {
@@ -532,6 +545,25 @@ pub async fn tool_call(mcp: &Hub, mut call: Call, target: McpCall) -> Result<Rep
         }
     });
     Ok(reply)
+}
+
+/// The resources a tool result names (`resource_link` blocks and embedded `resource`s), by
+/// URI, at most [`MAX_DOC_IDS`].
+pub fn doc_ids(result: &Json) -> Vec<String> {
+    result
+        .get("content")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|b| match b.get("type").and_then(Json::as_str) {
+            Some("resource_link") => b.get("uri"),
+            Some("resource") => b.pointer("/resource/uri"),
+            _ => None,
+        })
+        .filter_map(Json::as_str)
+        .take(MAX_DOC_IDS)
+        .map(str::to_string)
+        .collect()
 }
 
 #[cfg(test)]

@@ -160,3 +160,70 @@ fn header_values_outside_plain_ascii_are_base64() {
         .unwrap()
         .starts_with("=?base64?PT9i"));
 }
+
+mod names {
+    use super::super::{exposed, resolve, Resolved};
+    use crate::policy::compile_str;
+
+    const CONTRACT: &str = include_str!("../../../examples/contract/bundle.yaml");
+
+    fn snap(extra: &str) -> crate::policy::Snapshot {
+        compile_str("b.yaml", &format!("{CONTRACT}---\n{extra}")).unwrap()
+    }
+
+    fn r(c: &str, t: &str, u: &str) -> Option<Resolved> {
+        Some(Resolved {
+            connector: c.into(),
+            tool: t.into(),
+            upstream: u.into(),
+        })
+    }
+
+    #[test]
+    fn one_open_connector_keeps_the_servers_names() {
+        let s = compile_str("b.yaml", CONTRACT).unwrap();
+        assert_eq!(
+            resolve(&s, "acme", "get_ticket"),
+            r("tickets", "get_ticket", "get_ticket")
+        );
+        assert_eq!(
+            exposed(&s, "acme", "tickets", "x"),
+            Some(("x".into(), "x".into()))
+        );
+        assert_eq!(resolve(&s, "globex", "get_ticket"), None);
+    }
+
+    #[test]
+    fn several_connectors_prefix_open_lists_and_closed_lists_use_their_ids() {
+        let s = snap("apiVersion: warden/v1\nkind: Connector\nmetadata: { id: kb, tenant: acme }\nspec:\n  type: mcp\n  plane: support-tools\n  mcp: { url: \"http://127.0.0.1:9/mcp\" }\n---\napiVersion: warden/v1\nkind: McpTool\nmetadata: { id: find_article, tenant: acme }\nspec: { connector: kb, upstream_name: search }\n");
+        // tickets is open: prefixed; kb is closed: by McpTool id, renamed upstream.
+        assert_eq!(
+            resolve(&s, "acme", "tickets__get_ticket"),
+            r("tickets", "get_ticket", "get_ticket")
+        );
+        assert_eq!(resolve(&s, "acme", "get_ticket"), None);
+        assert_eq!(
+            resolve(&s, "acme", "find_article"),
+            r("kb", "find_article", "search")
+        );
+        assert_eq!(
+            resolve(&s, "acme", "kb__search"),
+            None,
+            "a closed list has no prefixed names"
+        );
+        assert_eq!(
+            exposed(&s, "acme", "kb", "search"),
+            Some(("find_article".into(), "find_article".into()))
+        );
+        assert_eq!(
+            exposed(&s, "acme", "kb", "delete"),
+            None,
+            "not offered by the closed list"
+        );
+        assert_eq!(
+            exposed(&s, "acme", "tickets", "get_ticket"),
+            Some(("tickets__get_ticket".into(), "get_ticket".into()))
+        );
+        assert_eq!(resolve(&s, "acme", "tickets__"), None);
+    }
+}

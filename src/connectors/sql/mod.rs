@@ -34,8 +34,7 @@ use crate::policy::Snapshot;
 use crate::spine::{Call, CallState, Refusal, Reply};
 use params::Bound;
 
-/// The most document ids one record keeps (the rest are counted in `sql.rows`).
-pub const MAX_DOC_IDS: usize = 1_000;
+pub use crate::evidence::record::MAX_DOC_IDS;
 
 /// A parsed template call.
 #[derive(Debug, Clone)]

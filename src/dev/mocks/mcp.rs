@@ -19,7 +19,8 @@
 //!
 //! Steering, for tests (in `search_tickets`'s `query`): `[[slow:MS]]` answers after MS
 //! milliseconds; `[[die]]` closes the connection without an answer; `[[sse]]` answers as an
-//! SSE stream (one `message` event). Every POST is recorded.
+//! SSE stream (one `message` event); `[[full]]` returns whole tickets (bodies too). A ticket
+//! from `get_ticket` comes with a `resource_link` (`tickets://ID`). Every POST is recorded.
 
 use std::collections::HashSet;
 use std::io;
@@ -225,6 +226,7 @@ fn call_tool(params: &Value) -> Result<Value, Value> {
                 return Ok(text_result("query must be a string".into(), None, true));
             };
             let limit = args.get("limit").and_then(Value::as_u64).unwrap_or(50) as usize;
+            let full = q.contains("[[full]]");
             let words: Vec<String> = q
                 .split_whitespace()
                 .filter(|w| !w.starts_with("[["))
@@ -237,17 +239,34 @@ fn call_tool(params: &Value) -> Result<Value, Value> {
                     words.iter().all(|w| text.contains(w.as_str()))
                 })
                 .take(limit)
-                .map(|t| json!({ "id": t.0, "title": t.1 }))
+                .map(|t| {
+                    if full {
+                        ticket_json(t)
+                    } else {
+                        json!({ "id": t.0, "title": t.1 })
+                    }
+                })
                 .collect();
             let text = serde_json::to_string(&hits).unwrap_or_default();
             Ok(text_result(text, Some(json!({ "tickets": hits })), false))
         }
         "get_ticket" => match id_arg().and_then(|id| TICKETS.iter().find(|t| t.0 == id)) {
-            Some(t) => Ok(text_result(
-                serde_json::to_string(&ticket_json(t)).unwrap_or_default(),
-                Some(ticket_json(t)),
-                false,
-            )),
+            Some(t) => {
+                let mut r = text_result(
+                    serde_json::to_string(&ticket_json(t)).unwrap_or_default(),
+                    Some(ticket_json(t)),
+                    false,
+                );
+                // The ticket as a resource, so a result names what it read.
+                if let Some(content) = r["content"].as_array_mut() {
+                    content.push(json!({
+                        "type": "resource_link",
+                        "uri": format!("tickets://{}", t.0),
+                        "name": format!("ticket {}", t.0)
+                    }));
+                }
+                Ok(r)
+            }
             None => Ok(text_result("no such ticket".into(), None, true)),
         },
         "delete_ticket" => match id_arg() {

@@ -230,6 +230,25 @@ prop_compose! {
             });
             r.usage = Some(Usage(std::iter::once(("p1".to_string(), vec![nums.4])).collect()));
         }
+        // A channel's own facts: SQL or MCP, by the channel drawn.
+        match r.channel {
+            Some(Channel::Sql) => {
+                r.sql = Some(crate::evidence::record::SqlFacts {
+                    rows: nums.2 % 1000,
+                    truncated: choice.3 == 1,
+                    db_us: nums.2,
+                    timeout_ms: 2000,
+                })
+            }
+            Some(Channel::Mcp) => {
+                r.mcp = Some(crate::evidence::record::McpFacts {
+                    revision: ["2026-07-28", "2025-11-25", ""][choice.2 % 3].into(),
+                    is_error: choice.3 == 2,
+                    upstream_us: nums.2,
+                })
+            }
+            _ => {}
+        }
         if choice.4 == 1 {
             r.audit = Some(serde_json::json!({ "actor": "ops", "reason": r.plane }));
         }
