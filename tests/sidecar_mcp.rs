@@ -398,6 +398,35 @@ async fn aggregation_credentials_arguments_failures_and_evidence() {
         "a refused call never reaches the upstream"
     );
 
+    // Arguments the tool's own input schema refuses: a tool error the model can correct,
+    // with the code, and nothing sent.
+    let before = one.request_count();
+    for bad in [
+        json!({ "id": "seven" }),
+        json!({ "id": 2, "extra": true }),
+        json!({}),
+    ] {
+        let v = tool(&env, "tickets__get_ticket", bad.clone()).await;
+        assert_eq!(v["result"]["isError"], true, "{bad}: {v}");
+        assert_eq!(
+            v["result"]["_meta"]["io.warden/code"], "invalid_params",
+            "{bad}"
+        );
+        assert!(v["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("invalid arguments"));
+        let d = v["result"]["_meta"]["io.warden/decision_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            env.record_of(&d).await.code.map(|c| c.as_str()),
+            Some("invalid_params")
+        );
+    }
+    assert_eq!(one.request_count(), before, "the tool never saw them");
+
     // PII in a streamed (SSE) result is judged before any of it reaches the agent.
     let v = tool(
         &env,

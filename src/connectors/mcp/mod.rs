@@ -225,6 +225,7 @@ impl Mcp {
         Mcp(Arc::new(Hub {
             settings,
             upstreams: Mutex::new(HashMap::new()),
+            listed: Mutex::new(HashMap::new()),
         }))
     }
 }
@@ -232,13 +233,72 @@ impl Mcp {
 /// (tenant, connector) → (URL, its client).
 type Upstreams = HashMap<(Box<str>, Box<str>), (String, Arc<Upstream>)>;
 
-/// One client per (tenant, connector), kept while its URL stays.
+/// One client per (tenant, connector), kept while its URL stays; and the tools each upstream
+/// listed last, with their input schemas.
 pub struct Hub {
     pub settings: Settings,
     upstreams: Mutex<Upstreams>,
+    listed: Mutex<HashMap<(Box<str>, Box<str>), Listed>>,
 }
 
+/// An upstream's tools as it listed them, by name, and when.
+struct Listed {
+    at: std::time::Instant,
+    tools: Arc<HashMap<String, Json>>,
+}
+
+/// How long an upstream's tool list (and the input schemas in it) is reused for tool calls.
+pub const LISTED_TTL: Duration = Duration::from_secs(60);
+
 impl Hub {
+    /// `connector`'s tools by name (every page), from the last listing if fresh.
+    async fn tools_of(
+        &self,
+        tenant: &str,
+        c: &ConnectorInfo,
+        up: &Upstream,
+        x: &Exchange<'_>,
+    ) -> Result<Arc<HashMap<String, Json>>, Refusal> {
+        let key = (Box::<str>::from(tenant), Box::<str>::from(&*c.id));
+        if let Some(l) = self
+            .listed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .filter(|l| l.at.elapsed() < LISTED_TTL)
+        {
+            return Ok(l.tools.clone());
+        }
+        let all = fetch_tools(up, x).await.map_err(|e| match e {
+            Fetch::Mcp(e) => refusal_of(&c.id, e),
+            Fetch::Refused => Refusal::new(
+                Code::UpstreamError,
+                format!("MCP server of connector `{}` refused tools/list", c.id),
+            ),
+        })?;
+        Ok(self.remember(tenant, &c.id, &all))
+    }
+
+    /// Keep an upstream's fresh listing for the tool calls that follow.
+    fn remember(&self, tenant: &str, connector: &str, all: &[Json]) -> Arc<HashMap<String, Json>> {
+        let tools: HashMap<String, Json> = all
+            .iter()
+            .filter_map(|t| Some((t.get("name")?.as_str()?.to_string(), t.clone())))
+            .collect();
+        let tools = Arc::new(tools);
+        self.listed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                (tenant.into(), connector.into()),
+                Listed {
+                    at: std::time::Instant::now(),
+                    tools: tools.clone(),
+                },
+            );
+        tools
+    }
+
     fn upstream(&self, tenant: &str, c: &ConnectorInfo) -> Result<Arc<Upstream>, Refusal> {
         let url = c
             .spec
@@ -326,6 +386,43 @@ pub fn rpc_reply(id: &Json, mut result: Json, modern: bool) -> (Reply, usize) {
     (r, n)
 }
 
+/// Why an upstream's tool list could not be had.
+enum Fetch {
+    Mcp(McpError),
+    Refused,
+}
+
+/// Every tool an upstream lists, page after page (at most [`MAX_TOOLS`]).
+async fn fetch_tools(up: &Upstream, x: &Exchange<'_>) -> Result<Vec<Json>, Fetch> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let params = match &cursor {
+            Some(c) => json!({ "cursor": c }),
+            None => json!({}),
+        };
+        let a = up
+            .request(x, "tools/list", params)
+            .await
+            .map_err(Fetch::Mcp)?;
+        let page = a.message.get("result").ok_or(Fetch::Refused)?;
+        out.extend(
+            page.get("tools")
+                .and_then(Json::as_array)
+                .into_iter()
+                .flatten()
+                .cloned(),
+        );
+        cursor = page
+            .get("nextCursor")
+            .and_then(Json::as_str)
+            .map(str::to_string);
+        if cursor.is_none() || out.len() >= MAX_TOOLS {
+            return Ok(out);
+        }
+    }
+}
+
 /// `tools/list`: every upstream's tools (every page), those the agent may use.
 pub async fn list(mcp: &Hub, call: Call, target: McpList) -> Result<Reply, Refusal> {
     let snap = call
@@ -348,65 +445,42 @@ pub async fn list(mcp: &Hub, call: Call, target: McpList) -> Result<Reply, Refus
             timeout: timeout(&mcp.settings, c),
             max_bytes: mcp.settings.max_response(),
         };
-        let mut cursor: Option<String> = None;
-        let mut seen = 0usize;
-        loop {
-            let params = match &cursor {
-                Some(c) => json!({ "cursor": c }),
-                None => json!({}),
+        let listed = fetch_tools(&up, &x).await.map_err(|e| match e {
+            Fetch::Mcp(e) => refusal_of(&c.id, e),
+            Fetch::Refused => Refusal::new(
+                Code::UpstreamError,
+                format!("MCP server of connector `{}` refused tools/list", c.id),
+            ),
+        })?;
+        mcp.remember(&tenant, &c.id, &listed);
+        for t in listed {
+            let Some(name) = t.get("name").and_then(Json::as_str) else {
+                continue;
             };
-            let a = up
-                .request(&x, "tools/list", params)
-                .await
-                .map_err(|e| refusal_of(&c.id, e))?;
-            let Some(page) = a.message.get("result") else {
-                return Err(Refusal::new(
-                    Code::UpstreamError,
-                    format!("MCP server of connector `{}` refused tools/list", c.id),
-                ));
+            let Some((shown, tool)) = exposed(&snap, &tenant, &c.id, name) else {
+                continue;
             };
-            for t in page
-                .get("tools")
-                .and_then(Json::as_array)
-                .into_iter()
-                .flatten()
-            {
-                seen += 1;
-                let Some(name) = t.get("name").and_then(Json::as_str) else {
-                    continue;
-                };
-                let Some((shown, tool)) = exposed(&snap, &tenant, &c.id, name) else {
-                    continue;
-                };
-                let mut req = base.clone();
-                req.channel = Channel::Mcp;
-                req.connector = Some(c.id.to_string());
-                req.tool = Some(tool);
-                req.facts.pii = Some(PiiFact::Found(Vec::new()));
-                req.facts.secrets = Some(SecretFact::Found(Vec::new()));
-                req.facts.arguments = Some(ArgumentsFact::default());
-                let d = crate::decide::decide(
-                    &snap,
-                    &req,
-                    &(),
-                    mode,
-                    call.ctx.at_ms,
-                    &call.ctx.decision_id,
-                );
-                if d.refused() {
-                    continue;
-                }
-                let mut t = t.clone();
-                t["name"] = Json::String(shown);
-                tools.push(t);
+            let mut req = base.clone();
+            req.channel = Channel::Mcp;
+            req.connector = Some(c.id.to_string());
+            req.tool = Some(tool);
+            req.facts.pii = Some(PiiFact::Found(Vec::new()));
+            req.facts.secrets = Some(SecretFact::Found(Vec::new()));
+            req.facts.arguments = Some(ArgumentsFact::default());
+            let d = crate::decide::decide(
+                &snap,
+                &req,
+                &(),
+                mode,
+                call.ctx.at_ms,
+                &call.ctx.decision_id,
+            );
+            if d.refused() {
+                continue;
             }
-            cursor = page
-                .get("nextCursor")
-                .and_then(Json::as_str)
-                .map(str::to_string);
-            if cursor.is_none() || seen >= MAX_TOOLS {
-                break;
-            }
+            let mut t = t.clone();
+            t["name"] = Json::String(shown);
+            tools.push(t);
         }
     }
     let mut result = json!({ "tools": tools });
@@ -463,6 +537,53 @@ pub async fn tool_call(mcp: &Hub, mut call: Call, target: McpCall) -> Result<Rep
         timeout: timeout(&mcp.settings, &c),
         max_bytes: mcp.settings.max_response(),
     };
+    // The arguments against the tool's own input schema, before anything is sent: a tool
+    // error the model can correct (`isError`), carrying the code.
+    let tools = mcp.tools_of(&call.ctx.tenant, &c, &up, &x).await?;
+    let Some(def) = tools.get(&r.upstream) else {
+        return Err(Refusal::new(
+            Code::UnknownTool,
+            format!("Unknown tool: {}", r.tool),
+        ));
+    };
+    if let Some(schema) = def.get("inputSchema") {
+        let validator = jsonschema::validator_for(schema).map_err(|e| {
+            Refusal::new(
+                Code::UpstreamError,
+                format!("the input schema of tool `{}` cannot be used: {e}", r.tool),
+            )
+        })?;
+        if let Err(e) = validator.validate(&target.arguments) {
+            let at = e.instance_path().to_string();
+            let refusal = Refusal::new(
+                Code::InvalidParams,
+                format!(
+                    "invalid arguments for tool `{}`{}: {e}",
+                    r.tool,
+                    if at.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" at {at}")
+                    }
+                ),
+            );
+            let result = json!({
+                "content": [{ "type": "text", "text": refusal.message }],
+                "isError": true,
+                "_meta": {
+                    "io.warden/code": Code::InvalidParams.as_str(),
+                    "io.warden/decision_id": call.ctx.decision_id,
+                }
+            });
+            let (reply, n) = rpc_reply(&target.rpc_id, result, target.modern);
+            call.trace(|t| {
+                t.rec.bytes_out = n as u64;
+                t.rec.outcome = Some(Outcome::Refused);
+                t.refused = Some(refusal);
+            });
+            return Ok(reply);
+        }
+    }
     let started = std::time::Instant::now();
     let answer = up
         .request(
