@@ -230,15 +230,17 @@ impl Mcp {
     }
 }
 
+/// (tenant, connector).
+type Key = (Box<str>, Box<str>);
 /// (tenant, connector) → (URL, its client).
-type Upstreams = HashMap<(Box<str>, Box<str>), (String, Arc<Upstream>)>;
+type Upstreams = HashMap<Key, (String, Arc<Upstream>)>;
 
 /// One client per (tenant, connector), kept while its URL stays; and the tools each upstream
 /// listed last, with their input schemas.
 pub struct Hub {
     pub settings: Settings,
     upstreams: Mutex<Upstreams>,
-    listed: Mutex<HashMap<(Box<str>, Box<str>), Listed>>,
+    listed: Mutex<HashMap<Key, Listed>>,
 }
 
 /// An upstream's tools as it listed them, by name, and when.
