@@ -203,7 +203,7 @@ const DEV_FREE_PORTS: [&str; 10] = [
 ];
 
 #[test]
-fn dev_smoke_makes_the_three_calls_of_the_quick_start() {
+fn dev_smoke_makes_the_calls_of_the_quick_start() {
     let dir = std::env::temp_dir().join(format!("warden-dev-{}", std::process::id()));
     let mut args = vec!["dev", "--smoke", "--dir", dir.to_str().unwrap()];
     args.extend(DEV_FREE_PORTS);
@@ -225,6 +225,12 @@ fn dev_smoke_makes_the_three_calls_of_the_quick_start() {
         "{s}"
     );
     assert!(s.contains(r#""rows":[[1,"Ada Lovelace","gold"]]"#), "{s}");
+    // The MCP tool list through the sidecar: the allowed tools of the mock, not the hidden one.
+    assert!(
+        s.contains(r#""name":"search_tickets""#) && s.contains(r#""name":"get_ticket""#),
+        "{s}"
+    );
+    assert!(!s.contains(r#""name":"delete_ticket""#), "{s}");
     // The banner prints the bound ports, never the `:0` it was asked for.
     assert!(!s.contains("127.0.0.1:0"), "{s}");
     let token = std::fs::read_to_string(dir.join("admin-token")).unwrap();
@@ -235,7 +241,7 @@ fn dev_smoke_makes_the_three_calls_of_the_quick_start() {
     let out = warden(&["evidence", "verify", dir.join("evidence").to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
-        text(&out.stdout).starts_with("ok: 3 records"),
+        text(&out.stdout).starts_with("ok: 4 records"),
         "{}",
         text(&out.stdout)
     );

@@ -6,12 +6,13 @@
 //! dev directory, with the bundle's upstream URLs pointed at the mocks' real addresses. Every
 //! address can be chosen (`:0` picks a free port), so `dev` runs beside the tests or a second
 //! `dev`. It generates an admin token, writes it to `<dir>/admin-token`, and prints the bound
-//! endpoints and three curls: a chat allowed, one refused, a SQL template. `--smoke` makes
-//! those three calls itself and exits (the tests use it to keep the quick start working).
+//! endpoints and four curls: a chat allowed, one refused, a SQL template, the MCP tool list.
+//! `--smoke` makes those calls itself and exits (the tests use it to keep the quick start
+//! working).
 //!
 //! This room ships in the binary, but nothing on the request path imports it.
 //! Not here yet (later work): the policy service on SQLite (the sidecar reads the bundle file
-//! directly meanwhile) and the sidecar's `/mcp` endpoint (the MCP mock runs already).
+//! directly meanwhile).
 
 pub mod crm;
 pub mod mocks;
@@ -76,9 +77,18 @@ const REFUSED: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","cont
 const CHAT: &str = "/v1/chat/completions";
 const SQL: &str = "/sql/customer_by_id";
 const SQL_BODY: &str = r#"{"id":1}"#;
+const MCP: &str = "/mcp";
+const MCP_LIST: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
 
 fn curl(agent: SocketAddr, path: &str, body: &str) -> String {
-    format!("curl -s http://{agent}{path} -H 'content-type: application/json' -d '{body}'")
+    let revision = if path == MCP {
+        " -H 'mcp-protocol-version: 2025-11-25'"
+    } else {
+        ""
+    };
+    format!(
+        "curl -s http://{agent}{path} -H 'content-type: application/json'{revision} -d '{body}'"
+    )
 }
 
 /// The contract bundle with its LLM, weather and MCP upstreams at `llm`, `weather` and `mcp`.
@@ -207,7 +217,7 @@ fn banner(
         .unwrap_or_else(|| "none (not ready)".into());
     let (agent, admin) = (running.agent_addr, running.admin_addr);
     println!("Warden dev is running.\n");
-    println!("  agent endpoint   http://{agent}  (OpenAI-compatible /v1, /http/…, /sql/…)");
+    println!("  agent endpoint   http://{agent}  (OpenAI-compatible /v1, /http/…, /sql/…, /mcp)");
     println!("  admin endpoint   http://{admin}  (/healthz /readyz /metrics /ops/mode /runs/ID)");
     let [llm, weather, mcp] = mocks;
     println!(
@@ -236,20 +246,30 @@ fn banner(
         curl(agent, SQL, SQL_BODY)
     );
     println!(
+        "\nMCP tools (p400-tickets shows search_tickets and get_ticket, not delete_ticket):\n  {}",
+        curl(agent, MCP, MCP_LIST)
+    );
+    println!(
         "\nKill switch:\n  curl -s http://{admin}/ops/mode -H 'authorization: Bearer {token}' -d '{{\"mode\":\"halted\",\"reason\":\"try it\"}}'"
     );
 }
 
-/// Make the three calls the banner shows; true if the chat and the template passed and the
-/// refused chat was refused.
+/// Make the four calls the banner shows; true if the chat, the template and the tool list
+/// passed and the refused chat was refused.
 async fn smoke(agent: SocketAddr) -> bool {
     use http_body_util::{BodyExt, Full};
     let client: hyper_util::client::legacy::Client<_, Full<bytes::Bytes>> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .build_http();
     let mut statuses = Vec::new();
-    for (path, body) in [(CHAT, ALLOWED), (CHAT, REFUSED), (SQL, SQL_BODY)] {
+    for (path, body) in [
+        (CHAT, ALLOWED),
+        (CHAT, REFUSED),
+        (SQL, SQL_BODY),
+        (MCP, MCP_LIST),
+    ] {
         let req = http::Request::post(format!("http://{agent}{path}"))
+            .header("mcp-protocol-version", "2025-11-25")
             .header("content-type", "application/json")
             .body(Full::new(bytes::Bytes::from(body)));
         let Ok(req) = req else { return false };
@@ -266,7 +286,7 @@ async fn smoke(agent: SocketAddr) -> bool {
         println!("\n$ {}\n{status} {text}", curl(agent, path, body));
         statuses.push(status);
     }
-    statuses == [200, 403, 200]
+    statuses == [200, 403, 200, 200]
 }
 
 #[cfg(test)]
