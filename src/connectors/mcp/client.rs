@@ -14,7 +14,7 @@
 //! injects travel as headers given by the caller; nothing here logs them.
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, StatusCode};
@@ -58,7 +58,7 @@ pub enum McpError {
 }
 
 /// One answer: the JSON-RPC response (a `result` or an `error`), the revision it was spoken
-/// in, and its size on the wire.
+/// in, and its size on the wire (the body as read: JSON, or the whole SSE stream).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Answer {
     pub message: Value,
@@ -184,7 +184,7 @@ impl Upstream {
             .post(x, modern_headers("server/discover", None), body, 0)
             .await
         {
-            Ok((status, msg)) => {
+            Ok((status, msg, _)) => {
                 status == StatusCode::OK
                     && msg
                         .pointer("/result/supportedVersions")
@@ -254,13 +254,7 @@ impl Upstream {
         let id = 1;
         let body = modern_body(id, method, params);
         let headers = modern_headers(method, name.as_deref());
-        let started = Instant::now();
-        let (_, message) = self.post(x, headers, body, id).await?;
-        let bytes = message.to_string().len();
-        tracing::trace!(
-            elapsed_us = started.elapsed().as_micros() as u64,
-            "mcp upstream"
-        );
+        let (_, message, bytes) = self.post(x, headers, body, id).await?;
         Ok(Answer {
             message,
             revision: MODERN.into(),
@@ -290,11 +284,10 @@ impl Upstream {
         }
         let id = 1;
         let body = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
-        let (status, message) = self.post(x, headers, body, id).await.map_err(Failed)?;
+        let (status, message, bytes) = self.post(x, headers, body, id).await.map_err(Failed)?;
         if status == StatusCode::NOT_FOUND && session.is_some() {
             return Err(Resend);
         }
-        let bytes = message.to_string().len();
         Ok(Answer {
             message,
             revision: version.to_string(),
@@ -328,11 +321,12 @@ impl Upstream {
         headers: Vec<(HeaderName, HeaderValue)>,
         body: Value,
         id: u64,
-    ) -> Result<(StatusCode, Value), McpError> {
+    ) -> Result<(StatusCode, Value, usize), McpError> {
         let resp = self.exchange(x, headers, body).await?;
         let (parts, body) = resp.into_parts();
         let bytes = read(body, x.max_bytes).await?;
-        Ok((parts.status, message_of(&parts.headers, &bytes, id)?))
+        let message = message_of(&parts.headers, &bytes, id)?;
+        Ok((parts.status, message, bytes.len()))
     }
 
     async fn post_keep_session(

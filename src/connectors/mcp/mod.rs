@@ -246,7 +246,30 @@ pub struct Hub {
 /// An upstream's tools as it listed them, by name, and when.
 struct Listed {
     at: std::time::Instant,
-    tools: Arc<HashMap<String, Json>>,
+    tools: Arc<HashMap<String, ToolDef>>,
+}
+
+/// A tool as its server lists it, and its input schema compiled once, on first use.
+pub struct ToolDef {
+    pub json: Json,
+    validator: std::sync::OnceLock<Result<Arc<jsonschema::Validator>, String>>,
+}
+
+impl ToolDef {
+    /// The tool's input schema compiled, `None` without one; an error for a schema that
+    /// cannot be used.
+    fn validator(&self) -> Option<Result<Arc<jsonschema::Validator>, String>> {
+        let schema = self.json.get("inputSchema")?;
+        Some(
+            self.validator
+                .get_or_init(|| {
+                    jsonschema::validator_for(schema)
+                        .map(Arc::new)
+                        .map_err(|e| e.to_string())
+                })
+                .clone(),
+        )
+    }
 }
 
 /// How long an upstream's tool list (and the input schemas in it) is reused for tool calls.
@@ -260,7 +283,7 @@ impl Hub {
         c: &ConnectorInfo,
         up: &Upstream,
         x: &Exchange<'_>,
-    ) -> Result<Arc<HashMap<String, Json>>, Refusal> {
+    ) -> Result<Arc<HashMap<String, ToolDef>>, Refusal> {
         let key = (Box::<str>::from(tenant), Box::<str>::from(&*c.id));
         if let Some(l) = self
             .listed
@@ -282,10 +305,24 @@ impl Hub {
     }
 
     /// Keep an upstream's fresh listing for the tool calls that follow.
-    fn remember(&self, tenant: &str, connector: &str, all: &[Json]) -> Arc<HashMap<String, Json>> {
-        let tools: HashMap<String, Json> = all
+    fn remember(
+        &self,
+        tenant: &str,
+        connector: &str,
+        all: &[Json],
+    ) -> Arc<HashMap<String, ToolDef>> {
+        let tools: HashMap<String, ToolDef> = all
             .iter()
-            .filter_map(|t| Some((t.get("name")?.as_str()?.to_string(), t.clone())))
+            .filter_map(|t| {
+                let name = t.get("name")?.as_str()?.to_string();
+                Some((
+                    name,
+                    ToolDef {
+                        json: t.clone(),
+                        validator: std::sync::OnceLock::new(),
+                    },
+                ))
+            })
             .collect();
         let tools = Arc::new(tools);
         self.listed
@@ -548,8 +585,8 @@ pub async fn tool_call(mcp: &Hub, mut call: Call, target: McpCall) -> Result<Rep
             format!("Unknown tool: {}", r.tool),
         ));
     };
-    if let Some(schema) = def.get("inputSchema") {
-        let validator = jsonschema::validator_for(schema).map_err(|e| {
+    if let Some(validator) = def.validator() {
+        let validator = validator.map_err(|e| {
             Refusal::new(
                 Code::UpstreamError,
                 format!("the input schema of tool `{}` cannot be used: {e}", r.tool),

@@ -1,6 +1,11 @@
-//! Loopback load of the SQL channel (`cargo bench --bench sql_load`; figures in
-//! `BENCHMARKS.md`, "SQL channel").
+//! Loopback load of the SQL and MCP channels (`cargo bench --bench channel_load`; figures in
+//! `BENCHMARKS.md`, "SQL channel" and "MCP channel").
 //!
+//! **MCP**: `tools/call get_ticket` (2026-07-28, stateless) to the tickets mock, which runs in
+//! this process on a runtime of its own, straight ("direct") and through the sidecar's `/mcp`
+//! (the same request; the sidecar speaks 2026-07-28 to the mock too).
+//!
+//! **SQL**:
 //! The contract's `customer_by_id` template (one row by primary key out of 1,000) on a
 //! throwaway PostgreSQL cluster (`tests/common/pg.rs`) and on a SQLite file, three ways in the
 //! same run, since the machines are shared and noisy:
@@ -19,7 +24,8 @@
 //! sending every 16 ms — far longer than a call, so no call waits behind another in the client;
 //! a call is timed from its actual send, since tokio's millisecond timer would add its own
 //! lateness to a time taken from the schedule), and closed-loop throughput (16 callers).
-//! `WARDEN_SQL_LOAD_QUICK=1` shortens every phase (a look while tuning).
+//! `WARDEN_LOAD_QUICK=1` shortens every phase (a look while tuning); `WARDEN_LOAD_ONLY=mcp`
+//! (or `pg`, `sqlite`) runs one part.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../tests/common/pg.rs"]
@@ -58,7 +64,7 @@ struct Phases {
 }
 
 fn phases() -> Phases {
-    if std::env::var_os("WARDEN_SQL_LOAD_QUICK").is_some() {
+    if std::env::var_os("WARDEN_LOAD_QUICK").is_some() {
         Phases {
             seq: 300,
             open: Duration::from_secs(2),
@@ -79,14 +85,25 @@ fn phases() -> Phases {
 
 #[derive(Clone)]
 enum Way {
+    /// `POST /sql/customer_by_id` to a sidecar.
     Sidecar(SocketAddr),
-    Pg { pool: PgPool, wrapped: bool },
-    Sqlite { pool: SqlitePool, wrapped: bool },
+    /// `tools/call get_ticket` to an MCP server at this address (the sidecar's `/mcp`, or the
+    /// mock's).
+    Mcp(SocketAddr),
+    Pg {
+        pool: PgPool,
+        wrapped: bool,
+    },
+    Sqlite {
+        pool: SqlitePool,
+        wrapped: bool,
+    },
 }
 
 /// One caller's means of making calls.
 enum Caller {
     Http(SocketAddr, SendRequest<Full<Bytes>>),
+    Mcp(SocketAddr, SendRequest<Full<Bytes>>),
     Pg(PgPool, bool),
     Sqlite(SqlitePool, bool),
 }
@@ -94,25 +111,77 @@ enum Caller {
 impl Way {
     async fn caller(&self) -> Caller {
         match self {
-            Way::Sidecar(addr) => {
-                let stream = TcpStream::connect(addr).await.unwrap();
-                stream.set_nodelay(true).unwrap();
-                let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                    .await
-                    .unwrap();
-                tokio::spawn(conn);
-                Caller::Http(*addr, tx)
-            }
+            Way::Sidecar(addr) => Caller::Http(*addr, connect(*addr).await),
+            Way::Mcp(addr) => Caller::Mcp(*addr, connect(*addr).await),
             Way::Pg { pool, wrapped } => Caller::Pg(pool.clone(), *wrapped),
             Way::Sqlite { pool, wrapped } => Caller::Sqlite(pool.clone(), *wrapped),
         }
     }
 }
 
+async fn connect(addr: SocketAddr) -> SendRequest<Full<Bytes>> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    tx
+}
+
+/// A ticket without PII (ticket 7's body holds an address the contract's detector refuses).
+fn ticket_of(id: i64) -> i64 {
+    [1, 2, 3, 4, 5, 6, 8][(id as usize) % 7]
+}
+
+/// `tools/call get_ticket {id}`, stateless (2026-07-28).
+fn mcp_request(addr: SocketAddr, id: i64) -> http::Request<Full<Bytes>> {
+    let body = serde_json::json!({
+        "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {
+            "name": "get_ticket", "arguments": { "id": id },
+            "_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {}
+            }
+        }
+    });
+    http::Request::post("/mcp")
+        .header(http::header::HOST, addr.to_string())
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(http::header::ACCEPT, "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "get_ticket")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap()
+}
+
+/// Whether `resp` is 200 with `want` in its body.
+async fn answered(resp: http::Response<hyper::body::Incoming>, want: &str) -> bool {
+    let ok = resp.status() == http::StatusCode::OK;
+    let body = resp.into_body().collect().await;
+    ok && body.is_ok_and(|b| {
+        b.to_bytes()
+            .windows(want.len())
+            .any(|w| w == want.as_bytes())
+    })
+}
+
 impl Caller {
-    /// One call for customer `id`; true when it returned that customer's row.
+    /// One call for customer (or ticket) `id`; true when it returned that row (or ticket).
     async fn call(&mut self, id: i64) -> bool {
         match self {
+            Caller::Mcp(addr, tx) => {
+                if tx.ready().await.is_err() {
+                    return false;
+                }
+                let id = ticket_of(id);
+                match tx.send_request(mcp_request(*addr, id)).await {
+                    Ok(resp) => answered(resp, "\"structuredContent\":{\"body\"").await,
+                    Err(_) => false,
+                }
+            }
             Caller::Http(addr, tx) => {
                 if tx.ready().await.is_err() {
                     return false;
@@ -123,16 +192,7 @@ impl Caller {
                     .body(Full::new(Bytes::from(format!("{{\"id\":{id}}}"))))
                     .unwrap();
                 match tx.send_request(req).await {
-                    Ok(resp) => {
-                        let ok = resp.status() == http::StatusCode::OK;
-                        let want = format!("\"rows\":[[{id},");
-                        let body = resp.into_body().collect().await;
-                        ok && body.is_ok_and(|b| {
-                            b.to_bytes()
-                                .windows(want.len())
-                                .any(|w| w == want.as_bytes())
-                        })
-                    }
+                    Ok(resp) => answered(resp, &format!("\"rows\":[[{id},")).await,
                     Err(_) => false,
                 }
             }
@@ -304,7 +364,7 @@ impl Drop for Sidecar {
     }
 }
 
-fn start_sidecar(bin: &Path, name: &str, url: &str) -> Sidecar {
+fn start_sidecar(bin: &Path, name: &str, url: &str, mcp: Option<&str>) -> Sidecar {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("warden-sql-load-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -321,6 +381,10 @@ fn start_sidecar(bin: &Path, name: &str, url: &str) -> Sidecar {
             "{ metric: queries, window: 1m, max: 1000000000, on_breach: stop }",
         );
     assert_ne!(bundle, contract);
+    let bundle = match mcp {
+        Some(u) => bundle.replace("http://127.0.0.1:18082/mcp", u),
+        None => bundle,
+    };
     std::fs::write(dir.join("bundle.yaml"), bundle).unwrap();
     std::fs::write(
         dir.join("sidecar.yaml"),
@@ -369,7 +433,9 @@ impl Sidecar {
             .ok()?
             .into_iter()
             .map(|r| r.record)
-            .filter(|r| r.sql.is_some() && (window.0..window.1).contains(&r.at_ms))
+            .filter(|r| {
+                (r.sql.is_some() || r.mcp.is_some()) && (window.0..window.1).contains(&r.at_ms)
+            })
             .collect();
         if recs.is_empty() {
             return None;
@@ -380,7 +446,14 @@ impl Sidecar {
         };
         Some((
             p50(recs.iter().map(|r| r.latency_us).collect()),
-            p50(recs.iter().filter_map(|r| r.sql.map(|s| s.db_us)).collect()),
+            p50(recs
+                .iter()
+                .filter_map(|r| {
+                    r.sql
+                        .map(|s| s.db_us)
+                        .or(r.mcp.as_ref().map(|m| m.upstream_us))
+                })
+                .collect()),
         ))
     }
 }
@@ -418,8 +491,8 @@ fn customers_sql() -> String {
 
 // === report ===
 
-fn report(db: &str, rows: &[(&str, Stats, Stats, Stats)]) {
-    println!("\n{db}: one row by primary key ({CONNS} connections; open loop {RATE} rps)");
+fn report(db: &str, what: &str, rows: &[(&str, Stats, Stats, Stats)]) {
+    println!("\n{db}: {what} ({CONNS} connections; open loop {RATE} rps)");
     println!(
         "{:<28} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>7}",
         "", "seq p50", "seq p99", "open p50", "open p99", "open max", "closed rps", "errors"
@@ -458,7 +531,7 @@ fn inside(sidecar: &Sidecar, window: (u64, u64)) {
     if let Some((spine, db)) = sidecar.inside(window) {
         println!(
             "inside the sidecar (its evidence, sequential phase): p50 {spine:.3} ms from arrival \
-             to record, of which {db:.3} ms reading rows"
+             to record, of which {db:.3} ms upstream (the database, the MCP server)"
         );
     }
 }
@@ -497,10 +570,41 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    let only = std::env::var("WARDEN_LOAD_ONLY").unwrap_or_default();
+    let part = |p: &str| only.is_empty() || only == p;
+
+    // MCP: the tickets mock on a runtime of its own, straight and through the sidecar.
+    if part("mcp") {
+        let mock_rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let mock = mock_rt
+            .block_on(warden::dev::mocks::spawn_mcp("127.0.0.1:0"))
+            .unwrap();
+        let mcp_url = format!("{}/mcp", mock.base_url());
+        let crm = Path::new(env!("CARGO_TARGET_TMPDIR")).join("warden-mcp-load-unused.db");
+        let sidecar = start_sidecar(
+            &bin,
+            "mcp",
+            &format!("sqlite:{}", crm.display()),
+            Some(&mcp_url),
+        );
+        let rows = rt.block_on(measure(&[
+            ("direct (the mock)", Way::Mcp(mock.addr)),
+            ("sidecar", Way::Mcp(sidecar.agent)),
+        ]));
+        report("MCP", "tools/call get_ticket, 2026-07-28", &rows.0);
+        inside(&sidecar, rows.1);
+        drop(sidecar);
+        drop(mock);
+    }
 
     // PostgreSQL.
-    match pg::Pg::start() {
-        None => println!("PostgreSQL is not installed: its figures are skipped"),
+    match pg::Pg::start().filter(|_| part("pg")) {
+        None if part("pg") => println!("PostgreSQL is not installed: its figures are skipped"),
+        None => {}
         Some(pg) => {
             let url = pg.url("postgres");
             rt.block_on(async {
@@ -511,7 +615,7 @@ fn main() {
                     .unwrap();
                 c.close().await.unwrap();
             });
-            let sidecar = start_sidecar(&bin, "pg", &url);
+            let sidecar = start_sidecar(&bin, "pg", &url, None);
             let rows = rt.block_on(async {
                 let pool = PgPoolOptions::new()
                     .max_connections(CONNS as u32)
@@ -537,12 +641,15 @@ fn main() {
                 ])
                 .await
             });
-            report("PostgreSQL", &rows.0);
+            report("PostgreSQL", "one row by primary key", &rows.0);
             inside(&sidecar, rows.1);
         }
     }
 
     // SQLite.
+    if !part("sqlite") {
+        return;
+    }
     let file = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("warden-sql-load-{}.db", std::process::id()));
     let _ = std::fs::remove_file(&file);
@@ -557,7 +664,7 @@ fn main() {
             .unwrap();
         c.close().await.unwrap();
     });
-    let sidecar = start_sidecar(&bin, "sqlite", &url);
+    let sidecar = start_sidecar(&bin, "sqlite", &url, None);
     let rows = rt.block_on(async {
         let opts = SqliteConnectOptions::from_str(&url)
             .unwrap()
@@ -587,7 +694,7 @@ fn main() {
         ])
         .await
     });
-    report("SQLite", &rows.0);
+    report("SQLite", "one row by primary key", &rows.0);
     inside(&sidecar, rows.1);
     drop(sidecar);
     let _ = std::fs::remove_file(&file);
