@@ -478,3 +478,111 @@ async fn aggregation_credentials_arguments_failures_and_evidence() {
     let v = tool(&env, "no_such_tool", json!({})).await;
     assert_eq!(v["error"]["code"], -32602);
 }
+
+/// A closed tool list: McpTool documents rename and describe the server's tools, and only they
+/// are offered; a `requests` limit and argument rules of every kind apply to tool calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_tool_documents_limits_and_argument_kinds() {
+    let mock = mocks::spawn_mcp("127.0.0.1:0").await.unwrap();
+    let url = format!("{}/mcp", mock.base_url());
+    let closed = r#"---
+apiVersion: warden/v1
+kind: McpTool
+metadata: { id: find_tickets, tenant: acme }
+spec:
+  connector: tickets
+  upstream_name: search_tickets
+  description: "Find support tickets by words."
+---
+apiVersion: warden/v1
+kind: McpTool
+metadata: { id: get_ticket, tenant: acme }
+spec: { connector: tickets }
+---
+apiVersion: warden/v1
+kind: Policy
+metadata: { id: p403-find, tenant: acme }
+spec:
+  status: active
+  scope: { agents: [support-bot] }
+  match: { channel: mcp, connectors: [tickets], tools: [find_tickets] }
+  effect: allow
+  limits:
+    - { metric: requests, window: 1m, max: 4, on_breach: stop }
+  arguments:
+    query: { required: true, pattern: "[a-z ]+" }
+    limit: { enum: [1, 2, 3] }
+    filter.owner: { forbidden: true }
+"#;
+    let env = common::start_with(
+        "mcp-closed",
+        move |b| {
+            b.replace("http://127.0.0.1:18082/mcp", &url)
+                .replace("tools: [search_tickets, get_ticket]", "tools: [get_ticket]")
+                + closed
+        },
+        |c| c,
+    )
+    .await;
+    let r = post(
+        &env,
+        &[("mcp-protocol-version", "2025-11-25")],
+        r#"{"jsonrpc":"2.0","id":4,"method":"tools/list"}"#,
+    )
+    .await;
+    let tools = r.json()["result"]["tools"].as_array().unwrap().clone();
+    let names: Vec<&str> = tools.iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["find_tickets", "get_ticket"],
+        "delete_ticket is not offered"
+    );
+    assert_eq!(tools[0]["description"], "Find support tickets by words.");
+    // The renamed tool reaches the server under its own name.
+    let v = tool(
+        &env,
+        "find_tickets",
+        json!({ "query": "refund", "limit": 2 }),
+    )
+    .await;
+    assert!(v.get("result").is_some(), "{v}");
+    assert_eq!(
+        mock.last_request().unwrap().json().unwrap()["params"]["name"],
+        "search_tickets"
+    );
+    // The server's own name is not a tool here.
+    let v = tool(&env, "search_tickets", json!({ "query": "refund" })).await;
+    assert_eq!(v["error"]["code"], -32602, "{v}");
+    // Each kind of argument rule, broken: refused by p403, the rule named.
+    for (args, needle) in [
+        (json!({ "limit": 1 }), "`query` is required"),
+        (
+            json!({ "query": "DROP TABLE" }),
+            "`query` does not match the pattern",
+        ),
+        (
+            json!({ "query": "refund", "limit": 9 }),
+            "`limit` is not one of the allowed values",
+        ),
+        (
+            json!({ "query": "refund", "filter": { "owner": "me" } }),
+            "`filter.owner` is not allowed",
+        ),
+    ] {
+        let v = tool(&env, "find_tickets", args.clone()).await;
+        assert_eq!(v["error"]["data"]["code"], "policy_denied", "{args}: {v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(needle),
+            "{args}: {v}"
+        );
+    }
+    // The requests limit: 4 a minute counted over the tool's calls (1 allowed + 4 refused so
+    // far are 5 decided; the refused ones were not allowed, so only the allowed one counts).
+    for i in 0..3 {
+        let v = tool(&env, "find_tickets", json!({ "query": "refund" })).await;
+        assert!(v.get("result").is_some(), "call {i}: {v}");
+    }
+    let v = tool(&env, "find_tickets", json!({ "query": "refund" })).await;
+    assert_eq!(v["error"]["data"]["code"], "rate_limited", "{v}");
+    assert_eq!(v["error"]["code"], -32003);
+}

@@ -959,6 +959,10 @@ pub struct McpToolSpec {
     pub upstream_name: Option<String>,
     #[serde(default)]
     pub destructive: bool,
+    /// What agents are told the tool does, in place of the server's own description. Left out
+    /// of the canonical form when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
     /// The tool's input as a JSON Schema object, when the bundle declares it: policies'
     /// `arguments` are checked against it at `policy check` time. Left out of the canonical
     /// form when absent.

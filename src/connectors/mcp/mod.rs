@@ -518,6 +518,14 @@ pub async fn list(mcp: &Hub, call: Call, target: McpList) -> Result<Reply, Refus
                 continue;
             }
             let mut t = t.clone();
+            // An McpTool's own description replaces the server's.
+            if let Some(d) = snap
+                .tenant(&tenant)
+                .and_then(|ti| ti.tools.get(shown.as_str()))
+                .and_then(|s| s.description.clone())
+            {
+                t["description"] = Json::String(d);
+            }
             t["name"] = Json::String(shown);
             tools.push(t);
         }
