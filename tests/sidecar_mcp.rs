@@ -586,3 +586,79 @@ spec:
     assert_eq!(v["error"]["data"]["code"], "rate_limited", "{v}");
     assert_eq!(v["error"]["code"], -32003);
 }
+
+/// An upstream written with the official SDK (MCPServer), aggregated beside the tickets mock:
+/// its tools are listed under its connector's prefix, called through the sidecar, and its
+/// results judged by the detectors — with the SDK's client as the agent too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_written_with_the_official_sdk() {
+    let py = common::python::python_with("mcp");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients/mcp_upstream.py");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = Kill(
+        Command::new(&py)
+            .arg(&script)
+            .arg(port.to_string())
+            .arg("sessions")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    common::wait_until(
+        "the SDK's server listens",
+        std::time::Duration::from_secs(30),
+        || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+    )
+    .await;
+    let mock = mocks::spawn_mcp("127.0.0.1:0").await.unwrap();
+    let tickets = format!("{}/mcp", mock.base_url());
+    let orders = format!(
+        "---\napiVersion: warden/v1\nkind: Connector\nmetadata: {{ id: orders, tenant: acme }}\nspec:\n  type: mcp\n  plane: support-tools\n  mcp: {{ url: \"http://127.0.0.1:{port}/mcp\" }}\n---\napiVersion: warden/v1\nkind: Policy\nmetadata: {{ id: p404-orders, tenant: acme }}\nspec:\n  status: active\n  scope: {{ agents: [support-bot] }}\n  match: {{ channel: mcp, connectors: [orders], tools: [lookup_order] }}\n  effect: allow\n  detectors: {{ pii: {{ on_match: stop }} }}\n"
+    );
+    let env = common::start_with(
+        "mcp-sdk-upstream",
+        move |b| b.replace("http://127.0.0.1:18082/mcp", &tickets) + &orders,
+        |c| c,
+    )
+    .await;
+    let names = list(&env).await;
+    assert_eq!(
+        names,
+        [
+            "orders__lookup_order",
+            "tickets__search_tickets",
+            "tickets__get_ticket"
+        ],
+        "echo is allowed by no policy"
+    );
+    let v = tool(&env, "orders__lookup_order", json!({ "order_id": 7 })).await;
+    assert!(
+        v["result"]["content"][0]["text"].as_str().unwrap().contains("shipped"),
+        "{v}"
+    );
+    // The SDK's server speaks both eras; Warden's discovery finds the stateless one.
+    let recs = env.evidence();
+    let m = recs.last().unwrap().mcp.clone().unwrap();
+    assert_eq!(m.revision, "2026-07-28", "{m:?}");
+    let v = tool(&env, "orders__lookup_order", json!({ "order_id": 42 })).await;
+    assert_eq!(v["error"]["data"]["code"], "pii_detected", "{v}");
+    let v = tool(&env, "orders__lookup_order", json!({ "order_id": "x" })).await;
+    assert_eq!(
+        v["result"]["isError"], true,
+        "the server's schema refuses it: {v}"
+    );
+    let v = tool(&env, "orders__echo", json!({ "text": "hi" })).await;
+    assert_eq!(v["error"]["code"], -32602, "hidden: {v}");
+}
