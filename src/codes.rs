@@ -84,6 +84,7 @@ codes! {
     HeaderMismatch      => "header_mismatch",     400, "INVALID_ARGUMENT",   -32020;
     UnsupportedProtocolVersion => "unsupported_protocol_version", 400, "INVALID_ARGUMENT", -32022;
     ForbiddenOrigin     => "forbidden_origin",    403, "PERMISSION_DENIED",  -32600;
+    UnknownSession      => "unknown_session",     404, "NOT_FOUND",          -32001;
 }
 
 /// The numeric gRPC status codes (`google.rpc.Code`), by the names the table uses.

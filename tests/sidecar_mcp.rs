@@ -169,7 +169,7 @@ async fn transport_rules_and_bad_input() {
         "{}",
         r.text()
     );
-    // 2025-06-18 without a session: the handshake answers that revision, and calls stand alone.
+    // 2025-06-18: the handshake answers that revision and opens a session.
     let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#;
     let r = post(&env, &[], init).await;
     assert_eq!(
@@ -177,6 +177,26 @@ async fn transport_rules_and_bad_input() {
         "2025-06-18",
         "{}",
         r.text()
+    );
+    // The session it opened: its id works; one Warden never gave is 404 unknown_session; a
+    // request without one stands alone (below).
+    let sid = r
+        .header("mcp-session-id")
+        .expect("initialize opens a session");
+    let list = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
+    let with = [
+        ("mcp-protocol-version", "2025-06-18"),
+        ("mcp-session-id", sid.as_str()),
+    ];
+    assert_eq!(post(&env, &with, list).await.status, 200);
+    let ghost = [
+        ("mcp-protocol-version", "2025-06-18"),
+        ("mcp-session-id", "not-ours"),
+    ];
+    let r = post(&env, &ghost, list).await;
+    assert_eq!(
+        (r.status, r.json()["error"]["data"]["code"].clone()),
+        (404, json!("unknown_session"))
     );
     let v = [("mcp-protocol-version", "2025-06-18")];
     let r = post(
@@ -645,7 +665,10 @@ async fn an_upstream_written_with_the_official_sdk() {
     );
     let v = tool(&env, "orders__lookup_order", json!({ "order_id": 7 })).await;
     assert!(
-        v["result"]["content"][0]["text"].as_str().unwrap().contains("shipped"),
+        v["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("shipped"),
         "{v}"
     );
     // The SDK's server speaks both eras; Warden's discovery finds the stateless one.

@@ -47,17 +47,17 @@ pub struct Agent {
     /// Calls in flight on the agent listener, capped like its connections: an HTTP/2
     /// connection carries many calls, each of which may hold an upstream connection.
     pub in_flight: Arc<tokio::sync::Semaphore>,
+    /// One parser for every call of the agent port.
+    pub routes: Arc<Routes>,
 }
 
 // === impl Routes ===
 
-/// The agent port's routes: by method and path to the front end that reads the call.
-pub struct Routes;
-
-/// One parser for every call of the agent port.
-fn routes() -> Arc<dyn crate::spine::Parser> {
-    static ROUTES: std::sync::OnceLock<Arc<dyn crate::spine::Parser>> = std::sync::OnceLock::new();
-    ROUTES.get_or_init(|| Arc::new(Routes)).clone()
+/// The agent port's routes: by method and path to the front end that reads the call, and what
+/// a front end keeps between calls (the MCP sessions).
+#[derive(Default)]
+pub struct Routes {
+    pub mcp_sessions: super::mcp::Sessions,
 }
 
 impl crate::spine::Parser for Routes {
@@ -78,7 +78,7 @@ impl crate::spine::Parser for Routes {
             ("GET", "/v1/models") => Ok(Box::new(crate::connectors::llm::Models)),
             (_, p) if p.starts_with("/http/") => super::http::call(call, snap, request),
             ("POST", p) if p.starts_with("/sql/") => super::sql::call(call, snap, request),
-            ("POST", "/mcp") => super::mcp::call(call, snap, request),
+            ("POST", "/mcp") => super::mcp::call(call, snap, request, &self.mcp_sessions),
             (_, "/mcp") => Err(Refusal::wrong_method(method, path, "POST")),
             (_, p) if p.starts_with("/sql/") => Err(Refusal::wrong_method(method, path, "POST")),
             (_, "/v1/chat/completions") => Err(Refusal::wrong_method(method, path, "POST")),
@@ -300,6 +300,7 @@ impl Service<http::Request<Incoming>> for Agent {
         let who = self.who.clone();
         let spine = self.spine.clone();
         let keys = self.api_keys.clone();
+        let routes: Arc<dyn crate::spine::Parser> = self.routes.clone();
         // The call's place under the cap: held by its trace (so a call the agent hangs up on
         // keeps it until its record is sealed) and by its answer's body (until it is sent).
         let permit = self
@@ -338,7 +339,7 @@ impl Service<http::Request<Incoming>> for Agent {
                     }),
                 )),
                 trace: trace.clone(),
-                parser: Some(routes()),
+                parser: Some(routes),
                 ..CallState::new(ctx.clone(), parts, rt)
             });
             // The spine answers or refuses; a refusal is rendered here, in this front end's

@@ -2,8 +2,9 @@
 //! (`docs/mcp.md`). It speaks the stateless revision 2026-07-28 and the session revisions
 //! 2025-11-25 and 2025-06-18, told apart as the specification says: a request carrying
 //! `_meta["io.modelcontextprotocol/protocolVersion"]` (or a revision that only the stateless era
-//! has) is stateless; everything else is the session era. Warden assigns no session id (the
-//! specification lets a server go without), so every session-era request stands alone too.
+//! has) is stateless; everything else is the session era, where `initialize` opens a session
+//! (`Mcp-Session-Id`): a request carrying an id Warden did not assign is `unknown_session`
+//! (404), one carrying none stands alone (tools are stateless here).
 //!
 //! Warden judges the **body**: a stateless request whose `MCP-Protocol-Version`, `Mcp-Method`
 //! or `Mcp-Name` disagree with it is refused (`header_mismatch`, 400 / `-32020`). A foreign
@@ -61,11 +62,28 @@ fn mismatch(what: &str) -> Refusal {
     )
 }
 
+/// The sessions `initialize` opened (session revisions only): id → the revision negotiated.
+/// Bounded; a session idle for an hour is forgotten (the client then gets `unknown_session`
+/// and opens another).
+pub struct Sessions(moka::sync::Cache<String, &'static str>);
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Sessions(
+            moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_idle(std::time::Duration::from_secs(3_600))
+                .build(),
+        )
+    }
+}
+
 /// The route: one JSON-RPC message in, a target out.
 pub fn call(
     call: &Call,
     snap: &Snapshot,
     request: &mut Request,
+    sessions: &Sessions,
 ) -> Result<Box<dyn Target>, Refusal> {
     request.channel = Channel::Mcp;
     if !origin_ok(call) {
@@ -127,12 +145,23 @@ pub fn call(
                 ),
             ));
         }
-    } else if let Some(v) = header_version.as_deref() {
-        if !LEGACY.contains(&v) && method != Some("initialize") {
-            return Err(Refusal::new(
-                Code::UnsupportedProtocolVersion,
-                format!("Unsupported MCP-Protocol-Version {v}"),
-            ));
+    } else {
+        if let Some(v) = header_version.as_deref() {
+            if !LEGACY.contains(&v) && method != Some("initialize") {
+                return Err(Refusal::new(
+                    Code::UnsupportedProtocolVersion,
+                    format!("Unsupported MCP-Protocol-Version {v}"),
+                ));
+            }
+        }
+        // A session id is Warden's own, or refused; a request without one stands alone.
+        if let Some(sid) = header(call, "mcp-session-id") {
+            if method != Some("initialize") && sessions.0.get(&sid).is_none() {
+                return Err(Refusal::new(
+                    Code::UnknownSession,
+                    "session not found: send initialize to open one",
+                ));
+            }
         }
     }
     // A response or a notification: accepted, nothing to answer.
@@ -141,6 +170,7 @@ pub fn call(
             rpc_id: Json::Null,
             result: None,
             modern,
+            session: None,
         }));
     };
     if modern {
@@ -158,6 +188,7 @@ pub fn call(
             rpc_id: id.clone(),
             result: Some(result),
             modern,
+            session: None,
         }))
     };
     let tools = json!({ "tools": { "listChanged": false } });
@@ -169,7 +200,16 @@ pub fn call(
                 .and_then(Json::as_str)
                 .unwrap_or_default();
             let version = LEGACY.iter().find(|v| **v == asked).unwrap_or(&LEGACY[0]);
-            local(json!({ "protocolVersion": version, "capabilities": tools, "serverInfo": info }))
+            let sid = uuid::Uuid::new_v4().simple().to_string();
+            sessions.0.insert(sid.clone(), version);
+            Ok(Box::new(McpLocal {
+                rpc_id: id.clone(),
+                result: Some(
+                    json!({ "protocolVersion": version, "capabilities": tools, "serverInfo": info }),
+                ),
+                modern,
+                session: Some(sid),
+            }))
         }
         "ping" if !modern => local(json!({})),
         "server/discover" if modern => local(json!({
@@ -244,6 +284,7 @@ pub fn render(r: &Refusal, id: Option<Json>, decision_id: &str) -> Reply {
         Code::InvalidJson
         | Code::HeaderMismatch
         | Code::UnsupportedProtocolVersion
+        | Code::UnknownSession
         | Code::ForbiddenOrigin
         | Code::UnsupportedMediaType
         | Code::BodyTooLarge

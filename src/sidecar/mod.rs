@@ -319,6 +319,7 @@ pub async fn start(cfg: SidecarConfig) -> Result<Running, SidecarError> {
         spine: crate::spine::stack(settings),
         api_keys: Arc::new(api_keys),
         in_flight: Arc::new(tokio::sync::Semaphore::new(agent_bounds.max_connections)),
+        routes: Arc::new(crate::front::agent::Routes::default()),
     };
     let admin = admin::Admin {
         shared: shared.clone(),

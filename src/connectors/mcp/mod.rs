@@ -138,6 +138,8 @@ pub struct McpLocal {
     pub result: Option<Json>,
     /// Spoken in 2026-07-28 (results carry `resultType`).
     pub modern: bool,
+    /// The session an `initialize` opened (sent as `Mcp-Session-Id`).
+    pub session: Option<String>,
 }
 
 impl crate::spine::Target for McpLocal {
@@ -166,7 +168,13 @@ pub fn local(call: &Call, target: McpLocal) -> Result<Reply, Refusal> {
             *r.status_mut() = http::StatusCode::ACCEPTED;
             r
         }
-        Some(result) => rpc_reply(&target.rpc_id, result, target.modern).0,
+        Some(result) => {
+            let mut r = rpc_reply(&target.rpc_id, result, target.modern).0;
+            if let Some(v) = target.session.and_then(|s| HeaderValue::from_str(&s).ok()) {
+                r.headers_mut().insert("mcp-session-id", v);
+            }
+            r
+        }
     })
 }
 
