@@ -35,22 +35,11 @@ async fn the_official_sdk_speaks_to_the_mock_in_both_eras() {
 
 /// A JSON-RPC POST to the mock with `headers`.
 async fn post(url: &str, headers: &[(&str, &str)], body: Value) -> Resp {
-    let mut b = http::Request::post(url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream");
-    for (k, v) in headers {
-        b = b.header(*k, *v);
-    }
-    send(b.body(Full::new(Bytes::from(body.to_string()))).unwrap()).await
+    common::mcp::post(url, headers, &body.to_string()).await
 }
 
 fn modern(method: &str, params: Value) -> Value {
-    let mut p = params;
-    p["_meta"] = json!({
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientCapabilities": {}
-    });
-    json!({ "jsonrpc": "2.0", "id": 1, "method": method, "params": p })
+    common::mcp::modern(1, method, params)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

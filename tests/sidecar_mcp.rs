@@ -58,22 +58,11 @@ async fn the_official_sdk_through_the_sidecar() {
 }
 
 async fn post(env: &Env, headers: &[(&str, &str)], body: &str) -> Resp {
-    let mut b = http::Request::post(env.agent_url("/mcp"))
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream");
-    for (k, v) in headers {
-        b = b.header(*k, *v);
-    }
-    send(b.body(Full::new(Bytes::from(body.to_string()))).unwrap()).await
+    common::mcp::post(&env.agent_url("/mcp"), headers, body).await
 }
 
 fn modern(method: &str, params: Value) -> String {
-    let mut p = params;
-    p["_meta"] = json!({
-        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-        "io.modelcontextprotocol/clientCapabilities": {}
-    });
-    json!({ "jsonrpc": "2.0", "id": 9, "method": method, "params": p }).to_string()
+    common::mcp::modern(9, method, params).to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,37 +10,11 @@ mcp_sidecar_agent.py MCP_URL. Prints one line per scenario and "N passed, M fail
 import asyncio
 import json
 import sys
-import traceback
 
-from mcp import Client
+from mcp_harness import names, run_all
 from mcp.shared.exceptions import MCPError
 
 URL = sys.argv[1]
-RESULTS = []
-
-
-async def scenario(fn, mode):
-    name = f"{fn.__name__}[{mode}]"
-    try:
-        async with Client(URL, mode=mode, raise_exceptions=True) as client:
-            await fn(client, mode)
-        RESULTS.append((name, None))
-        print("PASS", name, flush=True)
-    except Exception as e:  # noqa: BLE001 - report every failure, keep going
-        RESULTS.append((name, e))
-        print("FAIL", name, repr(e), flush=True)
-        traceback.print_exc()
-
-
-async def names(client):
-    out, cursor = [], None
-    for _ in range(10):
-        page = await client.list_tools(cursor=cursor, cache_mode="bypass")
-        out += [t.name for t in page.tools]
-        cursor = page.next_cursor
-        if cursor is None:
-            return out
-    raise AssertionError("tools/list never ended")
 
 
 async def negotiates(client, mode):
@@ -89,14 +63,5 @@ async def a_hidden_tool_is_unknown(client, mode):
     raise AssertionError(f"delete_ticket passed: {r}")
 
 
-async def main():
-    for mode in ["auto", "legacy"]:
-        for fn in [negotiates, lists_only_allowed_tools, an_allowed_call_passes,
-                   pii_in_a_result_is_refused, a_clean_result_passes, a_hidden_tool_is_unknown]:
-            await scenario(fn, mode)
-    failed = sum(1 for _, e in RESULTS if e is not None)
-    print(f"{len(RESULTS) - failed} passed, {failed} failed", flush=True)
-    sys.exit(1 if failed else 0)
-
-
-asyncio.run(main())
+asyncio.run(run_all(URL, [negotiates, lists_only_allowed_tools, an_allowed_call_passes,
+                   pii_in_a_result_is_refused, a_clean_result_passes, a_hidden_tool_is_unknown]))
