@@ -132,6 +132,37 @@ async fn transport_rules_and_bad_input() {
         (get.status, get.header("allow").as_deref()),
         (405, Some("POST"))
     );
+    // A body labelled as something else than JSON (a browser's simple request): 415.
+    let form = send(
+        http::Request::post(env.agent_url("/mcp"))
+            .header("content-type", "text/plain")
+            .body(Full::new(Bytes::from(call.clone())))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(form.status, 415, "{}", form.text());
+    assert_eq!(
+        form.json()["error"]["data"]["code"],
+        "unsupported_media_type"
+    );
+    // The stateless revision named in the header, the body without its `_meta`: refused.
+    let bare = r#"{"jsonrpc":"2.0","id":8,"method":"tools/list"}"#;
+    let r = post(
+        &env,
+        &[
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/list"),
+        ],
+        bare,
+    )
+    .await;
+    assert_eq!(
+        r.json()["error"]["data"]["code"],
+        "invalid_params",
+        "{}",
+        r.text()
+    );
+    assert_eq!(r.json()["id"], 8);
     let r = post(&env, &[], "{not json").await;
     assert_eq!(
         (r.status, r.json()["error"]["code"].clone()),

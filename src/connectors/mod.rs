@@ -50,6 +50,20 @@ pub trait Guard: Send + Sync + 'static {
     fn enforce(&self, call: &Call, d: &Decision) -> Refusal;
 }
 
+/// A whole result withheld by `refusal` (PII, a secret, a `bytes` limit): recorded as cut
+/// before anything reached the agent, `what` naming the result.
+pub fn withhold(call: &Call, refusal: Refusal, what: &str) -> Refusal {
+    call.trace(|t| {
+        t.rec.outcome = Some(Outcome::Cut);
+        t.rec.cut = Some(Cut {
+            after_tokens: 0,
+            code: refusal.code,
+            detail: format!("{what} withheld: it breached a policy"),
+        });
+    });
+    refusal
+}
+
 /// Whether a blocking `bytes` limit bounds the call `decision` let through.
 pub fn bytes_bounded(decision: &Decision) -> bool {
     decision

@@ -98,6 +98,22 @@ pub struct ArgumentBreak {
     pub rule: String,
 }
 
+/// Whether the agent may see `req`'s target in a listing (the models, the MCP tools): an
+/// allow would let it through with clean facts (nothing found, every argument rule kept) and
+/// no usage — what the content or the budget of a call says is judged on the call.
+pub fn visible(
+    snap: &Snapshot,
+    mut req: Request,
+    mode: Mode,
+    now_ms: u64,
+    decision_id: &str,
+) -> bool {
+    req.facts.pii = Some(PiiFact::Found(Vec::new()));
+    req.facts.secrets = Some(SecretFact::Found(Vec::new()));
+    req.facts.arguments = Some(ArgumentsFact::default());
+    !decide(snap, &req, &(), mode, now_ms, decision_id).refused()
+}
+
 /// The argument rules `args` (a tool call's `arguments`) breaks, of every policy that could
 /// fire on `req` — its tenant's and the platform's, on its channel, in scope, matching its
 /// connector and tool. Pure: the same snapshot, request and arguments give the same fact.

@@ -28,10 +28,15 @@ pub const MODERN: &str = "2026-07-28";
 pub const LEGACY: [&str; 2] = ["2025-11-25", "2025-06-18"];
 const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 
-/// A header's text, decoded from `=?base64?…?=` when written so.
 fn header(call: &Call, name: &str) -> Option<String> {
+    header_text(&call.parts.headers, name)
+}
+
+/// A header's text, decoded from `=?base64?…?=` when written so (the stateless revision's
+/// form for values that are not plain ASCII; `client::header_value` writes it).
+pub fn header_text(headers: &http::HeaderMap, name: &str) -> Option<String> {
     use base64::Engine as _;
-    let raw = call.parts.headers.get(name)?.to_str().ok()?;
+    let raw = headers.get(name)?.to_str().ok()?;
     match raw
         .strip_prefix("=?base64?")
         .and_then(|r| r.strip_suffix("?="))
@@ -44,9 +49,10 @@ fn header(call: &Call, name: &str) -> Option<String> {
     }
 }
 
-/// No `Origin`, or a loopback one: the sidecar's own.
-fn origin_ok(call: &Call) -> bool {
-    let Some(o) = call.parts.headers.get(http::header::ORIGIN) else {
+/// No `Origin`, or a loopback one: the sidecar's own (anything else is DNS rebinding or a
+/// foreign page).
+pub fn origin_ok(headers: &http::HeaderMap) -> bool {
+    let Some(o) = headers.get(http::header::ORIGIN) else {
         return true;
     };
     let o = o.to_str().unwrap_or_default();
@@ -86,7 +92,7 @@ pub fn call(
     sessions: &Sessions,
 ) -> Result<Box<dyn Target>, Refusal> {
     request.channel = Channel::Mcp;
-    if !origin_ok(call) {
+    if !origin_ok(&call.parts.headers) {
         return Err(Refusal::new(
             Code::ForbiddenOrigin,
             "the Origin of this request is not the sidecar's own",

@@ -106,9 +106,7 @@ pub fn allowed_models(
         let mut req = base.clone();
         req.model = Some(model.clone());
         req.connector = Some(connector);
-        req.facts.pii = Some(PiiFact::Found(Vec::new()));
-        let d = crate::decide::decide(snap, &req, &(), mode, at_ms, decision_id);
-        if !d.refused() {
+        if crate::decide::visible(snap, req, mode, at_ms, decision_id) {
             data.push(serde_json::json!({ "id": model, "object": "model", "created": 0, "owned_by": "warden" }));
         }
     }

@@ -23,8 +23,8 @@ use serde_json::{json, Value as Json};
 
 use super::Settings;
 use crate::codes::Code;
-use crate::decide::{ArgumentsFact, PiiFact, SecretFact};
-use crate::evidence::record::{content_hash, Content, Cut, McpFacts, Outcome, MAX_DOC_IDS};
+use crate::decide::{PiiFact, SecretFact};
+use crate::evidence::record::{content_hash, Content, McpFacts, Outcome, MAX_DOC_IDS};
 use crate::policy::compile::ConnectorInfo;
 use crate::policy::model::Channel;
 use crate::policy::Snapshot;
@@ -511,18 +511,7 @@ pub async fn list(mcp: &Hub, call: Call, target: McpList) -> Result<Reply, Refus
             req.channel = Channel::Mcp;
             req.connector = Some(c.id.to_string());
             req.tool = Some(tool);
-            req.facts.pii = Some(PiiFact::Found(Vec::new()));
-            req.facts.secrets = Some(SecretFact::Found(Vec::new()));
-            req.facts.arguments = Some(ArgumentsFact::default());
-            let d = crate::decide::decide(
-                &snap,
-                &req,
-                &(),
-                mode,
-                call.ctx.at_ms,
-                &call.ctx.decision_id,
-            );
-            if d.refused() {
+            if !crate::decide::visible(&snap, req, mode, call.ctx.at_ms, &call.ctx.decision_id) {
                 continue;
             }
             let mut t = t.clone();
@@ -692,16 +681,11 @@ pub async fn tool_call(mcp: &Hub, mut call: Call, target: McpCall) -> Result<Rep
         req.facts.secrets = Some(SecretFact::of_mask(secret));
         let guard = call.guard()?;
         if let Some(d) = guard.recheck(&call, req)? {
-            let refusal = guard.enforce(&call, &d);
-            call.trace(|t| {
-                t.rec.outcome = Some(Outcome::Cut);
-                t.rec.cut = Some(Cut {
-                    after_tokens: 0,
-                    code: refusal.code,
-                    detail: "tool result withheld: it breached a policy".into(),
-                });
-            });
-            return Err(refusal);
+            return Err(super::withhold(
+                &call,
+                guard.enforce(&call, &d),
+                "tool result",
+            ));
         }
     }
     let result_text = result.to_string();

@@ -231,7 +231,7 @@ pub async fn answer(
                 .iter()
                 .any(|r| matches!(r.code.as_str(), "pii_detected" | "secret_detected"));
             if found || !limited {
-                return Err(withhold(&call, refusal));
+                return Err(super::withhold(&call, refusal, "result"));
             }
             // The rows limit: the rows up to it are the answer, marked cut.
             cut = Some((refusal, d));
@@ -271,7 +271,7 @@ pub async fn answer(
     if let Err(refusal) =
         super::judge_answer_bytes(&call, super::bytes_bounded(&decision), bytes.len() as u64)
     {
-        return Err(withhold(&call, refusal));
+        return Err(super::withhold(&call, refusal, "result"));
     }
     let rows_text = serde_json::to_string(&body["rows"]).unwrap_or_default();
     call.trace(|t| {
@@ -303,20 +303,6 @@ pub async fn answer(
         http::HeaderValue::from_static("application/json"),
     );
     Ok(reply)
-}
-
-/// A whole result withheld by `refusal` (PII, a secret, a `bytes` limit): recorded as cut
-/// before any row.
-fn withhold(call: &Call, refusal: Refusal) -> Refusal {
-    call.trace(|t| {
-        t.rec.outcome = Some(Outcome::Cut);
-        t.rec.cut = Some(Cut {
-            after_tokens: 0,
-            code: refusal.code,
-            detail: "result withheld: it breached a policy".into(),
-        });
-    });
-    refusal
 }
 
 /// The values of the `doc_id_column` column, as text, at most [`MAX_DOC_IDS`].

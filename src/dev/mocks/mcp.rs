@@ -310,32 +310,7 @@ fn error_response(status: StatusCode, code: i64, message: &str) -> Response<Mock
     )
 }
 
-/// A loopback origin (or none) is ours; anything else is DNS rebinding or a foreign page.
-fn origin_ok(headers: &http::HeaderMap) -> bool {
-    let Some(o) = headers.get(http::header::ORIGIN) else {
-        return true;
-    };
-    let o = o.to_str().unwrap_or_default();
-    ["http://127.0.0.1", "http://localhost", "http://[::1]"]
-        .iter()
-        .any(|p| o == *p || o.strip_prefix(p).is_some_and(|r| r.starts_with(':')))
-}
-
-/// A header's value, decoded from `=?base64?…?=` when so written.
-fn header_text(headers: &http::HeaderMap, name: &str) -> Option<String> {
-    use base64::Engine as _;
-    let raw = headers.get(name)?.to_str().ok()?;
-    match raw
-        .strip_prefix("=?base64?")
-        .and_then(|r| r.strip_suffix("?="))
-    {
-        Some(b64) => base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok()),
-        None => Some(raw.to_string()),
-    }
-}
+use crate::front::mcp::{header_text, origin_ok};
 
 async fn handle(
     recorder: Arc<Recorder>,
