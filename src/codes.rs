@@ -85,6 +85,9 @@ codes! {
     UnsupportedProtocolVersion => "unsupported_protocol_version", 400, "INVALID_ARGUMENT", -32022;
     ForbiddenOrigin     => "forbidden_origin",    403, "PERMISSION_DENIED",  -32600;
     UnknownSession      => "unknown_session",     404, "NOT_FOUND",          -32001;
+    UnknownPolicy       => "unknown_policy",      404, "NOT_FOUND",          -32602;
+    LifecycleNotAllowed => "lifecycle_not_allowed", 409, "FAILED_PRECONDITION", -32600;
+    StoreUnavailable    => "store_unavailable",   503, "UNAVAILABLE",        -32603;
 }
 
 /// The numeric gRPC status codes (`google.rpc.Code`), by the names the table uses.

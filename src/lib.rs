@@ -7,7 +7,10 @@
 //! - [`spine`] — the mediation path as tower layers, and its runtime state ([`spine::state`]);
 //! - [`connectors`] — the upstreams behind one interface, keyed by channel;
 //! - [`evidence`] — the hash-chained record of every call, its spool and replay;
-//! - [`sidecar`] — wiring: configuration, listeners, the admin port;
+//! - [`sidecar`] — wiring: configuration, listeners, the admin port, the policy-service watch and
+//!   evidence shipping;
+//! - [`service`] — the central policy service: store, snapshot push, ops, audit, evidence ingest;
+//! - [`proto`] — the generated gRPC code of the control plane;
 //! - [`codes`] — the one table of refusal codes and their wire mappings;
 //! - [`cli`] — the `warden` command line.
 
@@ -21,5 +24,7 @@ pub mod evidence;
 pub mod front;
 pub mod ids;
 pub mod policy;
+pub mod proto;
+pub mod service;
 pub mod sidecar;
 pub mod spine;

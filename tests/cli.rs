@@ -189,7 +189,7 @@ fn eval_refuses_bad_requests_clearly() {
 }
 
 /// `warden dev` on free ports, so it runs beside another `dev` (or the same test twice).
-const DEV_FREE_PORTS: [&str; 10] = [
+const DEV_FREE_PORTS: [&str; 14] = [
     "--agent",
     "127.0.0.1:0",
     "--admin",
@@ -199,6 +199,10 @@ const DEV_FREE_PORTS: [&str; 10] = [
     "--mock-weather",
     "127.0.0.1:0",
     "--mock-mcp",
+    "127.0.0.1:0",
+    "--service",
+    "127.0.0.1:0",
+    "--service-http",
     "127.0.0.1:0",
 ];
 
@@ -270,6 +274,110 @@ fn dev_reads_the_crm_database_it_is_given() {
     assert!(!dir.join("crm.db").exists(), "dev seeded a CRM of its own");
     assert!(s.contains(r#""rows":[[1,"Ada Lovelace","gold"]]"#), "{s}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The quick start's kill switch: `warden dev` in its default directory and service port, and
+/// `warden ops kill-switch engage --reason test` with no flags and no token in the
+/// environment (it finds `.warden/dev/admin-token`), then `ops status` and `release`.
+#[test]
+fn dev_kill_switch_with_no_flags() {
+    use std::io::{BufRead, BufReader};
+    let cwd = std::env::temp_dir().join(format!("warden-dev-ks-{}", std::process::id()));
+    std::fs::create_dir_all(&cwd).unwrap();
+    let mut args = vec!["dev"];
+    args.extend(&DEV_FREE_PORTS[..10]);
+    args.extend(["--service-http", "127.0.0.1:0"]);
+    let mut dev = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(&args)
+        .current_dir(&cwd)
+        .env_remove("CRM_DATABASE_URL")
+        .env_remove("WARDEN_ADMIN_TOKEN")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(dev.stdout.take().unwrap()).lines();
+    let mut agent = String::new();
+    let mut banner = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        banner.push_str(&line);
+        banner.push('\n');
+        if let Some(rest) = line.trim().strip_prefix("agent endpoint") {
+            agent = rest.split_whitespace().next().unwrap().to_string();
+        }
+        if line.contains("Ctrl-C stops everything") {
+            break;
+        }
+    }
+    assert!(
+        banner.contains("warden ops kill-switch engage --reason test\n"),
+        "{banner}"
+    );
+    let ops = |a: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_warden"))
+            .args(a)
+            .current_dir(&cwd)
+            .env_remove("WARDEN_ADMIN_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let out = ops(&["ops", "kill-switch", "engage", "--reason", "test"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("global: halted"),
+        "{}",
+        text(&out.stdout)
+    );
+    let url = format!("{agent}/v1/chat/completions");
+    let halted = (0..200).any(|_| {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                &url,
+                "-H",
+                "content-type: application/json",
+                "-d",
+                r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#,
+            ])
+            .output()
+            .unwrap();
+        let body = text(&out.stdout);
+        if body.contains("governance_halted") {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        false
+    });
+    assert!(halted, "the sidecar did not refuse after the kill switch");
+    let out = ops(&["ops", "status"]);
+    let s = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        s.contains("global: halted") && s.contains("acme/support/support-bot"),
+        "{s}"
+    );
+    let out = ops(&["ops", "status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["sidecars"][0]["connected"], true, "{v}");
+    let out = ops(&["ops", "kill-switch", "release", "--reason", "test done"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = ops(&["ops", "audit", "--action", "mode_change"]);
+    let s = text(&out.stdout);
+    assert!(s.contains("test done") && s.contains("mode_change"), "{s}");
+    // A wrong token is refused with a message that says what to check.
+    std::fs::write(cwd.join("bad-token"), "nope").unwrap();
+    let out = ops(&["ops", "status", "--token-file", "bad-token"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("unauthorized") && text(&out.stderr).contains("token"),
+        "{}",
+        text(&out.stderr)
+    );
+    let _ = dev.kill();
+    let _ = dev.wait();
+    let _ = std::fs::remove_dir_all(&cwd);
 }
 
 #[test]

@@ -18,6 +18,12 @@ pub struct DevArgs {
     /// The sidecar's admin address.
     #[arg(long, default_value = "127.0.0.1:15000")]
     pub admin: String,
+    /// The policy service's gRPC address.
+    #[arg(long, default_value = "127.0.0.1:15010")]
+    pub service: String,
+    /// The policy service's HTTP address (health, metrics).
+    #[arg(long, default_value = "127.0.0.1:15011")]
+    pub service_http: String,
     /// The mock LLM's address.
     #[arg(long, default_value = "127.0.0.1:18080")]
     pub mock_llm: String,
@@ -41,6 +47,8 @@ pub fn run(args: DevArgs) -> Result<ExitCode, CliError> {
         mock_llm: args.mock_llm,
         mock_weather: args.mock_weather,
         mock_mcp: args.mock_mcp,
+        service: args.service,
+        service_http: args.service_http,
         smoke: args.smoke,
     })
     .map_err(|e| CliError::Usage(e.to_string()))

@@ -1,8 +1,12 @@
 //! The `warden` command line: one file per command group.
 
+pub mod control;
 pub mod dev;
 pub mod evidence;
+pub mod ops;
 pub mod policy;
+pub mod policy_admin;
+pub mod service;
 pub mod sidecar;
 
 use std::process::ExitCode;
@@ -26,6 +30,11 @@ pub enum Command {
     Policy(policy::PolicyCommand),
     /// Run the sidecar (the data plane).
     Sidecar(sidecar::SidecarArgs),
+    /// Run the central policy service (the control plane).
+    PolicyService(service::ServiceArgs),
+    /// Governance modes, the kill switch, approvals, fleet status and the audit ledger.
+    #[command(subcommand)]
+    Ops(ops::OpsCommand),
     /// Verify and replay evidence spools.
     #[command(subcommand)]
     Evidence(evidence::EvidenceCommand),
@@ -55,5 +64,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Policy(cmd) => policy::run(cmd),
         Command::Evidence(cmd) => evidence::run(cmd),
         Command::Sidecar(args) => sidecar::run(args),
+        Command::PolicyService(args) => service::run(args),
+        Command::Ops(cmd) => ops::run(cmd),
     }
 }

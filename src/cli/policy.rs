@@ -1,4 +1,5 @@
-//! `warden policy check` and `warden policy eval`.
+//! `warden policy check` and `warden policy eval`; the policy-service commands (`apply`, `list`,
+//! `show`, `activate`, `suspend`, `retire`, `shadow`) are in [`super::policy_admin`].
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -21,6 +22,53 @@ pub enum PolicyCommand {
     },
     /// Dry-run one request against bundles and print the decision with all its reasons.
     Eval(EvalArgs),
+    /// Apply a bundle to the policy service: its documents are stored (an upsert by kind, tenant
+    /// and id), validated with everything stored, and a new snapshot is pushed to the sidecars.
+    Apply {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Why (recorded in the audit ledger).
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Validate against what is stored; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        conn: super::control::Conn,
+    },
+    /// List the documents on the policy service with their lifecycle.
+    List {
+        #[arg(long, default_value = "")]
+        tenant: String,
+        /// Policy, Connector, KnowledgePlane, SqlTemplate or McpTool.
+        #[arg(long, default_value = "")]
+        kind: String,
+        #[command(flatten)]
+        conn: super::control::Conn,
+    },
+    /// Show one document as applied.
+    Show {
+        id: String,
+        #[arg(long, default_value = "")]
+        tenant: String,
+        #[arg(long, default_value = "")]
+        kind: String,
+        #[command(flatten)]
+        conn: super::control::Conn,
+    },
+    /// draft or suspended → active.
+    Activate(super::policy_admin::Which),
+    /// active → suspended.
+    Suspend(super::policy_admin::Which),
+    /// → retired (final: the id is never reused).
+    Retire(super::policy_admin::Which),
+    /// Put a policy in shadow (evaluated and recorded, never enforced), or `--off`.
+    Shadow {
+        #[command(flatten)]
+        which: super::policy_admin::Which,
+        #[arg(long)]
+        off: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -51,6 +99,23 @@ pub fn run(cmd: PolicyCommand) -> Result<ExitCode, CliError> {
     match cmd {
         PolicyCommand::Check { files } => Ok(check(&files)),
         PolicyCommand::Eval(args) => eval(args),
+        PolicyCommand::Apply {
+            file,
+            reason,
+            dry_run,
+            conn,
+        } => super::policy_admin::apply(file, reason, dry_run, conn),
+        PolicyCommand::List { tenant, kind, conn } => super::policy_admin::list(tenant, kind, conn),
+        PolicyCommand::Show {
+            id,
+            tenant,
+            kind,
+            conn,
+        } => super::policy_admin::show(id, tenant, kind, conn),
+        PolicyCommand::Activate(w) => super::policy_admin::lifecycle(w, "active"),
+        PolicyCommand::Suspend(w) => super::policy_admin::lifecycle(w, "suspended"),
+        PolicyCommand::Retire(w) => super::policy_admin::lifecycle(w, "retired"),
+        PolicyCommand::Shadow { which, off } => super::policy_admin::shadow(which, !off),
     }
 }
 

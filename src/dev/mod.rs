@@ -1,18 +1,21 @@
 //! `warden dev`: a first try in one command (README), and the mock upstreams it runs.
 //!
 //! Starts, in one process: the deterministic [`mocks`] (an OpenAI-compatible LLM, a weather
-//! API), a seeded SQLite CRM ([`crm`], unless `CRM_DATABASE_URL` names a database) and one
-//! sidecar (identity acme/support/support-bot) serving the contract bundle from the
-//! dev directory, with the bundle's upstream URLs pointed at the mocks' real addresses. Every
+//! API, the MCP tickets server), a seeded SQLite CRM ([`crm`], unless `CRM_DATABASE_URL` names a
+//! database), the policy service on SQLite (`<dir>/warden.db`) with the contract bundle applied
+//! — its upstream URLs pointed at the mocks' real addresses — and one sidecar (identity
+//! acme/support/support-bot) that follows the service. Every
 //! address can be chosen (`:0` picks a free port), so `dev` runs beside the tests or a second
 //! `dev`. It generates an admin token, writes it to `<dir>/admin-token`, and prints the bound
 //! endpoints and four curls: a chat allowed, one refused, a SQL template, the MCP tool list.
 //! `--smoke` makes those calls itself and exits (the tests use it to keep the quick start
 //! working).
 //!
+//! The store persists across runs: lifecycle changes and modes set with `warden policy …` and
+//! `warden ops …` are still there next time (the bundle is applied again; unchanged documents
+//! stay as they are).
+//!
 //! This room ships in the binary, but nothing on the request path imports it.
-//! Not here yet (later work): the policy service on SQLite (the sidecar reads the bundle file
-//! directly meanwhile).
 
 pub mod crm;
 pub mod mocks;
@@ -40,6 +43,9 @@ pub struct DevOptions {
     pub mock_llm: String,
     pub mock_weather: String,
     pub mock_mcp: String,
+    /// The policy service's gRPC and HTTP addresses.
+    pub service: String,
+    pub service_http: String,
     pub smoke: bool,
 }
 
@@ -50,7 +56,8 @@ pub enum DevError {
     Setup(String),
     #[error(
         "warden dev: cannot listen on {addr} ({what}): {reason}; pick other addresses with \
-         --agent, --admin, --mock-llm, --mock-weather and --mock-mcp (port 0 picks a free one)"
+         --agent, --admin, --service, --service-http, --mock-llm, --mock-weather and --mock-mcp \
+         (port 0 picks a free one)"
     )]
     Bind {
         what: &'static str,
@@ -100,16 +107,52 @@ pub fn bundle_for(llm: SocketAddr, weather: SocketAddr, mcp: SocketAddr) -> Stri
 }
 
 /// The sidecar configuration `dev` writes (YAML; quoted so any address form survives).
-fn config_text(opts: &DevOptions) -> String {
+fn config_text(opts: &DevOptions, service: SocketAddr) -> String {
     format!(
         "# written by `warden dev`\n\
          identity: {{ tenant: acme, project: support, agent: support-bot }}\n\
          listen: {{ agent: {:?}, admin: {:?} }}\n\
-         policy: {{ source: file, files: [bundle.yaml], cache_dir: cache }}\n\
+         policy: {{ source: service, service: \"http://{service}\", cache_dir: cache, token: \"file:admin-token\" }}\n\
          evidence: {{ spool_dir: evidence, durability: sync }}\n\
          admin: {{ token: \"file:admin-token\" }}\n",
         opts.agent, opts.admin
     )
+}
+
+/// The policy service configuration `dev` writes.
+fn service_text(opts: &DevOptions) -> String {
+    format!(
+        "# written by `warden dev`\n\
+         listen: {{ grpc: {:?}, http: {:?} }}\n\
+         store: {{ url: \"sqlite://warden.db\" }}\n\
+         auth: {{ admin_token: \"file:admin-token\" }}\n\
+         replica: dev\n",
+        opts.service, opts.service_http
+    )
+}
+
+/// Apply `text` to the service at `addr` as the dev user would with `warden policy apply`.
+async fn apply(addr: SocketAddr, token: &str, text: &str) -> Result<String, DevError> {
+    use crate::proto as pb;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(setup)?
+        .connect()
+        .await
+        .map_err(|e| setup(format!("cannot reach the policy service just started: {e}")))?;
+    let mut req = tonic::Request::new(pb::ApplyRequest {
+        name: "bundle.yaml".into(),
+        text: text.into(),
+        reason: "warden dev: the contract bundle".into(),
+        dry_run: false,
+    });
+    if let Ok(v) = format!("Bearer {token}").parse() {
+        req.metadata_mut().insert("authorization", v);
+    }
+    let reply = pb::policy_admin_client::PolicyAdminClient::new(channel)
+        .apply(req)
+        .await
+        .map_err(|e| setup(format!("applying the contract bundle: {}", e.message())))?;
+    Ok(reply.into_inner().snapshot)
 }
 
 fn write(path: &Path, text: &str) -> Result<(), DevError> {
@@ -154,12 +197,30 @@ pub fn run(opts: DevOptions) -> Result<ExitCode, DevError> {
         let mcp = mocks::spawn_mcp(&opts.mock_mcp)
             .await
             .map_err(|e| bind_error("mock MCP", &opts.mock_mcp, &e))?;
-        write(
-            &opts.dir.join("bundle.yaml"),
-            &bundle_for(llm.addr, weather.addr, mcp.addr),
-        )?;
+        let bundle = bundle_for(llm.addr, weather.addr, mcp.addr);
+        write(&opts.dir.join("bundle.yaml"), &bundle)?;
+        let svc_path = opts.dir.join("policy-service.yaml");
+        write(&svc_path, &service_text(&opts))?;
+        let svc_cfg = crate::service::config::ServiceConfig::load(&svc_path).map_err(setup)?;
+        let service = crate::service::start(svc_cfg).await.map_err(|e| match e {
+            crate::service::ServiceError::Listen {
+                which,
+                addr,
+                source,
+            } => bind_error(
+                if which == "gRPC" {
+                    "policy service gRPC"
+                } else {
+                    "policy service HTTP"
+                },
+                &addr,
+                &source,
+            ),
+            e => setup(e),
+        })?;
+        apply(service.grpc_addr, &token, &bundle).await?;
         let cfg_path = opts.dir.join("sidecar.yaml");
-        write(&cfg_path, &config_text(&opts))?;
+        write(&cfg_path, &config_text(&opts, service.grpc_addr))?;
         let cfg = SidecarConfig::load(&cfg_path).map_err(setup)?;
         let running = sidecar::start(cfg).await.map_err(|e| match e {
             sidecar::SidecarError::Listen {
@@ -180,6 +241,7 @@ pub fn run(opts: DevOptions) -> Result<ExitCode, DevError> {
         banner(
             &opts,
             &running,
+            &service,
             &[&llm, &weather, &mcp],
             &crm,
             &token,
@@ -188,6 +250,7 @@ pub fn run(opts: DevOptions) -> Result<ExitCode, DevError> {
         if opts.smoke {
             let ok = smoke(running.agent_addr).await;
             drop(running);
+            drop(service);
             return Ok(if ok {
                 ExitCode::SUCCESS
             } else {
@@ -197,6 +260,7 @@ pub fn run(opts: DevOptions) -> Result<ExitCode, DevError> {
         println!("\nCtrl-C stops everything.");
         let _ = tokio::signal::ctrl_c().await;
         drop(running);
+        drop(service);
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -204,6 +268,7 @@ pub fn run(opts: DevOptions) -> Result<ExitCode, DevError> {
 fn banner(
     opts: &DevOptions,
     running: &sidecar::Running,
+    service: &crate::service::Running,
     mocks: &[&mocks::MockHandle; 3],
     crm: &str,
     token: &str,
@@ -219,6 +284,22 @@ fn banner(
     println!("Warden dev is running.\n");
     println!("  agent endpoint   http://{agent}  (OpenAI-compatible /v1, /http/…, /sql/…, /mcp)");
     println!("  admin endpoint   http://{admin}  (/healthz /readyz /metrics /ops/mode /runs/ID)");
+    println!(
+        "  policy service   http://{}  (gRPC; HTTP /healthz /readyz /metrics on http://{})  store {}",
+        service.grpc_addr,
+        service.http_addr,
+        opts.dir.join("warden.db").display()
+    );
+    let modes = running
+        .shared
+        .rt
+        .modes
+        .lock()
+        .map(|m| m.clone())
+        .unwrap_or_default();
+    if modes.global != crate::decide::Mode::Enforcing || !modes.tenants.is_empty() {
+        println!("  MODES            global {} {:?} (kept from an earlier run: `warden ops mode enforcing --reason …`)", modes.global.as_str(), modes.tenants);
+    }
     let [llm, weather, mcp] = mocks;
     println!(
         "  mock LLM         {}   mock weather {}   mock MCP {}/mcp",
@@ -249,8 +330,22 @@ fn banner(
         "\nMCP tools (p400-tickets shows search_tickets and get_ticket, not delete_ticket):\n  {}",
         curl(agent, MCP, MCP_LIST)
     );
+    let server = if service.grpc_addr.to_string() == "127.0.0.1:15010"
+        && opts.dir == Path::new(".warden/dev")
+    {
+        String::new()
+    } else {
+        format!(
+            " --server http://{} --token-file {}",
+            service.grpc_addr,
+            token_path.display()
+        )
+    };
     println!(
-        "\nKill switch:\n  curl -s http://{admin}/ops/mode -H 'authorization: Bearer {token}' -d '{{\"mode\":\"halted\",\"reason\":\"try it\"}}'"
+        "\nKill switch, fleet-wide through the policy service (release with `release`):\n  warden ops kill-switch engage --reason test{server}"
+    );
+    println!(
+        "\nOr one sidecar's admin port:\n  curl -s http://{admin}/ops/mode -H 'authorization: Bearer {token}' -d '{{\"mode\":\"halted\",\"reason\":\"try it\"}}'"
     );
 }
 

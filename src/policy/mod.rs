@@ -15,6 +15,7 @@ pub mod compile;
 pub mod de;
 pub mod load;
 pub mod model;
+pub mod overlay;
 pub mod sql;
 pub mod store;
 pub mod validate;

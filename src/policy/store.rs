@@ -2,7 +2,9 @@
 //! reads to judge a recorded call again by the snapshot that judged it.
 //!
 //! A stored snapshot is the bundle source (all files joined into one YAML stream), written as
-//! `<hex>.yaml`; loading compiles it again and refuses it unless it hashes to its name.
+//! `<hex>.yaml`, or — for a snapshot from the policy service — its sources and policy lifecycle
+//! ([`super::overlay::Bundle`]) as `<hex>.json`; loading compiles it again and refuses it
+//! unless it hashes to its name.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -92,8 +94,48 @@ impl SnapshotStore {
         Ok(path)
     }
 
+    /// Store a policy-service snapshot (atomically) after checking it compiles to `snap`.
+    pub fn save_bundle(
+        &self,
+        snap: &Snapshot,
+        bundle: &super::overlay::Bundle,
+    ) -> Result<PathBuf, StoreError> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| Self::io(&self.dir, e))?;
+        let path = self.dir.join(format!("{}.json", file_stem(snap.hash())));
+        let text = serde_json::to_vec(bundle).map_err(|e| StoreError::Invalid {
+            hash: snap.hash().to_string(),
+            first: e.to_string(),
+        })?;
+        write_atomic(&path, &text).map_err(|e| Self::io(&path, e))?;
+        Ok(path)
+    }
+
+    fn load_bundle(&self, hash: &str, path: &Path) -> Result<Snapshot, StoreError> {
+        let bytes = std::fs::read(path).map_err(|e| Self::io(path, e))?;
+        let invalid = |first: String| StoreError::Invalid {
+            hash: hash.to_string(),
+            first,
+        };
+        let bundle: super::overlay::Bundle =
+            serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
+        let snap = bundle
+            .compile()
+            .map_err(|e| invalid(e.first().map(|e| e.to_string()).unwrap_or_default()))?;
+        if &**snap.hash() != hash {
+            return Err(StoreError::HashMismatch {
+                expected: hash.to_string(),
+                actual: snap.hash().to_string(),
+            });
+        }
+        Ok(snap)
+    }
+
     /// Load and verify a snapshot by hash.
     pub fn load(&self, hash: &str) -> Result<Snapshot, StoreError> {
+        let json = self.dir.join(format!("{}.json", file_stem(hash)));
+        if json.exists() {
+            return self.load_bundle(hash, &json);
+        }
         let path = self.path_of(hash);
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,

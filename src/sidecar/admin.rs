@@ -110,7 +110,7 @@ struct ApprovalChange {
 }
 
 /// Write an audit record; an operator action that cannot be recorded is not taken.
-async fn audit(shared: &Shared, what: serde_json::Value) -> Result<(), Reply> {
+pub async fn audit(shared: &Shared, what: serde_json::Value) -> Result<(), Reply> {
     let mut r = Record::new(
         Kind::Audit,
         uuid::Uuid::now_v7().to_string(),
@@ -198,13 +198,42 @@ async fn change_mode(
         }),
     )
     .await?;
-    if let Ok(mut m) = shared.rt.modes.lock() {
-        *m = after.clone();
-    }
-    let tenants: Vec<(String, Mode)> = after.tenants.iter().map(|(k, v)| (k.clone(), *v)).collect();
-    shared.rt.metrics.set_modes(after.global, &tenants);
-    shared.rt.mode_epoch.send_modify(|e| *e += 1);
+    install_modes(shared, after.clone());
     Ok(json!({ "before": before, "after": after }))
+}
+
+/// Put `modes` in force at once: in-flight calls and streams see the change through the mode
+/// epoch (a `halted` cuts them). Returns the modes before.
+pub fn install_modes(
+    shared: &Shared,
+    modes: crate::spine::state::Modes,
+) -> crate::spine::state::Modes {
+    let tenants: Vec<(String, Mode)> = modes.tenants.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    shared.rt.metrics.set_modes(modes.global, &tenants);
+    let before = match shared.rt.modes.lock() {
+        Ok(mut m) => std::mem::replace(&mut *m, modes),
+        Err(_) => crate::spine::state::Modes::default(),
+    };
+    shared.rt.mode_epoch.send_modify(|e| *e += 1);
+    before
+}
+
+/// Settle a pending approval: the run's retry passes (approve) or the run stops (reject).
+/// Returns the run's id, or why not.
+pub fn settle_approval(shared: &Shared, id: &str, verdict: Approval) -> Result<String, Code> {
+    let Some(run) = shared.rt.runs.approval_run(id) else {
+        return Err(Code::UnknownApproval);
+    };
+    let mut approvals = run.approvals.lock().map_err(|_| Code::InternalError)?;
+    match approvals.get_mut(id) {
+        Some(entry) if entry.1 == Approval::Pending => entry.1 = verdict.clone(),
+        _ => return Err(Code::NotPending),
+    }
+    drop(approvals);
+    if verdict == Approval::Rejected {
+        run.end(crate::policy::model::Action::Stop, id, Code::PolicyDenied);
+    }
+    Ok(run.id.clone())
 }
 
 async fn body_json<T: serde::de::DeserializeOwned>(
@@ -354,17 +383,8 @@ async fn route(shared: Arc<Shared>, req: http::Request<hyper::body::Incoming>) -
             {
                 return r;
             }
-            if let Ok(mut a) = run.approvals.lock() {
-                if let Some(entry) = a.get_mut(*id) {
-                    entry.1 = verdict.clone();
-                }
-            }
-            if verdict == Approval::Rejected {
-                run.end(
-                    crate::policy::model::Action::Stop,
-                    id,
-                    crate::codes::Code::PolicyDenied,
-                );
+            if let Err(code) = settle_approval(&shared, id, verdict.clone()) {
+                return error(code, format!("approval `{id}` is not pending"));
             }
             json_reply(
                 StatusCode::OK,

@@ -16,6 +16,8 @@ pub const ENV_PROJECT: &str = "WARDEN_PROJECT";
 pub const ENV_AGENT: &str = "WARDEN_AGENT";
 /// The admin bearer token, when `admin.token` is not set.
 pub const ENV_ADMIN_TOKEN: &str = "WARDEN_ADMIN_TOKEN";
+/// The token a sidecar presents to the policy service, when `policy.token` is absent.
+pub const ENV_SIDECAR_TOKEN: &str = "WARDEN_SIDECAR_TOKEN";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -108,6 +110,18 @@ pub struct PolicyConfig {
     pub service: Option<String>,
     #[serde(default = "default_cache_dir")]
     pub cache_dir: PathBuf,
+    /// What the sidecar presents to the policy service (a credential reference); when absent,
+    /// `WARDEN_SIDECAR_TOKEN`, else `WARDEN_ADMIN_TOKEN`.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// How long start waits for the service's first snapshot before it serves the
+    /// last-known-good copy (the service keeps being watched either way).
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    3000
 }
 
 fn default_cache_dir() -> PathBuf {
@@ -122,6 +136,17 @@ pub struct EvidenceConfig {
     pub durability: Durability,
     #[serde(default = "default_segment_bytes")]
     pub segment_bytes: u64,
+    /// Ship the spool to the policy service (default: when `policy.source` is `service`).
+    #[serde(default)]
+    pub ship: Option<bool>,
+    /// Evidence written but not yet acknowledged by the service, at most: beyond it new calls
+    /// are refused with `not_ready` rather than evidence lost (default 1 GiB).
+    #[serde(default = "default_max_unshipped_bytes")]
+    pub max_unshipped_bytes: u64,
+}
+
+fn default_max_unshipped_bytes() -> u64 {
+    1 << 30
 }
 
 fn default_segment_bytes() -> u64 {
@@ -377,6 +402,21 @@ impl SidecarConfig {
         cfg.policy.cache_dir = resolve(&cfg.policy.cache_dir);
         cfg.evidence.spool_dir = resolve(&cfg.evidence.spool_dir);
         cfg.upstream_tls.ca_files = cfg.upstream_tls.ca_files.iter().map(resolve).collect();
+        if cfg.policy.source == PolicySourceKind::Service {
+            match cfg.policy.service.as_deref() {
+                Some(u) if u.starts_with("http://") || u.starts_with("https://") => {}
+                Some(u) => {
+                    return Err(ConfigError::Semantic(format!(
+                        "{name}: policy.service must be an http:// or https:// URL, not `{u}`"
+                    )))
+                }
+                None => {
+                    return Err(ConfigError::Semantic(format!(
+                        "{name}: policy.source is service but policy.service (its URL) is missing"
+                    )))
+                }
+            }
+        }
         if cfg.policy.source == PolicySourceKind::File && cfg.policy.files.is_empty() {
             return Err(ConfigError::Semantic(format!(
                 "{name}: policy.source is file but policy.files is empty"

@@ -7,7 +7,9 @@
 pub mod admin;
 pub mod config;
 pub mod server;
+pub mod ship;
 pub mod state;
+pub mod watch;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -202,6 +204,9 @@ pub(crate) fn https_connector(roots: rustls::RootCertStore) -> Result<Connector,
 
 /// Re-read the policy files (admin `POST /ops/reload`); keeps the current snapshot on failure.
 pub async fn reload(shared: &Shared) -> Result<String, String> {
+    if shared.cfg.policy.source == PolicySourceKind::Service {
+        return Err("this sidecar follows the policy service (policy.source: service); change policies there".into());
+    }
     let cfg = shared.cfg.clone();
     let store = shared.store.clone();
     let snap = tokio::task::spawn_blocking(move || load_files(&cfg, &store))
@@ -213,13 +218,93 @@ pub async fn reload(shared: &Shared) -> Result<String, String> {
     Ok(hash)
 }
 
+/// The policy service did not answer in time at start: serve the last-known-good snapshot and
+/// the modes last received, if there are any (the watch goes on; the service's snapshot
+/// replaces them when it arrives). Without a cached snapshot the boot guard holds.
+async fn fall_back(shared: &Arc<Shared>) {
+    if let Some(m) = watch::cached_modes(&shared.cfg.policy.cache_dir) {
+        if let Err(e) = watch::apply_modes(shared, &m, "cache").await {
+            tracing::error!(error = %e, "cached modes unusable");
+        }
+    }
+    if shared.rt.snapshot().is_some() {
+        return;
+    }
+    let store = shared.store.clone();
+    match tokio::task::spawn_blocking(move || store.last_known_good()).await {
+        Ok(Ok(Some(snap))) => {
+            let hash = snap.hash().to_string();
+            let prev = shared
+                .rt
+                .snapshot
+                .compare_and_swap(&None::<Arc<Snapshot>>, Some(Arc::new(snap)));
+            if prev.is_none() {
+                shared.rt.metrics.set_ready(true);
+                tracing::warn!(snapshot = %hash, "the policy service is unreachable: serving the last-known-good snapshot");
+            }
+        }
+        Ok(Ok(None)) => tracing::error!("the policy service is unreachable and there is no last-known-good snapshot: refusing traffic (not_ready) until it answers"),
+        Ok(Err(e)) => tracing::error!(error = %e, "the policy service is unreachable and the last-known-good snapshot is unusable: refusing traffic (not_ready)"),
+        Err(e) => tracing::error!(error = %e, "loading the last-known-good snapshot failed"),
+    }
+}
+
+/// This sidecar's id, kept in its spool directory (its evidence chain is known by it).
+pub fn sidecar_id(spool_dir: &std::path::Path) -> Result<String, SidecarError> {
+    let path = spool_dir.join("SIDECAR_ID");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = id.trim().to_string();
+        if !id.is_empty() {
+            return Ok(id);
+        }
+    }
+    let id = format!("sc-{}", uuid::Uuid::now_v7());
+    std::fs::create_dir_all(spool_dir)?;
+    let tmp = spool_dir.join("SIDECAR_ID.tmp");
+    std::fs::write(&tmp, &id)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(id)
+}
+
+/// How this sidecar reaches the policy service, and who it says it is.
+fn service_link(
+    cfg: &SidecarConfig,
+    admin_token: Option<&str>,
+) -> Result<watch::Link, SidecarError> {
+    let url = cfg
+        .policy
+        .service
+        .clone()
+        .ok_or_else(|| SidecarError::Config("policy.service (its URL) is missing".into()))?;
+    let token = match &cfg.policy.token {
+        Some(r) => Some(
+            creds::resolve(r, &cfg.base_dir)
+                .map_err(|e| SidecarError::Config(format!("policy.token: {e}")))?,
+        ),
+        None => std::env::var(config::ENV_SIDECAR_TOKEN)
+            .ok()
+            .filter(|t| !t.is_empty())
+            .or_else(|| admin_token.map(str::to_string)),
+    };
+    if token.is_none() {
+        tracing::warn!("no token for the policy service (policy.token, WARDEN_SIDECAR_TOKEN or WARDEN_ADMIN_TOKEN): it will refuse this sidecar");
+    }
+    Ok(watch::Link {
+        url,
+        token: token.map(|t| t.trim().to_string()),
+        identity: crate::proto::SidecarIdentity {
+            sidecar_id: sidecar_id(&cfg.evidence.spool_dir)?,
+            tenant: cfg.identity.tenant.clone(),
+            project: cfg.identity.project.clone(),
+            agent: cfg.identity.agent.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        },
+    })
+}
+
 /// Start the sidecar: recover the evidence spool, load the snapshot, open both listeners.
 pub async fn start(cfg: SidecarConfig) -> Result<Running, SidecarError> {
-    if cfg.policy.source == PolicySourceKind::Service {
-        return Err(SidecarError::Config(
-            "policy.source: service needs the policy service, which this build does not include yet; use source: file".into(),
-        ));
-    }
     let mut spool_cfg = SpoolConfig::new(&cfg.evidence.spool_dir, cfg.evidence.durability);
     spool_cfg.segment_bytes = cfg.evidence.segment_bytes;
     let (spool, recovery) = Spool::open(spool_cfg)?;
@@ -264,13 +349,25 @@ pub async fn start(cfg: SidecarConfig) -> Result<Running, SidecarError> {
     })
     .await
     .map_err(|e| SidecarError::Config(e.to_string()))?;
-    let snapshot = {
+    let from_service = cfg.policy.source == PolicySourceKind::Service;
+    let link = if from_service || cfg.evidence.ship == Some(true) {
+        Some(service_link(&cfg, admin_token.as_deref())?)
+    } else {
+        None
+    };
+    let snapshot = if from_service {
+        Err("waiting for the policy service".to_string())
+    } else {
         let (c, s) = (cfg.clone(), store.clone());
         tokio::task::spawn_blocking(move || load_files(&c, &s))
             .await
             .map_err(|e| SidecarError::Config(e.to_string()))?
     };
     let snapshot = match snapshot {
+        Err(e) if from_service => {
+            tracing::info!(reason = %e, "no snapshot yet");
+            None
+        }
         Ok(s) => {
             tracing::info!(snapshot = %s.hash(), "policy snapshot loaded");
             Some(Arc::new(s))
@@ -292,6 +389,7 @@ pub async fn start(cfg: SidecarConfig) -> Result<Running, SidecarError> {
         alerts,
         client,
         credentials: Credentials::new(cfg.base_dir.clone()),
+        backlog: Default::default(),
     });
     let shared = Arc::new(Shared {
         cfg,
@@ -324,12 +422,31 @@ pub async fn start(cfg: SidecarConfig) -> Result<Running, SidecarError> {
     let admin = admin::Admin {
         shared: shared.clone(),
     };
+    let mut tasks = Vec::new();
+    if let (Some(link), true) = (&link, from_service) {
+        let (first_tx, mut first_rx) = tokio::sync::watch::channel(false);
+        tasks.push(tokio::spawn(watch::follow(
+            shared.clone(),
+            link.clone(),
+            first_tx,
+        )));
+        let wait = std::time::Duration::from_millis(shared.cfg.policy.connect_timeout_ms);
+        if tokio::time::timeout(wait, first_rx.wait_for(|v| *v))
+            .await
+            .is_err()
+        {
+            fall_back(&shared).await;
+        }
+    }
+    if let Some(link) = link.filter(|_| shared.cfg.evidence.ship.unwrap_or(from_service)) {
+        tasks.push(tokio::spawn(ship::ship(shared.clone(), link)));
+    }
     let admin_thread = spawn_admin(admin_l, admin, server::Bounds::admin(&shared.cfg.limits))?;
     tracing::info!(
         max_connections = agent_bounds.max_connections,
         "agent connection and call cap"
     );
-    let tasks = vec![tokio::spawn(server::serve(agent_l, agent, agent_bounds))];
+    tasks.push(tokio::spawn(server::serve(agent_l, agent, agent_bounds)));
     tracing::info!(%agent_addr, %admin_addr, "sidecar listening");
     Ok(Running {
         agent_addr,

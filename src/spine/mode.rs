@@ -20,6 +20,17 @@ impl Step for ModeGate {
                     "no verified policy snapshot yet; refusing all traffic",
                 ));
             };
+            if call
+                .rt
+                .backlog
+                .full
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
+                return Err(Refusal::new(
+                    Code::NotReady,
+                    "the evidence backlog is at its bound (the policy service has not acknowledged it); refusing new calls until it is shipped",
+                ));
+            }
             let early = call.trace.lock().ok().and_then(|mut t| t.refusal.take());
             if let Some(r) = early {
                 return Err(r);

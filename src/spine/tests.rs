@@ -59,6 +59,7 @@ impl Fixture {
             alerts: Alerts::start(Vec::new(), 16, 1000, client.clone()),
             client,
             credentials: Credentials::new(dir.clone()),
+            backlog: Default::default(),
         });
         Fixture { rt, dir }
     }

@@ -4,6 +4,7 @@
 pub mod mcp;
 pub mod pg;
 pub mod python;
+pub mod service;
 
 use std::future::Future;
 use std::path::PathBuf;

@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -286,6 +287,13 @@ pub async fn every_case(channel: Channel) {
                     .await;
                 assert_eq!(seen, 0, "{what}: the upstream saw a request");
                 assert_eq!(front.handshakes(), 0, "{what}: a handshake completed");
+                // The front records a failed handshake on its own task: wait for it.
+                crate::common::wait_until(
+                    &format!("{what}: the front's handshake failure"),
+                    Duration::from_secs(5),
+                    || !front.failures().is_empty(),
+                )
+                .await;
                 let failures = front.failures();
                 assert!(
                     !failures.is_empty() && failures.iter().all(|f| f.contains(alert)),

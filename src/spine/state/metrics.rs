@@ -27,6 +27,18 @@ pub struct Metrics {
     spool_records: Gauge<i64, std::sync::atomic::AtomicI64>,
     mode: Family<Labels, Gauge>,
     ready: Gauge,
+    /// The policy service link (`policy.source: service`) and evidence shipping.
+    service: ServiceLink,
+}
+
+#[derive(Default)]
+struct ServiceLink {
+    connected: Gauge,
+    snapshots_refused: Counter,
+    unshipped_records: Gauge,
+    unshipped_bytes: Gauge,
+    shipped: Counter,
+    lag_ms: Gauge,
 }
 
 fn upstream_hist() -> Histogram {
@@ -95,7 +107,39 @@ impl Metrics {
             "1 when a verified snapshot is loaded",
             ready.clone(),
         );
+        let service = ServiceLink::default();
+        registry.register(
+            "policy_service_connected",
+            "1 while the snapshot watch stream to the policy service is open",
+            service.connected.clone(),
+        );
+        registry.register(
+            "snapshots_refused",
+            "Snapshots from the policy service refused (did not compile to their hash)",
+            service.snapshots_refused.clone(),
+        );
+        registry.register(
+            "evidence_unshipped_records",
+            "Evidence records not yet acknowledged by the policy service",
+            service.unshipped_records.clone(),
+        );
+        registry.register(
+            "evidence_unshipped_bytes",
+            "Evidence bytes not yet acknowledged by the policy service",
+            service.unshipped_bytes.clone(),
+        );
+        registry.register(
+            "evidence_shipped_records",
+            "Evidence records acknowledged by the policy service",
+            service.shipped.clone(),
+        );
+        registry.register(
+            "evidence_shipping_lag_ms",
+            "Age of the oldest record of the last acknowledged batch, when acknowledged",
+            service.lag_ms.clone(),
+        );
         Metrics {
+            service,
             registry,
             calls,
             refusals,
@@ -150,6 +194,24 @@ impl Metrics {
 
     pub fn alert_dropped(&self) {
         self.alerts_dropped.inc();
+    }
+
+    pub fn set_service_connected(&self, up: bool) {
+        self.service.connected.set(i64::from(up));
+    }
+
+    pub fn snapshot_refused(&self) {
+        self.service.snapshots_refused.inc();
+    }
+
+    pub fn set_unshipped(&self, records: u64, bytes: u64) {
+        self.service.unshipped_records.set(records as i64);
+        self.service.unshipped_bytes.set(bytes as i64);
+    }
+
+    pub fn shipped(&self, records: u64, lag_ms: u64) {
+        self.service.shipped.inc_by(records);
+        self.service.lag_ms.set(lag_ms as i64);
     }
 
     pub fn set_ready(&self, ready: bool) {

@@ -77,6 +77,15 @@ impl Credentials {
     }
 }
 
+/// Evidence written but not yet acknowledged by the policy service (shipping on).
+#[derive(Debug, Default)]
+pub struct Backlog {
+    pub records: std::sync::atomic::AtomicU64,
+    pub bytes: std::sync::atomic::AtomicU64,
+    /// At `evidence.max_unshipped_bytes`: new calls are refused with `not_ready`.
+    pub full: std::sync::atomic::AtomicBool,
+}
+
 pub struct Runtime {
     /// `None` until a verified snapshot is loaded: the boot guard refuses traffic meanwhile.
     pub snapshot: ArcSwapOption<Snapshot>,
@@ -89,6 +98,7 @@ pub struct Runtime {
     pub alerts: Alerts,
     pub client: UpstreamClient,
     pub credentials: Credentials,
+    pub backlog: Backlog,
 }
 
 impl Runtime {
