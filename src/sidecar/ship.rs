@@ -156,7 +156,8 @@ impl Reader {
             if !whole_segment {
                 break;
             }
-            self.at = None;
+            // Read to its end: the next read starts there (or in the next segment).
+            self.at = Some((path.clone(), offset + pos as u64));
         }
         out
     }
@@ -261,6 +262,11 @@ pub async fn ship(shared: Arc<Shared>, link: Link) {
             };
             reader = r;
             if out.is_empty() {
+                if reader.next == acked_next {
+                    // Nothing past the acknowledged records: where reading stands is where
+                    // acknowledgement does (a restart learns it by reading to the end).
+                    acked_at = reader.at.clone();
+                }
                 account(&shared, acked_next, reader.backlog_bytes(&acked_at));
                 tokio::time::sleep(IDLE).await;
                 continue;
