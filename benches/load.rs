@@ -339,7 +339,7 @@ enum Sidecar {
     },
     InProcess {
         rt: tokio::runtime::Runtime,
-        running: Option<warden::sidecar::Running>,
+        running: Option<Box<warden::sidecar::Running>>,
         agent: SocketAddr,
         dir: PathBuf,
     },
@@ -451,7 +451,7 @@ fn start_sidecar(bin: Option<&Path>, mock: &str, durability: &str, callgrind: bo
         let agent = running.agent_addr;
         return Sidecar::InProcess {
             rt,
-            running: Some(running),
+            running: Some(Box::new(running)),
             agent,
             dir,
         };

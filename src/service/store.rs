@@ -608,13 +608,24 @@ impl Store {
                 None => (0, crate::evidence::record::genesis()),
             };
             let at = now_ms();
+            // What of this batch is stored already: one query per 500 ids, not one per record.
+            let mut known: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+            for chunk in records.chunks(500) {
+                let mut q = sqlx::QueryBuilder::new("SELECT evidence_id, hash FROM evidence WHERE evidence_id IN (");
+                let mut list = q.separated(", ");
+                for rec in chunk {
+                    list.push_bind(rec.evidence_id.clone());
+                }
+                q.push(")");
+                for r in q.build().fetch_all(&mut *tx).await? {
+                    known.insert(r.try_get("evidence_id")?, r.try_get("hash")?);
+                }
+            }
+            let mut new: Vec<(&EvidenceIn, bool)> = Vec::new();
             for rec in records {
                 out.stored_through = out.stored_through.max(rec.seq);
-                let existing = sqlx::query("SELECT hash FROM evidence WHERE evidence_id = $1")
-                    .bind(&rec.evidence_id).fetch_optional(&mut *tx).await?;
-                if let Some(r) = existing {
-                    let h: String = r.try_get("hash")?;
-                    if h == rec.hash {
+                if let Some(h) = known.get(&rec.evidence_id) {
+                    if *h == rec.hash {
                         out.duplicates += 1;
                     } else {
                         out.issues.push(format!(
@@ -642,14 +653,32 @@ impl Store {
                     next_seq = rec.seq + 1;
                     head_hash = rec.hash.clone();
                 }
-                sqlx::query(
-                    "INSERT INTO evidence (evidence_id, sidecar_id, seq, hash, prev, body, chain_ok, run_id, received_at_ms) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                )
-                .bind(&rec.evidence_id).bind(sidecar).bind(rec.seq).bind(&rec.hash).bind(&rec.prev)
-                .bind(&rec.body).bind(issue.is_none()).bind(&rec.run_id).bind(at)
-                .execute(&mut *tx).await?;
-                out.stored += 1;
+                known.insert(rec.evidence_id.clone(), rec.hash.clone());
+                new.push((rec, issue.is_none()));
+                if let Some(i) = issue {
+                    out.issues.push(i);
+                }
+            }
+            // Many rows per statement (9 values a row, well inside every placeholder limit).
+            for chunk in new.chunks(100) {
+                let mut q = sqlx::QueryBuilder::new(
+                    "INSERT INTO evidence (evidence_id, sidecar_id, seq, hash, prev, body, chain_ok, run_id, received_at_ms) ",
+                );
+                q.push_values(chunk, |mut b, (rec, ok)| {
+                    b.push_bind(rec.evidence_id.clone())
+                        .push_bind(sidecar.to_string())
+                        .push_bind(rec.seq)
+                        .push_bind(rec.hash.clone())
+                        .push_bind(rec.prev.clone())
+                        .push_bind(rec.body.clone())
+                        .push_bind(*ok)
+                        .push_bind(rec.run_id.clone())
+                        .push_bind(at);
+                });
+                q.build().execute(&mut *tx).await?;
+                out.stored += chunk.len() as u32;
+            }
+            for (rec, _) in &new {
                 if let Some((approval, tenant)) = &rec.approval {
                     sqlx::query(
                         "INSERT INTO pending_approvals (approval_id, sidecar_id, run_id, tenant, at_ms) VALUES ($1, $2, $3, $4, $5) \
@@ -657,9 +686,6 @@ impl Store {
                     )
                     .bind(approval).bind(sidecar).bind(&rec.run_id).bind(tenant).bind(at)
                     .execute(&mut *tx).await?;
-                }
-                if let Some(i) = issue {
-                    out.issues.push(i);
                 }
             }
             for i in &out.issues {

@@ -53,6 +53,11 @@ pub struct Running {
     pub shared: Arc<Shared>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// The admin listener's own thread, and the signal that stops it.
+    /// The policy-service watch and evidence shipping, on their own thread.
+    control: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        std::thread::JoinHandle<()>,
+    )>,
     admin: Option<(
         tokio::sync::oneshot::Sender<()>,
         std::thread::JoinHandle<()>,
@@ -63,6 +68,10 @@ impl Drop for Running {
     fn drop(&mut self) {
         for t in &self.tasks {
             t.abort();
+        }
+        if let Some((stop, thread)) = self.control.take() {
+            let _ = stop.send(());
+            let _ = thread.join();
         }
         if let Some((stop, thread)) = self.admin.take() {
             let _ = stop.send(());
@@ -103,6 +112,36 @@ fn spawn_admin(
                 };
                 tokio::select! {
                     _ = server::serve(listener, service, bounds) => {}
+                    _ = stopped => {}
+                }
+            });
+            rt.shutdown_timeout(std::time::Duration::from_secs(1));
+        })?;
+    Ok((stop, thread))
+}
+
+/// Run the control tasks (the policy-service watch, evidence shipping) on a thread and runtime
+/// of their own until stopped.
+fn spawn_control(
+    tasks: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+) -> Result<
+    (
+        tokio::sync::oneshot::Sender<()>,
+        std::thread::JoinHandle<()>,
+    ),
+    SidecarError,
+> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("warden-control".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                let all = futures_util::future::join_all(tasks);
+                tokio::select! {
+                    _ = all => {}
                     _ = stopped => {}
                 }
             });
@@ -423,13 +462,30 @@ pub async fn start(cfg: SidecarConfig) -> Result<Running, SidecarError> {
         shared: shared.clone(),
     };
     let mut tasks = Vec::new();
+    // The watch and the shipper run on a thread and runtime of their own, like the admin port:
+    // agent traffic, however much, never delays a kill switch arriving from the service, and
+    // shipping never takes the request path's worker.
+    let mut control: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> =
+        Vec::new();
+    let mut first_rx = None;
     if let (Some(link), true) = (&link, from_service) {
-        let (first_tx, mut first_rx) = tokio::sync::watch::channel(false);
-        tasks.push(tokio::spawn(watch::follow(
+        let (first_tx, rx) = tokio::sync::watch::channel(false);
+        first_rx = Some(rx);
+        control.push(Box::pin(watch::follow(
             shared.clone(),
             link.clone(),
             first_tx,
         )));
+    }
+    if let Some(link) = link.filter(|_| shared.cfg.evidence.ship.unwrap_or(from_service)) {
+        control.push(Box::pin(ship::ship(shared.clone(), link)));
+    }
+    let control_thread = if control.is_empty() {
+        None
+    } else {
+        Some(spawn_control(control)?)
+    };
+    if let Some(mut first_rx) = first_rx {
         let wait = std::time::Duration::from_millis(shared.cfg.policy.connect_timeout_ms);
         if tokio::time::timeout(wait, first_rx.wait_for(|v| *v))
             .await
@@ -437,9 +493,6 @@ pub async fn start(cfg: SidecarConfig) -> Result<Running, SidecarError> {
         {
             fall_back(&shared).await;
         }
-    }
-    if let Some(link) = link.filter(|_| shared.cfg.evidence.ship.unwrap_or(from_service)) {
-        tasks.push(tokio::spawn(ship::ship(shared.clone(), link)));
     }
     let admin_thread = spawn_admin(admin_l, admin, server::Bounds::admin(&shared.cfg.limits))?;
     tracing::info!(
@@ -454,5 +507,6 @@ pub async fn start(cfg: SidecarConfig) -> Result<Running, SidecarError> {
         shared,
         tasks,
         admin: Some(admin_thread),
+        control: control_thread,
     })
 }

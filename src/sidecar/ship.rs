@@ -29,6 +29,8 @@ const BATCH_RECORDS: usize = 1024;
 const BATCH_BYTES: usize = 1 << 20;
 /// How often the spool is looked at when there was nothing to send.
 const IDLE: Duration = Duration::from_millis(50);
+/// How long a batch gathers once shipping has caught up.
+const GATHER: Duration = Duration::from_millis(25);
 
 /// The next sequence number to ship, as acknowledged.
 pub fn read_cursor(dir: &Path) -> u64 {
@@ -299,6 +301,12 @@ pub async fn ship(shared: Arc<Shared>, link: Link) {
                         crate::spine::state::Runtime::now_ms().saturating_sub(oldest),
                     );
                     account(&shared, acked_next, reader.backlog_bytes(&acked_at));
+                    if (n as usize) < BATCH_RECORDS {
+                        // Caught up: let the next batch gather for a moment rather than send
+                        // a stream of small ones (each costs a read of the segment and a
+                        // round trip).
+                        tokio::time::sleep(GATHER).await;
+                    }
                 }
                 Ok(other) => {
                     tracing::warn!(ack = ?other.map(|a| a.batch), "evidence stream out of step; reconnecting");
