@@ -28,11 +28,12 @@
 //! (or `pg`, `sqlite`) runs one part.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 #[path = "../tests/common/pg.rs"]
 #[allow(dead_code)]
 mod pg;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -405,22 +406,7 @@ fn start_sidecar(bin: &Path, name: &str, url: &str, mcp: Option<&str>) -> Sideca
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let agent = loop {
-        let Some(Ok(line)) = lines.next() else {
-            let _ = child.kill();
-            panic!("the sidecar exited before listening");
-        };
-        if let Some(rest) = line.strip_prefix("warden sidecar: agent http://") {
-            break rest
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .parse()
-                .unwrap();
-        }
-    };
-    std::thread::spawn(move || for _ in lines.by_ref() {});
+    let agent = support::agent_addr(&mut child, name);
     Sidecar { child, agent, dir }
 }
 
@@ -456,20 +442,6 @@ impl Sidecar {
                 .collect()),
         ))
     }
-}
-
-fn release_binary() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let bin = target.join("release").join("warden");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build --release` first",
-        bin.display()
-    );
-    bin
 }
 
 // === seeding ===
@@ -565,7 +537,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let bin = release_binary();
+    let bin = support::release_binary();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -23,12 +23,13 @@
 //! runs one.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 #[path = "../tests/common/pg.rs"]
 #[allow(dead_code)]
 mod pg;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -246,20 +247,6 @@ impl Drop for Proc {
     }
 }
 
-fn release_binary() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let bin = target.join("release").join("warden");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build --release` first",
-        bin.display()
-    );
-    bin
-}
-
 fn start_sidecar(bin: &Path, dir: &Path, service: &str, ship: bool) -> Proc {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("token"), TOKEN).unwrap();
@@ -284,17 +271,7 @@ fn start_sidecar(bin: &Path, dir: &Path, service: &str, ship: bool) -> Proc {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let agent = loop {
-        let Some(Ok(line)) = lines.next() else {
-            let _ = child.kill();
-            panic!("the sidecar exited before listening");
-        };
-        if let Some(rest) = line.strip_prefix("warden sidecar: agent http://") {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
-    std::thread::spawn(move || for _ in lines.by_ref() {});
+    let agent = support::agent_addr(&mut child, "control plane");
     Proc { child, agent }
 }
 
@@ -719,10 +696,10 @@ fn main() {
             kill_switch_watchers(&url).await;
         }
         if only("sidecars") {
-            kill_switch_sidecars(&url, &release_binary()).await;
+            kill_switch_sidecars(&url, &support::release_binary()).await;
         }
         if only("ship") {
-            shipping_cost(&url, &release_binary(), weather.addr).await;
+            shipping_cost(&url, &support::release_binary(), weather.addr).await;
         }
         if only("big") {
             big_snapshot(&url, &contract).await;

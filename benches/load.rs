@@ -30,7 +30,8 @@
 //! `WARDEN_LOAD_BIN=PATH` runs that `warden` binary as the sidecar (to compare builds).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
+mod support;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -485,19 +486,7 @@ fn start_sidecar(bin: Option<&Path>, mock: &str, durability: &str, callgrind: bo
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let agent = loop {
-        let Some(Ok(line)) = lines.next() else {
-            let _ = child.kill();
-            panic!("sidecar ({durability}) exited before listening");
-        };
-        if let Some(rest) = line.strip_prefix("warden sidecar: agent http://") {
-            let addr = rest.split_whitespace().next().unwrap_or_default();
-            break addr.parse::<SocketAddr>().unwrap();
-        }
-    };
-    // Keep draining its log so a full pipe can never stall it.
-    std::thread::spawn(move || for _ in lines.by_ref() {});
+    let agent = support::agent_addr(&mut child, durability);
     Sidecar::Process { child, agent, dir }
 }
 

@@ -127,7 +127,8 @@ struct Rule {
 }
 
 /// Runtime rooms: where I/O, listeners and mutable state live.
-const RUNTIME: [&str; 7] = [
+const RUNTIME: [&str; 8] = [
+    "service",
     "spine",
     "connectors",
     "sidecar",
@@ -155,8 +156,8 @@ const RULES: &[Rule] = &[
     Rule {
         rooms: &["spine"],
         forbids: |p| match p[0].as_str() {
-            "front" | "sidecar" | "cli" => {
-                Some("the spine imports no front end and no sidecar wiring")
+            "front" | "sidecar" | "cli" | "service" => {
+                Some("the spine imports no front end, no sidecar wiring and not the policy service")
             }
             // The connectors' interface (`Guard`, `Registry`, `Settings`) and the credential
             // references are the spine's to use; a connector's own room (`llm`, `http`, …) is

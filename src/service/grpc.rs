@@ -190,11 +190,7 @@ impl pb::policy_admin_server::PolicyAdmin for Api {
         &self,
         req: Request<pb::ApplyRequest>,
     ) -> Result<Response<pb::ApplyReply>, Status> {
-        let actor = self
-            .core
-            .authorize(req.metadata(), Role::Admin, "PolicyAdmin/Apply")
-            .await?;
-        let r = req.into_inner();
+        let (actor, r) = self.admit(req, Role::Admin, "PolicyAdmin/Apply").await?;
         check_reason(&r.reason, false)?;
         let name = if r.name.trim().is_empty() {
             "bundle".to_string()
@@ -249,10 +245,7 @@ impl pb::policy_admin_server::PolicyAdmin for Api {
     }
 
     async fn list(&self, req: Request<pb::ListRequest>) -> Result<Response<pb::ListReply>, Status> {
-        self.core
-            .authorize(req.metadata(), Role::Admin, "PolicyAdmin/List")
-            .await?;
-        let r = req.into_inner();
+        let (_, r) = self.admit(req, Role::Admin, "PolicyAdmin/List").await?;
         let docs = self.core.store.documents().await.map_err(store_status)?;
         let items = docs
             .iter()
@@ -275,10 +268,7 @@ impl pb::policy_admin_server::PolicyAdmin for Api {
         &self,
         req: Request<pb::ShowRequest>,
     ) -> Result<Response<pb::PolicyInfo>, Status> {
-        self.core
-            .authorize(req.metadata(), Role::Admin, "PolicyAdmin/Show")
-            .await?;
-        let r = req.into_inner();
+        let (_, r) = self.admit(req, Role::Admin, "PolicyAdmin/Show").await?;
         let kind = if r.kind.is_empty() {
             "Policy"
         } else {
@@ -305,11 +295,9 @@ impl pb::policy_admin_server::PolicyAdmin for Api {
         &self,
         req: Request<pb::LifecycleRequest>,
     ) -> Result<Response<pb::PolicyInfo>, Status> {
-        let actor = self
-            .core
-            .authorize(req.metadata(), Role::Admin, "PolicyAdmin/SetLifecycle")
+        let (actor, r) = self
+            .admit(req, Role::Admin, "PolicyAdmin/SetLifecycle")
             .await?;
-        let r = req.into_inner();
         check_reason(&r.reason, true)?;
         let to = plan::parse_status(&r.status)
             .filter(|s| *s != crate::policy::model::Status::Draft)
@@ -327,11 +315,9 @@ impl pb::policy_admin_server::PolicyAdmin for Api {
         &self,
         req: Request<pb::ShadowRequest>,
     ) -> Result<Response<pb::PolicyInfo>, Status> {
-        let actor = self
-            .core
-            .authorize(req.metadata(), Role::Admin, "PolicyAdmin/SetShadow")
+        let (actor, r) = self
+            .admit(req, Role::Admin, "PolicyAdmin/SetShadow")
             .await?;
-        let r = req.into_inner();
         check_reason(&r.reason, true)?;
         self.lifecycle(
             actor,
@@ -345,6 +331,18 @@ impl pb::policy_admin_server::PolicyAdmin for Api {
 }
 
 impl Api {
+    /// Check the call's token for `rpc` (refused and audited otherwise): the actor and the
+    /// message.
+    async fn admit<T>(
+        &self,
+        req: Request<T>,
+        role: Role,
+        rpc: &str,
+    ) -> Result<(String, T), Status> {
+        let actor = self.core.authorize(req.metadata(), role, rpc).await?;
+        Ok((actor, req.into_inner()))
+    }
+
     async fn lifecycle(
         &self,
         actor: String,
@@ -544,10 +542,9 @@ impl pb::snapshot_watch_server::SnapshotWatch for Api {
         &self,
         req: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        self.core
-            .authorize(req.metadata(), Role::Sidecar, "SnapshotWatch/Watch")
+        let (_, r) = self
+            .admit(req, Role::Sidecar, "SnapshotWatch/Watch")
             .await?;
-        let r = req.into_inner();
         let id = check_identity(r.sidecar)?;
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(watch_task(self.core.clone(), id, r.held_snapshot, tx));
@@ -558,10 +555,9 @@ impl pb::snapshot_watch_server::SnapshotWatch for Api {
         &self,
         req: Request<pb::SidecarReport>,
     ) -> Result<Response<pb::ReportReply>, Status> {
-        self.core
-            .authorize(req.metadata(), Role::Sidecar, "SnapshotWatch/Report")
+        let (_, r) = self
+            .admit(req, Role::Sidecar, "SnapshotWatch/Report")
             .await?;
-        let r = req.into_inner();
         let id = check_identity(r.sidecar)?;
         mark(&self.core, &id, |row| {
             row.connected = true;
@@ -626,10 +622,9 @@ impl pb::evidence_ingest_server::EvidenceIngest for Api {
         &self,
         req: Request<tonic::Streaming<pb::EvidenceBatch>>,
     ) -> Result<Response<Self::IngestStream>, Status> {
-        self.core
-            .authorize(req.metadata(), Role::Sidecar, "EvidenceIngest/Ingest")
+        let (_, mut inbound) = self
+            .admit(req, Role::Sidecar, "EvidenceIngest/Ingest")
             .await?;
-        let mut inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(4);
         let core = self.core.clone();
         tokio::spawn(async move {
@@ -698,11 +693,7 @@ impl pb::ops_server::Ops for Api {
         &self,
         req: Request<pb::SetModeRequest>,
     ) -> Result<Response<pb::Modes>, Status> {
-        let actor = self
-            .core
-            .authorize(req.metadata(), Role::Admin, "Ops/SetMode")
-            .await?;
-        let r = req.into_inner();
+        let (actor, r) = self.admit(req, Role::Admin, "Ops/SetMode").await?;
         check_reason(&r.reason, true)?;
         if r.tenant.len() > 256 {
             return Err(bad("tenant is longer than 256 bytes"));
@@ -726,9 +717,7 @@ impl pb::ops_server::Ops for Api {
         &self,
         req: Request<pb::GetModesRequest>,
     ) -> Result<Response<pb::Modes>, Status> {
-        self.core
-            .authorize(req.metadata(), Role::Admin, "Ops/GetModes")
-            .await?;
+        self.admit(req, Role::Admin, "Ops/GetModes").await?;
         let m = self.core.store.modes().await.map_err(store_status)?;
         Ok(Response::new(super::modes_pb(&m)))
     }
@@ -737,11 +726,7 @@ impl pb::ops_server::Ops for Api {
         &self,
         req: Request<pb::DecideApprovalRequest>,
     ) -> Result<Response<pb::ApprovalDecision>, Status> {
-        let actor = self
-            .core
-            .authorize(req.metadata(), Role::Admin, "Ops/DecideApproval")
-            .await?;
-        let r = req.into_inner();
+        let (actor, r) = self.admit(req, Role::Admin, "Ops/DecideApproval").await?;
         check_reason(&r.reason, true)?;
         if r.decision != "approve" && r.decision != "reject" {
             return Err(bad(format!(
@@ -785,9 +770,7 @@ impl pb::ops_server::Ops for Api {
         &self,
         req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusReply>, Status> {
-        self.core
-            .authorize(req.metadata(), Role::Admin, "Ops/Status")
-            .await?;
+        self.admit(req, Role::Admin, "Ops/Status").await?;
         let head = self.core.current();
         let now = now_ms();
         let rows = self.core.store.sidecars().await.map_err(store_status)?;
@@ -840,10 +823,7 @@ impl pb::audit_server::Audit for Api {
         &self,
         req: Request<pb::AuditQuery>,
     ) -> Result<Response<pb::AuditReply>, Status> {
-        self.core
-            .authorize(req.metadata(), Role::Admin, "Audit/Query")
-            .await?;
-        let r = req.into_inner();
+        let (_, r) = self.admit(req, Role::Admin, "Audit/Query").await?;
         let limit = match r.limit {
             0 => 100,
             n => n.min(1000),

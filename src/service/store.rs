@@ -213,6 +213,22 @@ where
     })
 }
 
+fn modes_row<R: Row>(r: &R) -> Result<ModesRow, sqlx::Error>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(ModesRow {
+        epoch: r.try_get("epoch")?,
+        global: r.try_get("global")?,
+        tenants: r.try_get("tenants")?,
+        reason: r.try_get("reason")?,
+        actor: r.try_get("actor")?,
+        at_ms: r.try_get("at_ms")?,
+    })
+}
+
 /// A mutation's plan: what to write, all in one transaction.
 #[derive(Debug, Clone, Default)]
 pub struct Change {
@@ -385,14 +401,7 @@ impl Store {
                     tenants: "{}".into(),
                     ..ModesRow::default()
                 }),
-                Some(r) => Ok(ModesRow {
-                    epoch: r.try_get("epoch")?,
-                    global: r.try_get("global")?,
-                    tenants: r.try_get("tenants")?,
-                    reason: r.try_get("reason")?,
-                    actor: r.try_get("actor")?,
-                    at_ms: r.try_get("at_ms")?,
-                }),
+                Some(r) => Ok(modes_row(&r)?),
             }
         })
     }
@@ -412,14 +421,7 @@ impl Store {
             )
             .fetch_optional(&mut *tx).await? {
                 None => ModesRow { global: "enforcing".into(), tenants: "{}".into(), ..ModesRow::default() },
-                Some(r) => ModesRow {
-                    epoch: r.try_get("epoch")?,
-                    global: r.try_get("global")?,
-                    tenants: r.try_get("tenants")?,
-                    reason: r.try_get("reason")?,
-                    actor: r.try_get("actor")?,
-                    at_ms: r.try_get("at_ms")?,
-                },
+                Some(r) => modes_row(&r)?,
             };
             let (global, tenants, audit) = match plan(&before) {
                 Ok(v) => v,

@@ -52,16 +52,10 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     pub shared: Arc<Shared>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    /// The admin listener's own thread, and the signal that stops it.
     /// The policy-service watch and evidence shipping, on their own thread.
-    control: Option<(
-        tokio::sync::oneshot::Sender<()>,
-        std::thread::JoinHandle<()>,
-    )>,
-    admin: Option<(
-        tokio::sync::oneshot::Sender<()>,
-        std::thread::JoinHandle<()>,
-    )>,
+    control: Option<Stoppable>,
+    /// The admin listener's own thread, and the signal that stops it.
+    admin: Option<Stoppable>,
 }
 
 impl Drop for Running {
@@ -80,38 +74,31 @@ impl Drop for Running {
     }
 }
 
-/// Serve the admin port on a thread and runtime of its own, so that agent traffic — however
-/// much of it, however slow — cannot keep the kill switch from being answered. Its handlers
-/// share `Shared` with the agent side (mode changes reach in-flight calls through a watch
-/// channel, which works across runtimes).
-fn spawn_admin(
-    listener: std::net::TcpListener,
-    service: admin::Admin,
-    bounds: server::Bounds,
-) -> Result<
-    (
-        tokio::sync::oneshot::Sender<()>,
-        std::thread::JoinHandle<()>,
-    ),
-    SidecarError,
-> {
+/// A thread of ours, and the signal that stops it.
+type Stoppable = (
+    tokio::sync::oneshot::Sender<()>,
+    std::thread::JoinHandle<()>,
+);
+
+/// A thread with a runtime of its own running the future `make` builds (inside that runtime),
+/// until it ends or the returned sender is used (or dropped).
+fn spawn_thread<F>(
+    name: &str,
+    make: impl FnOnce() -> F + Send + 'static,
+) -> Result<Stoppable, SidecarError>
+where
+    F: std::future::Future<Output = ()>,
+{
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
-        .name("warden-admin".into())
+        .name(name.into())
         .spawn(move || {
             rt.block_on(async move {
-                let listener = match tokio::net::TcpListener::from_std(listener) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        tracing::error!(error = %e, "admin listener unusable");
-                        return;
-                    }
-                };
                 tokio::select! {
-                    _ = server::serve(listener, service, bounds) => {}
+                    _ = make() => {}
                     _ = stopped => {}
                 }
             });
@@ -120,34 +107,31 @@ fn spawn_admin(
     Ok((stop, thread))
 }
 
+/// Serve the admin port on a thread and runtime of its own, so that agent traffic — however
+/// much of it, however slow — cannot keep the kill switch from being answered. Its handlers
+/// share `Shared` with the agent side (mode changes reach in-flight calls through a watch
+/// channel, which works across runtimes).
+fn spawn_admin(
+    listener: std::net::TcpListener,
+    service: admin::Admin,
+    bounds: server::Bounds,
+) -> Result<Stoppable, SidecarError> {
+    spawn_thread("warden-admin", move || async move {
+        match tokio::net::TcpListener::from_std(listener) {
+            Ok(l) => server::serve(l, service, bounds).await,
+            Err(e) => tracing::error!(error = %e, "admin listener unusable"),
+        }
+    })
+}
+
 /// Run the control tasks (the policy-service watch, evidence shipping) on a thread and runtime
 /// of their own until stopped.
 fn spawn_control(
     tasks: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
-) -> Result<
-    (
-        tokio::sync::oneshot::Sender<()>,
-        std::thread::JoinHandle<()>,
-    ),
-    SidecarError,
-> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let thread = std::thread::Builder::new()
-        .name("warden-control".into())
-        .spawn(move || {
-            rt.block_on(async move {
-                let all = futures_util::future::join_all(tasks);
-                tokio::select! {
-                    _ = all => {}
-                    _ = stopped => {}
-                }
-            });
-            rt.shutdown_timeout(std::time::Duration::from_secs(1));
-        })?;
-    Ok((stop, thread))
+) -> Result<Stoppable, SidecarError> {
+    spawn_thread("warden-control", move || async move {
+        futures_util::future::join_all(tasks).await;
+    })
 }
 
 /// Compile the policy files; on failure fall back to the last-known-good snapshot.
