@@ -374,27 +374,25 @@ async fn kill_switch_sidecars(url: &str, bin: &Path) {
 /// [`wait_for_async`] with a pause of 1 ms between calls: ten probes in a tight loop would
 /// keep the two cores busy enough to delay the very sidecars they measure.
 async fn probe(tx: &mut SendRequest<Full<Bytes>>, addr: SocketAddr, n: &mut u64, want: u16) {
-    let t = Instant::now();
-    loop {
-        *n += 1;
-        let (status, body) = weather(tx, addr, VIA, *n).await;
-        if status == want && (want != 503 || body.windows(17).any(|w| w == b"governance_halted")) {
-            return;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "sidecar {addr} never answered {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    call_until(tx, addr, n, want, Duration::from_millis(1)).await
 }
 
-/// Call until the answer has status `want` (503 must be governance_halted).
+/// Call until the answer has status `want` (503 must be governance_halted), back to back.
 async fn wait_for_async(
     tx: &mut SendRequest<Full<Bytes>>,
     addr: SocketAddr,
     n: &mut u64,
     want: u16,
+) {
+    call_until(tx, addr, n, want, Duration::ZERO).await
+}
+
+async fn call_until(
+    tx: &mut SendRequest<Full<Bytes>>,
+    addr: SocketAddr,
+    n: &mut u64,
+    want: u16,
+    pause: Duration,
 ) {
     let t = Instant::now();
     loop {
@@ -408,6 +406,9 @@ async fn wait_for_async(
             "sidecar {addr} never answered {want}: {status} {}",
             String::from_utf8_lossy(&body)
         );
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
     }
 }
 
