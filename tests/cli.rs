@@ -299,6 +299,7 @@ fn dev_kill_switch_with_no_flags() {
         .unwrap();
     let mut lines = BufReader::new(dev.stdout.take().unwrap()).lines();
     let mut agent = String::new();
+    let mut admin = String::new();
     let mut banner = String::new();
     for line in lines.by_ref() {
         let line = line.unwrap();
@@ -306,6 +307,9 @@ fn dev_kill_switch_with_no_flags() {
         banner.push('\n');
         if let Some(rest) = line.trim().strip_prefix("agent endpoint") {
             agent = rest.split_whitespace().next().unwrap().to_string();
+        }
+        if let Some(rest) = line.trim().strip_prefix("admin endpoint") {
+            admin = rest.split_whitespace().next().unwrap().to_string();
         }
         if line.contains("Ctrl-C stops everything") {
             break;
@@ -366,6 +370,133 @@ fn dev_kill_switch_with_no_flags() {
     let out = ops(&["ops", "audit", "--action", "mode_change"]);
     let s = text(&out.stdout);
     assert!(s.contains("test done") && s.contains("mode_change"), "{s}");
+    // Policy admin on the same service: list, show, lifecycle moves (and a refused one), a
+    // broken bundle refused with its location, a dry run that stores nothing, shadow.
+    let out = ops(&["policy", "list"]);
+    let s = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        s.contains("KIND") && s.contains("p100-llm") && s.contains("active"),
+        "{s}"
+    );
+    let out = ops(&["policy", "list", "--json", "--kind", "Policy"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["items"].as_array().unwrap().len(), 4, "{v}");
+    let out = ops(&["policy", "show", "p100-llm"]);
+    assert!(
+        text(&out.stdout).contains("max_tokens: 1024"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = ops(&["policy", "suspend", "p300-weather", "--reason", "try it"]);
+    assert!(
+        text(&out.stdout).contains("is suspended"),
+        "{}",
+        text(&out.stderr)
+    );
+    let weather = format!("{agent}/http/weather/v1/forecast/oslo");
+    let refused = (0..200).any(|i| {
+        let out = Command::new("curl")
+            .args(["-s", &weather, "-H", &format!("x-warden-run-id: cli-{i}")])
+            .output()
+            .unwrap();
+        if text(&out.stdout).contains("no_allow_policy") {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        false
+    });
+    assert!(refused, "the suspended policy still allowed weather calls");
+    let out = ops(&["policy", "suspend", "p300-weather", "--reason", "again"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("lifecycle_not_allowed"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = ops(&["policy", "activate", "p300-weather", "--reason", "back"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = ops(&["policy", "shadow", "p300-weather", "--reason", "watch only"]);
+    assert!(
+        text(&out.stdout).contains("in shadow"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = ops(&[
+        "policy",
+        "shadow",
+        "p300-weather",
+        "--reason",
+        "enforce",
+        "--off",
+    ]);
+    assert!(
+        text(&out.stdout).contains("out of shadow"),
+        "{}",
+        text(&out.stderr)
+    );
+    let doc = |connector: &str| {
+        format!("apiVersion: warden/v1\nkind: Policy\nmetadata: {{ id: p9-cli, tenant: acme }}\nspec:\n  status: active\n  scope: {{ all_runs: true }}\n  match: {{ channel: http, connectors: [{connector}] }}\n  effect: allow\n")
+    };
+    std::fs::write(cwd.join("bad.yaml"), doc("nope")).unwrap();
+    let out = ops(&["policy", "apply", "-f", "bad.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("bad.yaml:") && err.contains("nothing was applied"),
+        "{err}"
+    );
+    std::fs::write(cwd.join("extra.yaml"), doc("weather")).unwrap();
+    let out = ops(&["policy", "apply", "-f", "extra.yaml", "--dry-run", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["dry_run"].as_bool(), v["changes"][0]["change"].as_str()),
+        (Some(true), Some("created")),
+        "{v}"
+    );
+    assert!(!text(&ops(&["policy", "list"]).stdout).contains("p9-cli"));
+    let out = ops(&[
+        "policy",
+        "apply",
+        "-f",
+        "extra.yaml",
+        "--reason",
+        "cli test",
+    ]);
+    assert!(
+        text(&out.stdout).contains("created")
+            && text(&out.stdout).contains("serving snapshot sha256:"),
+        "{}",
+        text(&out.stdout)
+    );
+    // One sidecar's admin port, directly.
+    let out = ops(&[
+        "ops",
+        "mode",
+        "degraded",
+        "--reason",
+        "one sidecar",
+        "--sidecar",
+        &admin,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = ops(&["ops", "status", "--sidecar", &admin]);
+    assert!(
+        text(&out.stdout).contains("degraded"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = ops(&[
+        "ops",
+        "mode",
+        "enforcing",
+        "--reason",
+        "back",
+        "--sidecar",
+        &admin,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
     // A wrong token is refused with a message that says what to check.
     std::fs::write(cwd.join("bad-token"), "nope").unwrap();
     let out = ops(&["ops", "status", "--token-file", "bad-token"]);

@@ -93,6 +93,28 @@ async fn fleet(name: &str, store_url: &str) {
     assert_eq!(updated.len(), 1, "{:?}", second.changes);
     assert_eq!(updated[0].id, "p200-crm-read");
     both_hold(&a, &b, &second.snapshot).await;
+    // bind_at run_start (the contract's default): run-1 keeps the snapshot it started with; a
+    // new run is judged by the new one.
+    let old_run = a.weather("run-1").await;
+    let new_run = a.weather("run-fresh").await;
+    assert_eq!((old_run.status, new_run.status), (200, 200));
+    let (old_id, new_id) = (
+        old_run.header("x-warden-decision-id").unwrap(),
+        new_run.header("x-warden-decision-id").unwrap(),
+    );
+    let snapshot_of = |recs: &[warden::evidence::Record], id: &str| {
+        recs.iter()
+            .find(|x| x.decision_id.as_deref() == Some(id))
+            .and_then(|x| x.snapshot.clone())
+    };
+    wait_until("both records sealed", PROPAGATION, || {
+        let recs = a.records();
+        snapshot_of(&recs, &old_id).is_some() && snapshot_of(&recs, &new_id).is_some()
+    })
+    .await;
+    let recs = a.records();
+    assert_eq!(snapshot_of(&recs, &old_id).unwrap(), first.snapshot);
+    assert_eq!(snapshot_of(&recs, &new_id).unwrap(), second.snapshot);
 
     // Suspending the weather policy refuses weather calls on both within the bound.
     let t = Instant::now();
@@ -155,6 +177,31 @@ async fn fleet(name: &str, store_url: &str) {
     })
     .await;
 
+    // Bypass, fleet-wide: a critical audit entry, and both sidecars pass calls unenforced.
+    set_mode(&svc.url, "bypass", "").await;
+    wait_until("bypass on both", PROPAGATION, || {
+        a.mode() == "bypass" && b.mode() == "bypass"
+    })
+    .await;
+    lifecycle(&svc.url, "p300-weather", "suspended").await;
+    wait_until("the suspension on a", PROPAGATION, || {
+        a.snapshot() != second.snapshot
+    })
+    .await;
+    let r = a.weather("run-bypassed").await;
+    assert_eq!(
+        r.status,
+        200,
+        "bypass passes what no policy allows: {}",
+        r.text()
+    );
+    lifecycle(&svc.url, "p300-weather", "active").await;
+    set_mode(&svc.url, "enforcing", "").await;
+    wait_until("enforcing after bypass", PROPAGATION, || {
+        a.mode() == "enforcing" && b.mode() == "enforcing"
+    })
+    .await;
+
     // Unauthenticated and wrong-token admin calls are refused and audited.
     let mut ops_c = ops(&svc.url).await;
     let e = ops_c
@@ -203,7 +250,14 @@ async fn fleet(name: &str, store_url: &str) {
         .iter()
         .filter(|e| e.action == "mode_change")
         .collect();
-    assert_eq!(modes.len(), 7, "{modes:?}");
+    assert_eq!(modes.len(), 9, "{modes:?}");
+    let critical: Vec<_> = modes.iter().filter(|e| e.critical).collect();
+    assert_eq!(
+        critical.len(),
+        1,
+        "entering bypass, and only that, is critical: {modes:?}"
+    );
+    assert!(critical[0].after.contains("\"global\":\"bypass\""));
     let halt = modes
         .iter()
         .find(|e| e.after.contains("\"global\":\"halted\""))
@@ -220,19 +274,52 @@ async fn fleet(name: &str, store_url: &str) {
     );
     assert_eq!(
         entries.iter().filter(|e| e.action == "lifecycle").count(),
-        2
+        4
     );
     // Both sidecars are connected, on the current snapshot.
-    let st = ops(&svc.url)
-        .await
-        .status(request(pb::StatusRequest {}))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(st.snapshot, second.snapshot);
-    let on: Vec<_> = st.sidecars.iter().filter(|s| s.connected).collect();
-    assert_eq!(on.len(), 2, "{st:?}");
-    assert!(on.iter().all(|s| s.snapshot == second.snapshot), "{st:?}");
+    let current = svc.running.core.current().snapshot.unwrap().hash.clone();
+    both_hold(&a, &b, &current).await;
+    wait_until_async(
+        "both connected on the current snapshot",
+        PROPAGATION,
+        || async {
+            let st = ops(&svc.url)
+                .await
+                .status(request(pb::StatusRequest {}))
+                .await
+                .unwrap()
+                .into_inner();
+            st.snapshot == current
+                && st
+                    .sidecars
+                    .iter()
+                    .filter(|s| s.connected && s.snapshot == current)
+                    .count()
+                    == 2
+        },
+    )
+    .await;
+
+    // A snapshot that does not hash to its name is refused; the sidecar keeps its own.
+    let good = (*svc.running.core.current().snapshot.unwrap()).clone();
+    let mut renamed = good.clone();
+    renamed.hash = format!("sha256:{}", "0".repeat(64));
+    let mut altered = good.clone();
+    let src = altered
+        .sources
+        .iter_mut()
+        .find(|s| s.text.contains("max: 2000"))
+        .unwrap();
+    src.text = src.text.replace("max: 2000", "max: 9999999");
+    // (Named after a snapshot the sidecar does not hold: one it holds is kept as verified.)
+    altered.hash = first.snapshot.clone();
+    for (what, bad) in [("renamed", renamed), ("altered", altered)] {
+        let e = warden::sidecar::watch::install_snapshot(&a.running.shared, &bad)
+            .await
+            .unwrap_err();
+        assert!(e.contains("not the hash it was sent with"), "{what}: {e}");
+        assert_eq!(a.snapshot(), current, "{what}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
