@@ -2,7 +2,10 @@
 //! Rust), so building Warden needs no system `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/warden/v1/control.proto"];
+    let files = [
+        "proto/warden/v1/control.proto",
+        "proto/warden/v1/mediation.proto",
+    ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }

@@ -49,6 +49,8 @@ pub struct Agent {
     pub in_flight: Arc<tokio::sync::Semaphore>,
     /// One parser for every call of the agent port.
     pub routes: Arc<Routes>,
+    /// The largest gRPC message read (`limits.max_request_bytes`).
+    pub max_message: usize,
 }
 
 // === impl Routes ===
@@ -285,6 +287,108 @@ pub fn establish(id: &Who, keys: &ApiKeys, parts: &http::request::Parts) -> (Ctx
     (ctx, problem)
 }
 
+/// What the spine made of a call: its answer or its refusal (not yet rendered: each front end
+/// renders it in its own wire format), the call's ids, and the id a JSON-RPC refusal answers.
+pub struct Dispatched {
+    pub result: Result<Reply, Refusal>,
+    pub ctx: Arc<Ctx>,
+    pub reply_to: Option<serde_json::Value>,
+    /// The call's place under the in-flight cap: keep it until the answer is sent.
+    pub permit: Option<Arc<tokio::sync::OwnedSemaphorePermit>>,
+}
+
+impl Agent {
+    /// Run one call through the spine: identity from the configuration and the request head,
+    /// the in-flight cap, the call's span. `problem` is a refusal the front end already knows
+    /// (a malformed gRPC message, say): the spine records it like any other.
+    pub fn dispatch(
+        &self,
+        parts: http::request::Parts,
+        body: crate::spine::InBody,
+        problem: Option<Refusal>,
+        deadline: Option<std::time::Duration>,
+    ) -> impl Future<Output = Dispatched> + Send + 'static {
+        let agent = self.clone();
+        async move { agent.dispatch_owned(parts, body, problem, deadline).await }
+    }
+
+    async fn dispatch_owned(
+        self,
+        parts: http::request::Parts,
+        body: crate::spine::InBody,
+        problem: Option<Refusal>,
+        deadline: Option<std::time::Duration>,
+    ) -> Dispatched {
+        let permit = self
+            .in_flight
+            .clone()
+            .try_acquire_owned()
+            .ok()
+            .map(Arc::new);
+        let (ctx, mut early) = establish(&self.who, &self.api_keys, &parts);
+        if permit.is_none() {
+            early = Some(Refusal::new(
+                Code::Overloaded,
+                "too many calls in flight on this sidecar; retry later",
+            ));
+        }
+        let early = early.or(problem);
+        let ctx = Arc::new(ctx);
+        let span = tracing::info_span!(
+            "call",
+            run = %ctx.run_id,
+            step = %ctx.step_id,
+            decision = %ctx.decision_id,
+            path = %parts.uri.path(),
+        );
+        // The call's place under the cap: held by its trace (so a call the agent hangs up on
+        // keeps it until its record is sealed) and by its answer's body (until it is sent).
+        let trace = Arc::new(Mutex::new(Trace {
+            refusal: early,
+            place: permit.clone(),
+            ..Trace::default()
+        }));
+        let routes: Arc<dyn crate::spine::Parser> = self.routes.clone();
+        let call = Call::new(CallState {
+            incoming: Some(body),
+            trace: trace.clone(),
+            parser: Some(routes),
+            ..CallState::new(ctx.clone(), parts, self.rt.clone())
+        });
+        let run = self.spine.clone().oneshot(call).instrument(span);
+        // A caller's deadline (gRPC): past it the caller is answered; the call itself still
+        // runs to its record.
+        let result = match deadline {
+            None => run.await,
+            Some(d) => match tokio::time::timeout(d, run).await {
+                Ok(r) => r,
+                Err(_) => Err(Refusal::new(
+                    Code::RequestTimeout,
+                    format!("the caller's deadline ({d:?}) passed before the call was answered"),
+                )),
+            },
+        };
+        if let Err(r) = &result {
+            self.rt.metrics.refusal(r.code);
+        }
+        let reply_to = trace.lock().ok().and_then(|t| t.reply_to.clone());
+        Dispatched {
+            result,
+            ctx,
+            reply_to,
+            permit,
+        }
+    }
+}
+
+/// A request the gRPC front ends answer.
+fn is_grpc(req: &http::Request<Incoming>) -> bool {
+    req.headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
 impl Service<http::Request<Incoming>> for Agent {
     type Response = Reply;
     type Error = Infallible;
@@ -295,70 +399,28 @@ impl Service<http::Request<Incoming>> for Agent {
     }
 
     fn call(&mut self, req: http::Request<Incoming>) -> Self::Future {
-        let rt = self.rt.clone();
-        let metrics_of = self.rt.clone();
-        let who = self.who.clone();
-        let spine = self.spine.clone();
-        let keys = self.api_keys.clone();
-        let routes: Arc<dyn crate::spine::Parser> = self.routes.clone();
-        // The call's place under the cap: held by its trace (so a call the agent hangs up on
-        // keeps it until its record is sealed) and by its answer's body (until it is sent).
-        let permit = self
-            .in_flight
-            .clone()
-            .try_acquire_owned()
-            .ok()
-            .map(Arc::new);
+        let agent = self.clone();
+        if is_grpc(&req) {
+            return Box::pin(async move { Ok(super::grpc::serve(agent, req).await) });
+        }
         Box::pin(async move {
             let (parts, incoming) = req.into_parts();
-            let (ctx, mut problem) = establish(&who, &keys, &parts);
-            if permit.is_none() {
-                problem = Some(Refusal::new(
-                    Code::Overloaded,
-                    "too many calls in flight on this sidecar; retry later",
-                ));
-            }
-            let ctx = Arc::new(ctx);
-            let span = tracing::info_span!(
-                "call",
-                run = %ctx.run_id,
-                step = %ctx.step_id,
-                decision = %ctx.decision_id,
-                path = %parts.uri.path(),
-            );
-            let trace = Arc::new(Mutex::new(Trace {
-                refusal: problem,
-                place: permit.clone(),
-                ..Trace::default()
-            }));
             let mcp = parts.uri.path() == "/mcp";
-            let call = Call::new(CallState {
-                incoming: Some(http_body_util::BodyExt::boxed(
-                    http_body_util::BodyExt::map_err(incoming, |e| -> crate::spine::BoxError {
-                        Box::new(e)
-                    }),
-                )),
-                trace: trace.clone(),
-                parser: Some(routes),
-                ..CallState::new(ctx.clone(), parts, rt)
-            });
+            let body = http_body_util::BodyExt::boxed(http_body_util::BodyExt::map_err(
+                incoming,
+                |e| -> crate::spine::BoxError { Box::new(e) },
+            ));
+            let d = agent.dispatch(parts, body, None, None).await;
             // The spine answers or refuses; a refusal is rendered here, in this front end's
             // wire format, and every answer carries the call's ids.
-            let mut reply = match spine.oneshot(call).instrument(span).await {
+            let mut reply = match d.result {
                 Ok(r) => r,
-                Err(r) => {
-                    metrics_of.metrics.refusal(r.code);
-                    if mcp {
-                        let id = trace.lock().ok().and_then(|t| t.reply_to.clone());
-                        super::mcp::render(&r, id, &ctx.decision_id)
-                    } else {
-                        super::render::to_response(&r, &ctx.decision_id)
-                    }
-                }
+                Err(r) if mcp => super::mcp::render(&r, d.reply_to, &d.ctx.decision_id),
+                Err(r) => super::render::to_response(&r, &d.ctx.decision_id),
             };
-            super::render::stamp(&mut reply, &ctx);
+            super::render::stamp(&mut reply, &d.ctx);
             // The call keeps its place until its answer (streamed or not) is done.
-            Ok(match permit {
+            Ok(match d.permit {
                 Some(p) => reply.map(|b| crate::sidecar::server::Holding::body(b, p)),
                 None => reply,
             })

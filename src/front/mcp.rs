@@ -276,15 +276,20 @@ fn unknown_tool(name: &str) -> Refusal {
 /// header mismatch, 403 for a foreign origin, 413, 415, 405 with `Allow`); an answer to the
 /// request itself is HTTP 200. A tool no policy lets the agent use is "unknown" — the agent
 /// cannot tell a hidden tool from one that does not exist — while its record keeps why.
-pub fn render(r: &Refusal, id: Option<Json>, decision_id: &str) -> Reply {
-    let hidden = r.code == Code::NoAllowPolicy && id.is_some();
-    let shown = if hidden {
+/// What the agent is told of a refused tool call: a tool no policy lets it use is one it may
+/// not see, so it is "unknown" (the record keeps `no_allow_policy`).
+pub fn visible(r: &Refusal) -> Refusal {
+    if r.code == Code::NoAllowPolicy {
         let mut u = Refusal::new(Code::UnknownTool, "Unknown tool");
-        u.policy_id = None;
+        u.recorded_as = Some(Code::NoAllowPolicy);
         u
     } else {
         r.clone()
-    };
+    }
+}
+
+pub fn render(r: &Refusal, id: Option<Json>, decision_id: &str) -> Reply {
+    let shown = if id.is_some() { visible(r) } else { r.clone() };
     let body = super::render::jsonrpc_error(&shown, id.unwrap_or(Json::Null), decision_id);
     let status = match shown.code {
         Code::InvalidJson

@@ -441,6 +441,7 @@ pub async fn start(cfg: SidecarConfig) -> Result<Running, SidecarError> {
         api_keys: Arc::new(api_keys),
         in_flight: Arc::new(tokio::sync::Semaphore::new(agent_bounds.max_connections)),
         routes: Arc::new(crate::front::agent::Routes::default()),
+        max_message: usize::try_from(shared.cfg.limits.max_request_bytes).unwrap_or(usize::MAX),
     };
     let admin = admin::Admin {
         shared: shared.clone(),

@@ -1,6 +1,7 @@
 //! Shared helpers for the integration tests: mocks, a sidecar on loopback, a small client.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod grpc;
 pub mod mcp;
 pub mod pg;
 pub mod python;
