@@ -19,8 +19,13 @@
 //!   service, with evidence shipping on and off (`evidence.ship: false`), and direct to the
 //!   mock, in the same run: sequential p50 and 16-connection closed-loop rps.
 //!
-//! `WARDEN_LOAD_QUICK=1` shortens every part; `WARDEN_LOAD_ONLY=watch|sidecars|big|ingest|ship`
-//! runs one.
+//! - **gRPC vs HTTP on the agent port**: the same chat completion (one token, a fresh run each
+//!   call) to one sidecar process as `POST /v1/chat/completions` over HTTP/1.1 and as
+//!   `warden.v1.Mediation/ChatCompletion` over h2c, and straight to the mock: sequential p50 and
+//!   16-connection closed-loop rps.
+//!
+//! `WARDEN_LOAD_QUICK=1` shortens every part;
+//! `WARDEN_LOAD_ONLY=watch|sidecars|big|ingest|ship|grpc` runs one.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -675,6 +680,138 @@ async fn shipping_cost(url: &str, bin: &Path, weather_addr: SocketAddr) {
     }
 }
 
+const CHAT: &str =
+    r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi [[reply:1]]"}]}"#;
+
+async fn http_chat(tx: &mut SendRequest<Full<Bytes>>, addr: SocketAddr, n: u64) -> bool {
+    loop {
+        let req = http::Request::post("/v1/chat/completions")
+            .header("host", addr.to_string())
+            .header("content-type", "application/json")
+            .header("x-warden-run-id", format!("grpc-bench-{n}"))
+            .body(Full::new(Bytes::from_static(CHAT.as_bytes())))
+            .unwrap();
+        if tx.ready().await.is_err() {
+            *tx = connect(addr).await;
+            continue;
+        }
+        return match tx.send_request(req).await {
+            Ok(r) => {
+                let ok = r.status() == 200;
+                let _ = r.into_body().collect().await;
+                ok
+            }
+            Err(_) => {
+                *tx = connect(addr).await;
+                false
+            }
+        };
+    }
+}
+
+fn grpc_chat_request(n: u64) -> tonic::Request<pb::ChatRequest> {
+    let mut r = tonic::Request::new(pb::ChatRequest {
+        model: "gpt-4o-mini".into(),
+        messages: vec![pb::ChatMessage {
+            role: "user".into(),
+            content: "hi [[reply:1]]".into(),
+        }],
+        ..Default::default()
+    });
+    r.metadata_mut().insert(
+        "x-warden-run-id",
+        format!("grpc-bench-g{n}").parse().unwrap(),
+    );
+    r
+}
+
+/// 16 callers for `dur`: 0 direct to the mock, 1 HTTP/1.1 to the sidecar, 2 gRPC to it.
+async fn chat_rps(kind: u8, llm: SocketAddr, agent: SocketAddr, round: u64, dur: Duration) -> f64 {
+    let endpoint = format!("http://{agent}");
+    let mut tasks = Vec::new();
+    for c in 0..16u64 {
+        let endpoint = endpoint.clone();
+        tasks.push(tokio::spawn(async move {
+            let t0 = Instant::now();
+            let mut done = 0u64;
+            let base = (u64::from(kind) << 50) + (c << 32) + (round << 58);
+            match kind {
+                0 | 1 => {
+                    let addr = if kind == 0 { llm } else { agent };
+                    let mut tx = connect(addr).await;
+                    while t0.elapsed() < dur {
+                        assert!(http_chat(&mut tx, addr, base + done).await);
+                        done += 1;
+                    }
+                }
+                _ => {
+                    let mut g =
+                        pb::mediation_client::MediationClient::new(channel(&endpoint).await);
+                    while t0.elapsed() < dur {
+                        g.chat_completion(grpc_chat_request(base + done))
+                            .await
+                            .unwrap();
+                        done += 1;
+                    }
+                }
+            }
+            done
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    total as f64 / dur.as_secs_f64()
+}
+
+async fn grpc_vs_http(url: &str, bin: &Path, llm: SocketAddr) {
+    let d = tmp("grpc");
+    let side = start_sidecar(bin, &d.join("s"), url, false);
+    let mut tx = connect(side.agent).await;
+    let mut k = 0;
+    wait_for_async(&mut tx, side.agent, &mut k, 200).await;
+    let (n, dur) = if quick() {
+        (500u64, Duration::from_secs(2))
+    } else {
+        (3_000, Duration::from_secs(6))
+    };
+    let endpoint = format!("http://{}", side.agent);
+    for round in 0..2u64 {
+        let mut direct = connect(llm).await;
+        let mut http = connect(side.agent).await;
+        let mut grpc = pb::mediation_client::MediationClient::new(channel(&endpoint).await);
+        let (mut ld, mut lh, mut lg) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..n {
+            let id = (round << 40) + i;
+            let t = Instant::now();
+            assert!(http_chat(&mut direct, llm, id).await);
+            ld.push(t.elapsed().as_secs_f64() * 1e3);
+            let t = Instant::now();
+            assert!(http_chat(&mut http, side.agent, id).await);
+            lh.push(t.elapsed().as_secs_f64() * 1e3);
+            let t = Instant::now();
+            grpc.chat_completion(grpc_chat_request(id)).await.unwrap();
+            lg.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        let (d50, _, _) = quantiles(ld);
+        let (h50, h99, _) = quantiles(lh);
+        let (g50, g99, _) = quantiles(lg);
+        let drps = chat_rps(0, llm, side.agent, round, dur).await;
+        let hrps = chat_rps(1, llm, side.agent, round, dur).await;
+        let grps = chat_rps(2, llm, side.agent, round, dur).await;
+        println!(
+            "chat, run {round}: sequential p50 direct {d50:.3} ms, HTTP/1.1 {h50:.3} ms (+{:.3}; p99 {h99:.3}), gRPC {g50:.3} ms (+{:.3}; p99 {g99:.3}), gRPC/HTTP p50 {:.2}×; closed loop rps direct {drps:.0}, HTTP {hrps:.0} ({:.2}×), gRPC {grps:.0} ({:.2}×), gRPC/HTTP {:.2}×",
+            h50 - d50,
+            g50 - d50,
+            g50 / h50,
+            hrps / drps,
+            grps / drps,
+            grps / hrps
+        );
+    }
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -687,8 +824,13 @@ fn main() {
         let weather = warden::dev::mocks::spawn_weather("127.0.0.1:0")
             .await
             .unwrap();
+        let llm = warden::dev::mocks::spawn_llm("127.0.0.1:0").await.unwrap();
         let contract = include_str!("../examples/contract/bundle.yaml")
-            .replace("http://127.0.0.1:18081", &weather.base_url());
+            .replace("http://127.0.0.1:18081", &weather.base_url())
+            .replace(
+                "http://127.0.0.1:18080/v1",
+                &format!("{}/v1", llm.base_url()),
+            );
         let d = tmp("svc");
         let svc = start_service(&d, &format!("sqlite://{}", d.join("warden.db").display())).await;
         let url = format!("http://{}", svc.grpc_addr);
@@ -701,6 +843,9 @@ fn main() {
         }
         if only("ship") {
             shipping_cost(&url, &support::release_binary(), weather.addr).await;
+        }
+        if only("grpc") {
+            grpc_vs_http(&url, &support::release_binary(), llm.addr).await;
         }
         if only("big") {
             big_snapshot(&url, &contract).await;
