@@ -463,7 +463,15 @@ async fn bad_input_is_refused_with_its_code_and_recorded() {
     .await;
     assert_eq!((status.as_str(), code.as_str()), ("4", "request_timeout"));
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
-    assert!(!decision.is_empty());
+    // The call was cut at the deadline — its upstream request dropped, not waited for — and
+    // recorded so.
+    let rec = recorded(&g.env, &decision, "request_timeout").await;
+    assert_eq!(rec.outcome, Some(warden::evidence::Outcome::Cut), "{rec:?}");
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "sealed at the deadline: {:?}",
+        t.elapsed()
+    );
     let mut req = with_run(chat("slow [[reply:40]] [[slow:50]]", None), "g-deadline");
     req.set_timeout(Duration::from_millis(400));
     let mut s = c.stream_chat_completion(req).await;

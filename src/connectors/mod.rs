@@ -238,9 +238,11 @@ impl Registry {
 }
 
 /// Resolves, with the refusal to end the call with, once the call must stop: its run was
-/// killed (`run_killed`) or the kill switch was engaged for its tenant (`governance_halted`).
+/// killed (`run_killed`), the kill switch was engaged for its tenant (`governance_halted`), or
+/// the caller's deadline passed (`request_timeout`).
 pub fn cut_signal(call: &Call) -> impl std::future::Future<Output = Refusal> + Send + 'static {
     let killed = call.run.as_ref().map(|r| r.kill.subscribe());
+    let deadline = call.deadline;
     let mut modes = call.rt.mode_epoch.subscribe();
     let rt = call.rt.clone();
     let tenant = call.ctx.tenant.clone();
@@ -263,9 +265,16 @@ pub fn cut_signal(call: &Call) -> impl std::future::Future<Output = Refusal> + S
                 }
             }
         };
+        let expired = async {
+            match deadline {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending::<()>().await,
+            }
+        };
         tokio::select! {
             _ = run_killed => Refusal::new(Code::RunKilled, "the run was killed"),
             _ = halted => Refusal::new(Code::GovernanceHalted, "the kill switch was engaged"),
+            _ = expired => Refusal::new(Code::RequestTimeout, "the caller's deadline passed; the upstream request was dropped"),
         }
     }
 }

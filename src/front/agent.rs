@@ -353,14 +353,18 @@ impl Agent {
             incoming: Some(body),
             trace: trace.clone(),
             parser: Some(routes),
+            deadline: deadline.map(|d| tokio::time::Instant::now() + d),
             ..CallState::new(ctx.clone(), parts, self.rt.clone())
         });
         let run = self.spine.clone().oneshot(call).instrument(span);
-        // A caller's deadline (gRPC): past it the caller is answered; the call itself still
-        // runs to its record.
+        // A caller's deadline (gRPC): the connector cuts the call there (its upstream request
+        // dropped, the record sealed); this bound, a little later, answers the caller even if
+        // the call is still before its connector.
         let result = match deadline {
             None => run.await,
-            Some(d) => match tokio::time::timeout(d, run).await {
+            Some(d) => match tokio::time::timeout(d + std::time::Duration::from_millis(50), run)
+                .await
+            {
                 Ok(r) => r,
                 Err(_) => Err(Refusal::new(
                     Code::RequestTimeout,

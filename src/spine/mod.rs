@@ -186,6 +186,9 @@ pub struct CallState {
     pub guard: Option<Arc<dyn crate::connectors::Guard>>,
     /// The front end's reader of its wire format, called by the parse layer.
     pub parser: Option<Arc<dyn Parser>>,
+    /// When the caller stops waiting (a gRPC deadline): the call is cut there, its upstream
+    /// request dropped, and recorded (`request_timeout`).
+    pub deadline: Option<tokio::time::Instant>,
 }
 
 /// What a front end gives the spine to read its wire format. The parse layer calls it once the
@@ -223,6 +226,7 @@ impl CallState {
             rt,
             guard: None,
             parser: None,
+            deadline: None,
         }
     }
 
