@@ -25,7 +25,10 @@
 //!   16-connection closed-loop rps.
 //!
 //! `WARDEN_LOAD_QUICK=1` shortens every part;
-//! `WARDEN_LOAD_ONLY=watch|sidecars|big|ingest|ship|grpc` runs one.
+//! - **ext_authz `Check`** at 1,000 and 3,000 rps, open loop (16 callers on 4 connections), to
+//!   one sidecar process: p50/p99 of each check from its actual send.
+//!
+//! `WARDEN_LOAD_ONLY=watch|sidecars|big|ingest|ship|grpc|authz` runs one.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -812,6 +815,101 @@ async fn grpc_vs_http(url: &str, bin: &Path, llm: SocketAddr) {
     }
 }
 
+fn authz_check(host: &str, n: u64) -> envoy_types::pb::envoy::service::auth::v3::CheckRequest {
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+    use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(Request {
+                http: Some(HttpRequest {
+                    method: "GET".into(),
+                    host: host.into(),
+                    path: "/v1/forecast/oslo".into(),
+                    scheme: "http".into(),
+                    headers: [("x-warden-run-id".to_string(), format!("authz-{n}"))].into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+/// ext_authz `Check` at a fixed rate (open loop, 16 callers on 4 connections): p50/p99/max of
+/// each check from its actual send.
+async fn authz_rate(
+    agent: SocketAddr,
+    host: &str,
+    rate: u64,
+    dur: Duration,
+) -> (f64, f64, f64, u64) {
+    use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+    let endpoint = format!("http://{agent}");
+    let mut channels = Vec::new();
+    for _ in 0..4 {
+        channels.push(channel(&endpoint).await);
+    }
+    let callers = 16u64;
+    let per = Duration::from_nanos(1_000_000_000 * callers / rate);
+    let start = tokio::time::Instant::now() + Duration::from_millis(50);
+    let mut tasks = Vec::new();
+    for k in 0..callers {
+        let mut c = AuthorizationClient::new(channels[(k % 4) as usize].clone());
+        let host = host.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut denied = 0u64;
+            let mut tick = tokio::time::interval_at(start + per * k as u32 / callers as u32, per);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let t0 = Instant::now();
+            let mut n = k << 40;
+            while t0.elapsed() < dur + Duration::from_millis(50) {
+                tick.tick().await;
+                n += 1;
+                let s = Instant::now();
+                let r = c.check(authz_check(&host, n)).await.unwrap().into_inner();
+                lat.push(s.elapsed().as_secs_f64() * 1e3);
+                if r.status.map_or(0, |s| s.code) != 0 {
+                    denied += 1;
+                }
+            }
+            (lat, denied)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut denied = 0;
+    for t in tasks {
+        let (l, d) = t.await.unwrap();
+        all.extend(l);
+        denied += d;
+    }
+    let (p50, p99, max) = quantiles(all);
+    (p50, p99, max, denied)
+}
+
+async fn authz(url: &str, bin: &Path, weather: SocketAddr) {
+    let d = tmp("authz");
+    let side = start_sidecar(bin, &d.join("s"), url, false);
+    let mut tx = connect(side.agent).await;
+    let mut k = 0;
+    wait_for_async(&mut tx, side.agent, &mut k, 200).await;
+    let dur = if quick() {
+        Duration::from_secs(2)
+    } else {
+        Duration::from_secs(6)
+    };
+    let host = weather.to_string();
+    // Warm up.
+    authz_rate(side.agent, &host, 500, Duration::from_millis(500)).await;
+    for rate in [1_000u64, 3_000] {
+        let (p50, p99, max, denied) = authz_rate(side.agent, &host, rate, dur).await;
+        println!(
+            "ext_authz Check at {rate} rps (open loop, 16 callers): p50 {p50:.3} ms, p99 {p99:.3} ms, max {max:.3} ms; denied {denied}"
+        );
+    }
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -843,6 +941,9 @@ fn main() {
         }
         if only("ship") {
             shipping_cost(&url, &support::release_binary(), weather.addr).await;
+        }
+        if only("authz") {
+            authz(&url, &support::release_binary(), weather.addr).await;
         }
         if only("grpc") {
             grpc_vs_http(&url, &support::release_binary(), llm.addr).await;

@@ -137,3 +137,72 @@ fn hex(s: &str) -> Vec<u8> {
         .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
         .collect()
 }
+
+/// Envoy's ext_authz `Check` from a Python gRPC client: allowed and denied, each recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcio_asks_ext_authz() {
+    let py = common::python::python_with("grpc_tools");
+    let g = common::grpc::start("grpcio-ext-authz").await;
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let script = root.join("tests/clients/ext_authz_agent.py");
+    let stubs = common::tmpdir("grpcio-ext-authz-stubs");
+    let addr = g.env.sidecar.agent_addr.to_string();
+    let weather = g.env.weather.addr.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(py)
+            .arg(script)
+            .arg(addr)
+            .arg(root.join("tests/clients/proto"))
+            .arg(stubs)
+            .arg(weather)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: HashMap<String, Value> = stdout
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (v["name"].as_str().unwrap().to_string(), v)
+        })
+        .collect();
+    let allow = &rows["allow"];
+    assert_eq!(
+        (allow["code"].as_i64(), allow["http"].as_i64()),
+        (Some(0), Some(200)),
+        "{allow}"
+    );
+    let rec = g
+        .env
+        .record_of(allow["headers"]["x-warden-decision-id"].as_str().unwrap())
+        .await;
+    assert_eq!(rec.outcome, Some(warden::evidence::Outcome::Allowed));
+    assert_eq!(rec.run_id.as_deref(), Some("py-ea-1"));
+    for (n, grpc, http, code) in [
+        ("deny_path", 7, 403, "path_not_allowed"),
+        ("deny_method", 7, 403, "method_not_allowed"),
+        ("unknown_host", 5, 404, "unknown_connector"),
+    ] {
+        let r = &rows[n];
+        assert_eq!(
+            (r["code"].as_i64(), r["http"].as_i64()),
+            (Some(grpc), Some(http)),
+            "{n}: {r}"
+        );
+        assert_eq!(r["body"]["error"]["code"], code, "{n}");
+        let d = r["headers"]["x-warden-decision-id"].as_str().unwrap();
+        assert_eq!(r["body"]["error"]["decision_id"], d, "{n}");
+        assert_eq!(
+            g.env.record_of(d).await.code.map(|c| c.as_str()),
+            Some(code),
+            "{n}"
+        );
+    }
+}

@@ -500,6 +500,13 @@ pub async fn forward(
     hc: HttpCall,
     settings: super::Settings,
 ) -> Result<Reply, Refusal> {
+    if call.decide_only {
+        // Decided and recorded; the mesh (Envoy ext_authz) forwards the allowed call itself.
+        return Ok(super::json_reply(
+            http::StatusCode::OK,
+            &serde_json::json!({ "allowed": true }),
+        ));
+    }
     // Resolved once, when the call was parsed.
     let info = hc.info.clone();
     let spec = info

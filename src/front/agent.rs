@@ -308,8 +308,24 @@ impl Agent {
         problem: Option<Refusal>,
         deadline: Option<std::time::Duration>,
     ) -> impl Future<Output = Dispatched> + Send + 'static {
+        self.dispatch_with(parts, body, problem, deadline, false)
+    }
+
+    /// [`Agent::dispatch`], and `decide_only`: decided and recorded, not forwarded (ext_authz).
+    pub fn dispatch_with(
+        &self,
+        parts: http::request::Parts,
+        body: crate::spine::InBody,
+        problem: Option<Refusal>,
+        deadline: Option<std::time::Duration>,
+        decide_only: bool,
+    ) -> impl Future<Output = Dispatched> + Send + 'static {
         let agent = self.clone();
-        async move { agent.dispatch_owned(parts, body, problem, deadline).await }
+        async move {
+            agent
+                .dispatch_owned(parts, body, problem, deadline, decide_only)
+                .await
+        }
     }
 
     async fn dispatch_owned(
@@ -318,6 +334,7 @@ impl Agent {
         body: crate::spine::InBody,
         problem: Option<Refusal>,
         deadline: Option<std::time::Duration>,
+        decide_only: bool,
     ) -> Dispatched {
         let permit = self
             .in_flight
@@ -354,6 +371,7 @@ impl Agent {
             trace: trace.clone(),
             parser: Some(routes),
             deadline: deadline.map(|d| tokio::time::Instant::now() + d),
+            decide_only,
             ..CallState::new(ctx.clone(), parts, self.rt.clone())
         });
         let run = self.spine.clone().oneshot(call).instrument(span);

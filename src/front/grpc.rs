@@ -911,6 +911,35 @@ async fn read_message(body: Incoming, max: usize) -> Result<Bytes, Refusal> {
     Ok(bytes)
 }
 
+/// Envoy's `Check` (front/ext_authz.rs), its message read and checked here like any other.
+async fn serve_check(agent: Agent, req: http::Request<Incoming>) -> Reply {
+    let (parts, incoming) = req.into_parts();
+    let meta = parts.headers.clone();
+    let checked = match read_message(incoming, agent.max_message).await {
+        Err(r) => Err(r),
+        Ok(bytes) => match envoy_types::ext_authz::v3::pb::CheckRequest::decode(&bytes[5..]) {
+            Ok(_) => Ok(bytes),
+            Err(e) => Err(Refusal::new(
+                Code::BadRequest,
+                format!("the Check message is not a valid protobuf: {e}"),
+            )),
+        },
+    };
+    let bytes = match checked {
+        Ok(b) => b,
+        Err(r) => return refuse(agent, &meta, r).await.into_http().map(relay),
+    };
+    let server = envoy_types::ext_authz::v3::pb::AuthorizationServer::new(
+        super::ext_authz::ExtAuthz::new(agent),
+    )
+    .max_decoding_message_size(usize::MAX);
+    let req = http::Request::from_parts(parts, tonic::body::Body::new(Full::new(bytes)));
+    match server.oneshot(req).await {
+        Ok(resp) => resp.map(relay),
+        Err(never) => match never {},
+    }
+}
+
 fn decodes(method: &str, msg: &[u8]) -> Result<(), prost::DecodeError> {
     match method {
         "ChatCompletion" | "StreamChatCompletion" => pb::ChatRequest::decode(msg).map(drop),
@@ -923,6 +952,9 @@ fn decodes(method: &str, msg: &[u8]) -> Result<(), prost::DecodeError> {
 
 /// Answer a gRPC request of the agent port.
 pub async fn serve(agent: Agent, req: http::Request<Incoming>) -> Reply {
+    if req.uri().path() == super::ext_authz::CHECK {
+        return serve_check(agent, req).await;
+    }
     let (parts, incoming) = req.into_parts();
     let method = parts
         .uri

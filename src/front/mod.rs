@@ -11,6 +11,7 @@
 
 pub mod agent;
 pub mod egress;
+pub mod ext_authz;
 pub mod grpc;
 pub mod http;
 pub mod mcp;

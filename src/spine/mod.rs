@@ -189,6 +189,9 @@ pub struct CallState {
     /// When the caller stops waiting (a gRPC deadline): the call is cut there, its upstream
     /// request dropped, and recorded (`request_timeout`).
     pub deadline: Option<tokio::time::Instant>,
+    /// Decide and record, but do not forward (Envoy `ext_authz`: the mesh forwards an allowed
+    /// call itself). Set only by a front end, never from the request.
+    pub decide_only: bool,
 }
 
 /// What a front end gives the spine to read its wire format. The parse layer calls it once the
@@ -227,6 +230,7 @@ impl CallState {
             guard: None,
             parser: None,
             deadline: None,
+            decide_only: false,
         }
     }
 
