@@ -32,35 +32,26 @@ fn check(host: &str, method: &str, path: &str, run: &str) -> CheckRequest {
     }
 }
 
+fn decision_of(headers: &[envoy_types::pb::envoy::config::core::v3::HeaderValueOption]) -> String {
+    headers
+        .iter()
+        .filter_map(|h| h.header.as_ref())
+        .find(|h| h.key == "x-warden-decision-id")
+        .map(|h| h.value.clone())
+        .unwrap()
+}
+
 /// (gRPC code of the check, the HTTP status Envoy would answer with, the body, the decision id).
 fn verdict(r: &CheckResponse) -> (i32, u32, String, String) {
     let code = r.status.as_ref().map_or(0, |s| s.code);
     match &r.http_response {
-        Some(HttpResponse::OkResponse(ok)) => {
-            let id = ok
-                .headers
-                .iter()
-                .filter_map(|h| h.header.as_ref())
-                .find(|h| h.key == "x-warden-decision-id")
-                .map(|h| h.value.clone())
-                .unwrap();
-            (code, 200, String::new(), id)
-        }
-        Some(HttpResponse::DeniedResponse(d)) => {
-            let id = d
-                .headers
-                .iter()
-                .filter_map(|h| h.header.as_ref())
-                .find(|h| h.key == "x-warden-decision-id")
-                .map(|h| h.value.clone())
-                .unwrap();
-            (
-                code,
-                d.status.as_ref().map_or(0, |s| s.code as u32),
-                d.body.clone(),
-                id,
-            )
-        }
+        Some(HttpResponse::OkResponse(ok)) => (code, 200, String::new(), decision_of(&ok.headers)),
+        Some(HttpResponse::DeniedResponse(d)) => (
+            code,
+            d.status.as_ref().map_or(0, |s| s.code as u32),
+            d.body.clone(),
+            decision_of(&d.headers),
+        ),
         other => panic!("no HTTP response in the check: {other:?}"),
     }
 }

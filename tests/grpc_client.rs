@@ -20,33 +20,16 @@ async fn grpcio_as_the_agent() {
     let py = common::python::python_with("grpc_tools");
     let g = common::grpc::start("grpcio").await;
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let script = root.join("tests/clients/grpc_agent.py");
-    let stubs = common::tmpdir("grpcio-stubs");
-    let addr = g.env.sidecar.agent_addr.to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(py)
-            .arg(script)
-            .arg(addr)
-            .arg(root.join("proto"))
-            .arg(stubs)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: HashMap<String, Value> = stdout
-        .lines()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap();
-            (v["name"].as_str().unwrap().to_string(), v)
-        })
-        .collect();
+    let (stdout, rows) = run_client(
+        py,
+        "grpc_agent.py",
+        vec![
+            g.env.sidecar.agent_addr.to_string(),
+            root.join("proto").display().to_string(),
+            common::tmpdir("grpcio-stubs").display().to_string(),
+        ],
+    )
+    .await;
     let row = |n: &str| {
         rows.get(n)
             .unwrap_or_else(|| panic!("no row {n}: {stdout}"))
@@ -132,6 +115,36 @@ async fn grpcio_as_the_agent() {
     assert_eq!(row("stream:py-deadline")["status"], "DEADLINE_EXCEEDED");
 }
 
+/// Run a Python client of tests/clients with `args`; its stdout, and its JSON lines by name.
+async fn run_client(
+    py: PathBuf,
+    script: &str,
+    args: Vec<String>,
+) -> (String, HashMap<String, Value>) {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clients")
+        .join(script);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(py).arg(script).args(args).output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = stdout
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (v["name"].as_str().unwrap().to_string(), v)
+        })
+        .collect();
+    (stdout, rows)
+}
+
 fn hex(s: &str) -> Vec<u8> {
     (0..s.len() / 2)
         .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
@@ -144,35 +157,19 @@ async fn grpcio_asks_ext_authz() {
     let py = common::python::python_with("grpc_tools");
     let g = common::grpc::start("grpcio-ext-authz").await;
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let script = root.join("tests/clients/ext_authz_agent.py");
-    let stubs = common::tmpdir("grpcio-ext-authz-stubs");
-    let addr = g.env.sidecar.agent_addr.to_string();
-    let weather = g.env.weather.addr.to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(py)
-            .arg(script)
-            .arg(addr)
-            .arg(root.join("tests/clients/proto"))
-            .arg(stubs)
-            .arg(weather)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: HashMap<String, Value> = stdout
-        .lines()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap();
-            (v["name"].as_str().unwrap().to_string(), v)
-        })
-        .collect();
+    let (_, rows) = run_client(
+        py,
+        "ext_authz_agent.py",
+        vec![
+            g.env.sidecar.agent_addr.to_string(),
+            root.join("tests/clients/proto").display().to_string(),
+            common::tmpdir("grpcio-ext-authz-stubs")
+                .display()
+                .to_string(),
+            g.env.weather.addr.to_string(),
+        ],
+    )
+    .await;
     let allow = &rows["allow"];
     assert_eq!(
         (allow["code"].as_i64(), allow["http"].as_i64()),

@@ -7,25 +7,12 @@ package, messages and field numbers, trimmed to what is used). Prints one JSON o
 """
 
 import json
-import os
 import sys
 
-from grpc_tools import protoc
+from stubs import generate
 
 addr, proto_root, stub_dir, weather = sys.argv[1:5]
-os.makedirs(stub_dir, exist_ok=True)
-rc = protoc.main(
-    [
-        "grpc_tools.protoc",
-        f"-I{proto_root}",
-        f"--python_out={stub_dir}",
-        f"--grpc_python_out={stub_dir}",
-        os.path.join(proto_root, "envoy_min/ext_authz.proto"),
-    ]
-)
-if rc != 0:
-    sys.exit(f"protoc failed: {rc}")
-sys.path.insert(0, stub_dir)
+generate(proto_root, "envoy_min/ext_authz.proto", stub_dir)
 
 import grpc  # noqa: E402
 from envoy_min import ext_authz_pb2 as pb  # noqa: E402

@@ -9,25 +9,12 @@ carried. The Rust test (tests/grpc_client.rs) judges them.
 """
 
 import json
-import os
 import sys
 
-from grpc_tools import protoc
+from stubs import generate
 
 addr, proto_root, stub_dir = sys.argv[1], sys.argv[2], sys.argv[3]
-os.makedirs(stub_dir, exist_ok=True)
-rc = protoc.main(
-    [
-        "grpc_tools.protoc",
-        f"-I{proto_root}",
-        f"--python_out={stub_dir}",
-        f"--grpc_python_out={stub_dir}",
-        os.path.join(proto_root, "warden/v1/mediation.proto"),
-    ]
-)
-if rc != 0:
-    sys.exit(f"protoc failed: {rc}")
-sys.path.insert(0, stub_dir)
+generate(proto_root, "warden/v1/mediation.proto", stub_dir)
 
 import grpc  # noqa: E402
 from warden.v1 import mediation_pb2 as pb  # noqa: E402
