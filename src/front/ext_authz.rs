@@ -10,8 +10,6 @@
 //! code's status, the OpenAI-style error body, `x-warden-decision-id`), with the gRPC status of
 //! the code in the check's `status`.
 
-use std::sync::Mutex;
-
 use bytes::Bytes;
 use envoy_types::ext_authz::v3::pb::{
     Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HttpStatusCode,
@@ -29,20 +27,13 @@ use crate::spine::{Ctx, Refusal};
 pub const CHECK: &str = "/envoy.service.auth.v3.Authorization/Check";
 
 pub struct ExtAuthz {
-    agent: Mutex<Agent>,
+    agent: super::grpc::SyncAgent,
 }
 
 impl ExtAuthz {
     pub fn new(agent: Agent) -> Self {
         ExtAuthz {
-            agent: Mutex::new(agent),
-        }
-    }
-
-    fn agent(&self) -> Agent {
-        match self.agent.lock() {
-            Ok(a) => a.clone(),
-            Err(p) => p.into_inner().clone(),
+            agent: super::grpc::SyncAgent::new(agent),
         }
     }
 }
@@ -133,7 +124,7 @@ fn head(req: &CheckRequest) -> Result<(http::request::Parts, Bytes), Refusal> {
 #[tonic::async_trait]
 impl Authorization for ExtAuthz {
     async fn check(&self, req: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
-        let agent = self.agent();
+        let agent = self.agent.get();
         let (parts, body, problem) = match head(req.get_ref()) {
             Ok((p, b)) => (p, b, None),
             Err(r) => {
@@ -146,10 +137,7 @@ impl Authorization for ExtAuthz {
                 (p, Bytes::new(), Some(r))
             }
         };
-        let full = http_body_util::BodyExt::boxed(http_body_util::BodyExt::map_err(
-            http_body_util::Full::new(body),
-            |never| -> crate::spine::BoxError { match never {} },
-        ));
+        let full = super::grpc::body(body);
         let deadline = super::grpc::deadline(&req.metadata().clone().into_headers());
         let d = agent
             .dispatch_with(parts, full, problem, deadline, true)

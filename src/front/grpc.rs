@@ -153,7 +153,8 @@ fn head(
         .map_err(|e| Refusal::new(Code::BadRequest, format!("cannot form the call: {e}")))
 }
 
-fn body(bytes: impl Into<Bytes>) -> crate::spine::InBody {
+/// A buffered request body for the spine.
+pub(crate) fn body(bytes: impl Into<Bytes>) -> crate::spine::InBody {
     Full::new(bytes.into())
         .map_err(|never| -> crate::spine::BoxError { match never {} })
         .boxed()
@@ -312,24 +313,37 @@ fn stream_status(err: &Value, ctx: &Ctx) -> Status {
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::ChatChunk, Status>> + Send>>;
 
-/// The `warden.v1.Mediation` service. (The agent port's service is `Send`, not `Sync`; tonic
-/// wants both, so each call takes its own clone out of the mutex.)
+/// The agent port's service for a tonic service, which must be `Sync` (the agent's is `Send`
+/// only): each call takes its own clone out of the mutex.
+pub struct SyncAgent(std::sync::Mutex<Agent>);
+
+impl SyncAgent {
+    pub fn new(agent: Agent) -> Self {
+        SyncAgent(std::sync::Mutex::new(agent))
+    }
+
+    pub fn get(&self) -> Agent {
+        match self.0.lock() {
+            Ok(a) => a.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+}
+
+/// The `warden.v1.Mediation` service.
 pub struct Mediation {
-    agent: std::sync::Mutex<Agent>,
+    agent: SyncAgent,
 }
 
 impl Mediation {
     pub fn new(agent: Agent) -> Self {
         Mediation {
-            agent: std::sync::Mutex::new(agent),
+            agent: SyncAgent::new(agent),
         }
     }
 
     fn agent(&self) -> Agent {
-        match self.agent.lock() {
-            Ok(a) => a.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
+        self.agent.get()
     }
 }
 

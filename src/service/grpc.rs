@@ -577,7 +577,8 @@ impl pb::snapshot_watch_server::SnapshotWatch for Api {
 /// Most records in one batch.
 pub const MAX_BATCH: usize = 4096;
 
-fn check_record(r: pb::ShippedRecord) -> Result<EvidenceIn, Status> {
+/// Check one shipped record; with it, when it was written (ms), for the lag metric.
+fn check_record(r: pb::ShippedRecord) -> Result<(EvidenceIn, i64), Status> {
     if r.evidence_id.is_empty() || r.evidence_id.len() > 128 {
         return Err(bad("evidence_id must be 1 to 128 bytes"));
     }
@@ -585,8 +586,10 @@ fn check_record(r: pb::ShippedRecord) -> Result<EvidenceIn, Status> {
     let mut intact = crate::evidence::record::record_hash(&r.body) == r.hash;
     let mut run_id = String::new();
     let mut approval = None;
+    let mut at_ms = 0;
     match crate::evidence::compact::decode(&r.body) {
         Ok(rec) => {
+            at_ms = rec.at_ms as i64;
             intact &= rec.evidence_id == r.evidence_id && rec.seq == r.seq && rec.prev == r.prev;
             run_id = rec.run_id.clone().unwrap_or_default();
             if rec.code == Some(Code::ApprovalRequired) {
@@ -602,16 +605,19 @@ fn check_record(r: pb::ShippedRecord) -> Result<EvidenceIn, Status> {
         }
         Err(_) => intact = false,
     }
-    Ok(EvidenceIn {
-        evidence_id: r.evidence_id,
-        seq,
-        hash: r.hash,
-        prev: r.prev,
-        body: r.body,
-        intact,
-        run_id,
-        approval,
-    })
+    Ok((
+        EvidenceIn {
+            evidence_id: r.evidence_id,
+            seq,
+            hash: r.hash,
+            prev: r.prev,
+            body: r.body,
+            intact,
+            run_id,
+            approval,
+        },
+        at_ms,
+    ))
 }
 
 #[tonic::async_trait]
@@ -651,10 +657,8 @@ async fn ingest_batch(core: &Core, b: pb::EvidenceBatch) -> Result<pb::IngestAck
     let mut records = Vec::with_capacity(b.records.len());
     let mut newest = 0i64;
     for r in b.records {
-        let rec = check_record(r)?;
-        if let Ok(d) = crate::evidence::compact::decode(&rec.body) {
-            newest = newest.max(d.at_ms as i64);
-        }
+        let (rec, at_ms) = check_record(r)?;
+        newest = newest.max(at_ms);
         records.push(rec);
     }
     records.sort_by_key(|r| r.seq);
